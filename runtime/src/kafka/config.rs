@@ -1,0 +1,132 @@
+//! librdkafka client configuration with brook's defaults.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+
+/// Environment variable naming an external Kafka (`host:port[,host:port]`).
+pub const BOOTSTRAP_ENV: &str = "BROOK_BOOTSTRAP";
+
+/// Connection settings shared by every client of one cluster, and brook's
+/// defaults for producers and consumers.
+///
+/// Defaults, each overridable with [`KafkaConfig::set`]:
+/// - producers: `partitioner=murmur2_random` (keys land where the Java client
+///   puts them) and `enable.idempotence=true`;
+/// - consumers: `enable.auto.commit=false` (brook commits what it has
+///   processed, never what it has merely fetched) and
+///   `auto.offset.reset=earliest`.
+///
+/// ```
+/// use brook_runtime::kafka::KafkaConfig;
+///
+/// let config = KafkaConfig::new("127.0.0.1:9092").set("client.id", "docs");
+/// let producer = config.producer();
+/// assert_eq!(producer.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+/// assert_eq!(producer.get("partitioner"), Some("murmur2_random"));
+/// assert_eq!(config.consumer("g").get("group.id"), Some("g"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    bootstrap: String,
+    overrides: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Settings for the cluster at `bootstrap` (`host:port[,host:port]`).
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        KafkaConfig {
+            bootstrap: bootstrap.into(),
+            overrides: BTreeMap::new(),
+        }
+    }
+
+    /// Settings for the cluster named by `BROOK_BOOTSTRAP`, if it is set and
+    /// not empty.
+    pub fn from_env() -> Option<Self> {
+        std::env::var(BOOTSTRAP_ENV)
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .map(KafkaConfig::new)
+    }
+
+    /// The bootstrap servers.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Sets a librdkafka property on every client made from this config
+    /// (e.g. `security.protocol`); it wins over brook's defaults.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.overrides.insert(key.into(), value.into());
+        self
+    }
+
+    /// A config for any client (admin, metadata): bootstrap plus overrides.
+    pub fn client(&self) -> ClientConfig {
+        self.with_defaults(&[])
+    }
+
+    /// A producer config.
+    pub fn producer(&self) -> ClientConfig {
+        self.with_defaults(&[
+            ("partitioner", "murmur2_random"),
+            ("enable.idempotence", "true"),
+        ])
+    }
+
+    /// A consumer config for consumer group `group_id`.
+    pub fn consumer(&self, group_id: &str) -> ClientConfig {
+        self.with_defaults(&[
+            ("group.id", group_id),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+        ])
+    }
+
+    fn with_defaults(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.overrides {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_win_over_defaults_for_every_client_kind() {
+        let config = KafkaConfig::new("b:1")
+            .set("partitioner", "consistent_random")
+            .set("auto.offset.reset", "latest")
+            .set("security.protocol", "SASL_SSL");
+        assert_eq!(
+            config.producer().get("partitioner"),
+            Some("consistent_random")
+        );
+        assert_eq!(
+            config.consumer("g").get("auto.offset.reset"),
+            Some("latest")
+        );
+        for client in [config.client(), config.producer(), config.consumer("g")] {
+            assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
+            assert_eq!(client.get("bootstrap.servers"), Some("b:1"));
+        }
+    }
+
+    #[test]
+    fn consumers_never_auto_commit_by_default() {
+        let consumer = KafkaConfig::new("b:1").consumer("group-a");
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(consumer.get("group.id"), Some("group-a"));
+        assert_eq!(consumer.get("partitioner"), None);
+    }
+}

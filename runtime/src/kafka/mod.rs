@@ -1,0 +1,12 @@
+//! Kafka clients: configuration and topic administration.
+//!
+//! [`KafkaConfig`] is the single place where brook's defaults for librdkafka
+//! live; [`KafkaAdmin`] creates, describes and deletes topics through the
+//! admin API. Brokers without an admin API (librdkafka's mock cluster) are
+//! handled by their own adapters, so nothing here assumes one exists.
+
+mod admin;
+mod config;
+
+pub use admin::{AdminError, CreateOutcome, KafkaAdmin};
+pub use config::{BOOTSTRAP_ENV, KafkaConfig};

@@ -1,0 +1,12 @@
+//! brook-runtime: runs topologies against Kafka.
+//!
+//! The runtime talks to brokers through the [`kafka`] module: one place that
+//! turns brook's settings into librdkafka client configs (with the
+//! Java-compatible partitioner, so keys land where JVM producers and Kafka
+//! Streams put them) and creates and inspects topics. [`partition`] holds the
+//! same key-to-partition function in pure Rust, for code that must predict
+//! where a key lives without asking a broker (static assignment, the
+//! in-memory cluster, co-partitioning checks).
+
+pub mod kafka;
+pub mod partition;

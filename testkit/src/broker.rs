@@ -1,0 +1,244 @@
+//! One broker per test: mock cluster, tansu, or an external Kafka.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use brook_runtime::kafka::{KafkaAdmin, KafkaConfig};
+use brook_topology::TopicSpec;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+
+use crate::{Namespace, Result, TansuBroker, TestkitError, io_err, kafka_err};
+
+/// Which kind of broker a [`TestBroker`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BrokerKind {
+    /// librdkafka's in-process mock cluster.
+    Mock,
+    /// A tansu process with sqlite storage.
+    Tansu,
+    /// The Kafka named by `BROOK_BOOTSTRAP`.
+    External,
+}
+
+impl fmt::Display for BrokerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BrokerKind::Mock => "librdkafka mock",
+            BrokerKind::Tansu => "tansu",
+            BrokerKind::External => "external Kafka",
+        })
+    }
+}
+
+/// What a broker implements faithfully (see `DESIGN.md`, "Brokers on these
+/// machines"). Tests check these instead of assuming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// CreateTopics/DeleteTopics through the admin API.
+    pub admin_api: bool,
+    /// Topics keep their configs (`cleanup.policy=compact`) and DescribeConfigs reports them.
+    pub topic_configs: bool,
+    /// Transactions commit and abort, read_committed hides aborted records,
+    /// and zombie producers are fenced.
+    pub transactions: bool,
+    /// The test can stop and restart the broker and keep its data.
+    pub restart: bool,
+    /// Partitions keep everything written (the mock cluster drops data past ~5 MiB).
+    pub unbounded_partitions: bool,
+}
+
+enum Backend {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Tansu(TansuBroker),
+    External,
+}
+
+/// A broker for one test. Dropping it stops the broker (mock, tansu).
+pub struct TestBroker {
+    kind: BrokerKind,
+    config: KafkaConfig,
+    backend: Backend,
+}
+
+impl fmt::Debug for TestBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestBroker")
+            .field("kind", &self.kind)
+            .field("bootstrap", &self.config.bootstrap())
+            .finish()
+    }
+}
+
+/// Client settings that make tests fail fast instead of hanging.
+fn test_config(bootstrap: impl Into<String>) -> KafkaConfig {
+    KafkaConfig::new(bootstrap)
+        .set("socket.timeout.ms", "10000")
+        .set("message.timeout.ms", "30000")
+}
+
+impl TestBroker {
+    /// A fresh librdkafka mock cluster (one broker), or the external Kafka
+    /// when `BROOK_BOOTSTRAP` is set.
+    pub fn mock() -> Result<Self> {
+        if let Some(external) = Self::external() {
+            return Ok(external);
+        }
+        let cluster =
+            MockCluster::new(1).map_err(kafka_err("starting a librdkafka mock cluster"))?;
+        Ok(TestBroker {
+            kind: BrokerKind::Mock,
+            config: test_config(cluster.bootstrap_servers()),
+            backend: Backend::Mock(cluster),
+        })
+    }
+
+    /// A fresh tansu broker process, or the external Kafka when
+    /// `BROOK_BOOTSTRAP` is set.
+    pub fn tansu() -> Result<Self> {
+        if let Some(external) = Self::external() {
+            return Ok(external);
+        }
+        let broker = TansuBroker::start()?;
+        Ok(TestBroker {
+            kind: BrokerKind::Tansu,
+            config: test_config(broker.bootstrap()),
+            backend: Backend::Tansu(broker),
+        })
+    }
+
+    /// The Kafka named by `BROOK_BOOTSTRAP`, if set.
+    pub fn external() -> Option<Self> {
+        let config = KafkaConfig::from_env()?;
+        Some(TestBroker {
+            kind: BrokerKind::External,
+            config: test_config(config.bootstrap()),
+            backend: Backend::External,
+        })
+    }
+
+    /// Which broker this is.
+    pub fn kind(&self) -> BrokerKind {
+        self.kind
+    }
+
+    /// What this broker implements.
+    pub fn capabilities(&self) -> Capabilities {
+        match self.kind {
+            BrokerKind::Mock => Capabilities {
+                admin_api: false,
+                topic_configs: false,
+                transactions: false,
+                restart: false,
+                unbounded_partitions: false,
+            },
+            BrokerKind::Tansu => Capabilities {
+                admin_api: true,
+                topic_configs: true,
+                transactions: false,
+                restart: true,
+                unbounded_partitions: true,
+            },
+            BrokerKind::External => Capabilities {
+                admin_api: true,
+                topic_configs: true,
+                transactions: true,
+                restart: false,
+                unbounded_partitions: true,
+            },
+        }
+    }
+
+    /// Client settings for this broker (brook's defaults plus short timeouts).
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// The bootstrap address.
+    pub fn bootstrap(&self) -> &str {
+        self.config.bootstrap()
+    }
+
+    /// Fresh, unique topic and group names for one test.
+    pub fn namespace(&self) -> Namespace {
+        Namespace::fresh()
+    }
+
+    /// Creates topics. On the mock cluster, which has no admin API, topics
+    /// are created through the mock's own interface and their configs are
+    /// not kept.
+    pub fn create_topics(&self, specs: &[TopicSpec]) -> Result<()> {
+        match &self.backend {
+            Backend::Mock(cluster) => {
+                for spec in specs {
+                    spec.validate()
+                        .map_err(brook_runtime::kafka::AdminError::from)?;
+                    cluster
+                        .create_topic(&spec.name, spec.partitions, spec.replication)
+                        .map_err(kafka_err(format!(
+                            "creating topic {:?} on the mock cluster",
+                            spec.name
+                        )))?;
+                }
+                Ok(())
+            }
+            Backend::Tansu(_) | Backend::External => {
+                let admin = self.admin()?;
+                block_on(admin.create_topics(specs))??;
+                Ok(())
+            }
+        }
+    }
+
+    /// The configs the broker reports for `topic`.
+    pub fn topic_configs(&self, topic: &str) -> Result<BTreeMap<String, String>> {
+        if !self.capabilities().topic_configs {
+            return Err(self.unsupported("topic configs (DescribeConfigs)"));
+        }
+        let admin = self.admin()?;
+        Ok(block_on(admin.topic_configs(topic))??)
+    }
+
+    /// The number of partitions of `topic`, from metadata.
+    pub fn partition_count(&self, topic: &str) -> Result<i32> {
+        Ok(self.admin()?.partition_count(topic)?)
+    }
+
+    /// Stops and restarts the broker, keeping its data.
+    pub fn restart(&mut self) -> Result<()> {
+        match &mut self.backend {
+            Backend::Tansu(broker) => broker.restart(),
+            _ => Err(self.unsupported("restarting the broker")),
+        }
+    }
+
+    /// The end of the broker's own log, where it has one (tansu).
+    pub fn log_tail(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Tansu(broker) => Some(broker.log_tail()),
+            _ => None,
+        }
+    }
+
+    fn admin(&self) -> Result<KafkaAdmin> {
+        Ok(KafkaAdmin::new(&self.config)?.with_timeout(Duration::from_secs(15)))
+    }
+
+    fn unsupported(&self, what: &'static str) -> TestkitError {
+        TestkitError::Unsupported {
+            broker: self.kind,
+            what,
+        }
+    }
+}
+
+/// Runs a future to completion on a private current-thread runtime. Admin
+/// futures are driven by librdkafka's own threads, so this never deadlocks.
+fn block_on<F: Future>(future: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(io_err("starting a tokio runtime"))?;
+    Ok(runtime.block_on(future))
+}
