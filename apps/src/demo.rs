@@ -365,7 +365,9 @@ pub fn read_latest(
     timeout: Duration,
     mut done: impl FnMut(&BTreeMap<String, String>) -> bool,
 ) -> Result<BTreeMap<String, String>> {
-    let group = format!("brook-demo-verify-{}", std::process::id());
+    // A group of its own per topic and run: rejoining a group just left can
+    // stall for a whole session timeout.
+    let group = format!("brook-demo-verify-{topic}-{}", std::process::id());
     let consumer: BaseConsumer = kafka
         .consumer(&group)
         .create()

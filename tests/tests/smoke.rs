@@ -44,11 +44,7 @@ fn produce(broker: &TestBroker, topic: &str, records: &[(String, String)]) -> Te
 }
 
 fn subscribed(broker: &TestBroker, group: &str, topic: &str) -> TestResult<BaseConsumer> {
-    let consumer: BaseConsumer = broker
-        .config()
-        .consumer(group)
-        .set("session.timeout.ms", "6000")
-        .create()?;
+    let consumer: BaseConsumer = broker.config().consumer(group).create()?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
 }

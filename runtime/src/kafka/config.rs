@@ -30,6 +30,8 @@ pub const BOOTSTRAP_ENV: &str = "BROOK_BOOTSTRAP";
 pub struct KafkaConfig {
     bootstrap: String,
     overrides: BTreeMap<String, String>,
+    producer_overrides: BTreeMap<String, String>,
+    consumer_overrides: BTreeMap<String, String>,
 }
 
 impl KafkaConfig {
@@ -38,6 +40,8 @@ impl KafkaConfig {
         KafkaConfig {
             bootstrap: bootstrap.into(),
             overrides: BTreeMap::new(),
+            producer_overrides: BTreeMap::new(),
+            consumer_overrides: BTreeMap::new(),
         }
     }
 
@@ -63,35 +67,57 @@ impl KafkaConfig {
         self
     }
 
+    /// Sets a librdkafka property on producers only (e.g. `linger.ms`).
+    pub fn set_producer(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.producer_overrides.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets a librdkafka property on consumers only (e.g. `session.timeout.ms`).
+    pub fn set_consumer(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.consumer_overrides.insert(key.into(), value.into());
+        self
+    }
+
     /// A config for any client (admin, metadata): bootstrap plus overrides.
     pub fn client(&self) -> ClientConfig {
-        self.with_defaults(&[])
+        self.with_defaults(&[], &BTreeMap::new())
     }
 
     /// A producer config.
     pub fn producer(&self) -> ClientConfig {
-        self.with_defaults(&[
-            ("partitioner", "murmur2_random"),
-            ("enable.idempotence", "true"),
-        ])
+        self.with_defaults(
+            &[
+                ("partitioner", "murmur2_random"),
+                ("enable.idempotence", "true"),
+            ],
+            &self.producer_overrides,
+        )
     }
 
     /// A consumer config for consumer group `group_id`.
     pub fn consumer(&self, group_id: &str) -> ClientConfig {
-        self.with_defaults(&[
-            ("group.id", group_id),
-            ("enable.auto.commit", "false"),
-            ("auto.offset.reset", "earliest"),
-        ])
+        self.with_defaults(
+            &[
+                ("group.id", group_id),
+                ("enable.auto.commit", "false"),
+                ("auto.offset.reset", "earliest"),
+            ],
+            &self.consumer_overrides,
+        )
     }
 
-    fn with_defaults(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+    fn with_defaults(
+        &self,
+        defaults: &[(&str, &str)],
+        kind_overrides: &BTreeMap<String, String>,
+    ) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap);
         for (key, value) in defaults {
             config.set(*key, *value);
         }
-        for (key, value) in &self.overrides {
+        for (key, value) in self.overrides.iter().chain(kind_overrides) {
             config.set(key, value);
         }
         config
@@ -119,6 +145,25 @@ mod tests {
         for client in [config.client(), config.producer(), config.consumer("g")] {
             assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
             assert_eq!(client.get("bootstrap.servers"), Some("b:1"));
+        }
+    }
+
+    #[test]
+    fn kind_specific_settings_reach_only_that_kind() {
+        let config = KafkaConfig::new("b:1")
+            .set("client.id", "all")
+            .set_consumer("session.timeout.ms", "6000")
+            .set_producer("linger.ms", "1");
+        let (consumer, producer, client) =
+            (config.consumer("g"), config.producer(), config.client());
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(producer.get("linger.ms"), Some("1"));
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(client.get("linger.ms"), None);
+        assert_eq!(client.get("session.timeout.ms"), None);
+        for c in [consumer, producer, client] {
+            assert_eq!(c.get("client.id"), Some("all"));
         }
     }
 

@@ -1,0 +1,60 @@
+# brook's two commands:
+#   make demo   runs a pipeline end to end on the embedded dev broker (no external services)
+#   make test   the whole test suite: fmt, dependency rules, clippy, unit, doc and broker tests
+# Each installs what it needs first (apt packages, the tansu test broker) and is idempotent.
+#
+# Builds go to a persistent target directory outside the clone, so repeated
+# runs on one machine reuse them: $BROOK_TARGET_DIR, else ~/.cache/brook/target.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+BROOK_CACHE ?= $(HOME)/.cache/brook
+BROOK_TARGET_DIR ?= $(BROOK_CACHE)/target
+export BROOK_CACHE
+export CARGO_TARGET_DIR := $(BROOK_TARGET_DIR)
+CARGO ?= cargo
+# Where `make test-kafka` finds Kafka (e.g. the docker-compose broker).
+BROOK_BOOTSTRAP ?= 127.0.0.1:9092
+
+.PHONY: help deps tools test fmt-check check-topology-deps clippy unit demo bench test-kafka
+
+help:
+	@echo "make demo        run a stream-processing pipeline end to end on the embedded dev broker"
+	@echo "make test        fmt check, dependency rules, clippy -D warnings, all tests (mock + tansu brokers)"
+	@echo "make bench       run the benchmarks (release build), results under bench/results/"
+	@echo "make test-kafka  broker-backed tests against an external Kafka at BROOK_BOOTSTRAP ($(BROOK_BOOTSTRAP))"
+	@echo "make deps        install the system packages the build needs"
+	@echo "make tools       deps, plus the tansu test broker (cached under $(BROOK_CACHE)/tools)"
+
+deps:
+	@scripts/install-deps.sh
+
+tools: deps
+	@scripts/install-tansu.sh
+
+fmt-check: deps
+	$(CARGO) fmt --all --check
+
+check-topology-deps: deps
+	@scripts/check-topology-deps.sh
+
+clippy: deps
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: tools
+	$(CARGO) test --workspace --locked
+
+test: fmt-check check-topology-deps clippy unit
+
+demo: deps
+	@scripts/demo.sh
+
+bench: deps
+	@scripts/bench.sh
+
+# The same broker-backed tests, against any Kafka. Tests that need to restart
+# the broker cannot run there and are skipped by name.
+test-kafka: deps
+	BROOK_BOOTSTRAP=$(BROOK_BOOTSTRAP) $(CARGO) test --locked -p brook-tests -p brook-apps -- --skip broker_restart
