@@ -9,9 +9,8 @@ set -euo pipefail
 version="0.6.0"
 root="${BROOK_CACHE:-$HOME/.cache/brook}/tools"
 bin="$root/bin/tansu"
-stamp="$root/tansu.version"
 
-if [[ -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$version" ]]; then
+if [[ -x "$bin" ]] && [[ "$("$bin" --version 2>/dev/null)" == "tansu $version" ]]; then
   exit 0
 fi
 
@@ -20,5 +19,4 @@ mkdir -p "$root"
 # Its own target dir, so a failed build resumes instead of starting over.
 CARGO_TARGET_DIR="${BROOK_CACHE:-$HOME/.cache/brook}/tansu-build" \
   cargo install "tansu@$version" --locked --features dynostore,libsql --root "$root" --force
-echo "$version" > "$stamp"
 rm -rf "${BROOK_CACHE:-$HOME/.cache/brook}/tansu-build"

@@ -50,6 +50,15 @@ pub struct Capabilities {
     pub unbounded_partitions: bool,
 }
 
+/// How [`TestBroker::restart`] stops the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// SIGTERM: the broker shuts down cleanly.
+    Graceful,
+    /// SIGKILL: no chance to flush anything.
+    Crash,
+}
+
 enum Backend {
     Mock(MockCluster<'static, DefaultProducerContext>),
     Tansu(TansuBroker),
@@ -213,10 +222,11 @@ impl TestBroker {
         Ok(self.admin()?.partition_count(topic)?)
     }
 
-    /// Stops and restarts the broker, keeping its data.
-    pub fn restart(&mut self) -> Result<()> {
-        match &mut self.backend {
-            Backend::Tansu(broker) => broker.restart(),
+    /// Stops the broker and starts it again on the same address and data.
+    pub fn restart(&mut self, how: Restart) -> Result<()> {
+        match (&mut self.backend, how) {
+            (Backend::Tansu(broker), Restart::Graceful) => broker.restart(),
+            (Backend::Tansu(broker), Restart::Crash) => broker.crash_and_restart(),
             _ => Err(self.unsupported("restarting the broker")),
         }
     }

@@ -21,7 +21,7 @@ mod consume;
 mod namespace;
 mod tansu;
 
-pub use broker::{BrokerKind, Capabilities, TestBroker};
+pub use broker::{BrokerKind, Capabilities, Restart, TestBroker};
 pub use consume::{Received, consume_exactly};
 pub use namespace::Namespace;
 pub use tansu::{TANSU_ENV, TANSU_VERSION, TansuBroker, tansu_binary};

@@ -120,6 +120,17 @@ impl TansuBroker {
         self.wait_ready()
     }
 
+    /// Kills the broker without warning (SIGKILL), as a crash or power loss
+    /// would, and starts it again on the same port and database.
+    pub fn crash_and_restart(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().map_err(io_err("killing tansu"))?;
+            child.wait().map_err(io_err("waiting for tansu"))?;
+        }
+        self.spawn()?;
+        self.wait_ready()
+    }
+
     /// Stops the broker; its data stays in [`TansuBroker::dir`].
     pub fn stop(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {

@@ -10,7 +10,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use brook_runtime::partition::partition_for_key;
-use brook_testkit::{Namespace, Received, TestBroker, consume_exactly};
+use brook_testkit::{Namespace, Received, Restart, TestBroker, consume_exactly};
 use brook_topology::{CleanupPolicy, TopicSpec};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -214,9 +214,19 @@ fn tansu_keyed_records_resume_from_committed_offsets() -> TestResult {
 /// Needs a broker the test can restart: tansu. `make test-kafka` skips it.
 #[test]
 fn tansu_broker_restart_keeps_topics_records_and_committed_offsets() -> TestResult {
+    survives_restart(Restart::Graceful)
+}
+
+/// Acknowledged records and committed offsets survive a SIGKILL of the broker.
+#[test]
+fn tansu_broker_restart_after_crash_keeps_acknowledged_records_and_offsets() -> TestResult {
+    survives_restart(Restart::Crash)
+}
+
+fn survives_restart(how: Restart) -> TestResult {
     let mut broker = TestBroker::tansu()?;
     let before = plumbing(&broker)?;
-    broker.restart()?;
+    broker.restart(how)?;
 
     assert_eq!(broker.partition_count(&before.events)?, PARTITIONS);
     let ends: i64 = high_watermarks(&broker, &before.events)?.values().sum();
