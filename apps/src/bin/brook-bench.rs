@@ -1,0 +1,236 @@
+//! brook-bench: brook's benchmark harness (`make bench`).
+//!
+//! ```text
+//! brook-bench [--runs N] [--records N] [--out DIR] [--label TEXT]
+//! ```
+//!
+//! Runs each benchmark `--runs` times (default 5) in one process, prints a
+//! table of medians with min and max, and writes the same table as Markdown
+//! and JSON under `--out` (default `bench/results`). The machine is shared
+//! and noisy: compare medians of benchmarks run side by side in one run, not
+//! numbers from different runs.
+//!
+//! Benchmarks so far (the full comparison with peers is its own issue):
+//! - `murmur2_partition`: brook's Java-compatible key partitioner, keys/s;
+//! - `mock_produce`: 100-byte keyed records into librdkafka's mock cluster
+//!   (16 partitions, so no partition passes the mock's ~5 MiB cap), records/s;
+//! - `mock_consume`: reading them back with an assigned consumer, records/s.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use brook_apps::args::Args;
+use brook_runtime::kafka::KafkaConfig;
+use brook_runtime::partition::partition_for_key;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+const USAGE: &str = "usage: brook-bench [--runs N] [--records N] [--out DIR] [--label TEXT]";
+const PARTITIONS: i32 = 16;
+const VALUE_BYTES: usize = 100;
+
+struct Sample {
+    name: &'static str,
+    unit: &'static str,
+    /// Throughput of each run, in `unit`.
+    runs: Vec<f64>,
+}
+
+impl Sample {
+    fn sorted(&self) -> Vec<f64> {
+        let mut runs = self.runs.clone();
+        runs.sort_by(f64::total_cmp);
+        runs
+    }
+
+    fn median(&self) -> f64 {
+        let runs = self.sorted();
+        let mid = runs.len() / 2;
+        if runs.len() % 2 == 1 {
+            runs[mid]
+        } else {
+            (runs[mid - 1] + runs[mid]) / 2.0
+        }
+    }
+}
+
+fn main() {
+    let args = match Args::parse(
+        std::env::args().skip(1),
+        &["runs", "records", "out", "label"],
+        USAGE,
+    ) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("brook-bench: {error:#}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(error) = run(&args) {
+        eprintln!("brook-bench: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let runs: usize = args.parse_or("runs", 5)?;
+    let records: usize = args.parse_or("records", 200_000)?;
+    if runs == 0 || records == 0 {
+        bail!("--runs and --records must be positive");
+    }
+    let out_dir = args.get("out").unwrap_or("bench/results").to_owned();
+    let label = args.get("label").unwrap_or("unlabelled").to_owned();
+
+    let mut partition = Sample {
+        name: "murmur2_partition",
+        unit: "keys/s",
+        runs: Vec::new(),
+    };
+    let mut produce = Sample {
+        name: "mock_produce",
+        unit: "records/s",
+        runs: Vec::new(),
+    };
+    let mut consume = Sample {
+        name: "mock_consume",
+        unit: "records/s",
+        runs: Vec::new(),
+    };
+    let keys: Vec<String> = (0..1_000_000).map(|i| format!("customer-{i:08}")).collect();
+    for run in 1..=runs {
+        partition.runs.push(bench_partition(&keys));
+        let (p, c) = bench_mock_roundtrip(records).with_context(|| format!("run {run}"))?;
+        produce.runs.push(p);
+        consume.runs.push(c);
+        eprintln!("run {run}/{runs} done");
+    }
+
+    let samples = [partition, produce, consume];
+    let table = render_table(&samples, runs, records, &label);
+    println!("{table}");
+    write_results(&out_dir, &samples, &table, runs, records, &label)
+}
+
+fn bench_partition(keys: &[String]) -> f64 {
+    let started = Instant::now();
+    let mut checksum = 0i64;
+    for key in keys {
+        checksum += i64::from(partition_for_key(key.as_bytes(), 12).unwrap_or(0));
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box(checksum);
+    keys.len() as f64 / elapsed.as_secs_f64()
+}
+
+/// Produces `records` 100-byte keyed records to a fresh mock cluster and
+/// consumes them back; returns (produce, consume) records/s.
+fn bench_mock_roundtrip(records: usize) -> Result<(f64, f64)> {
+    let cluster = MockCluster::new(1).context("starting the mock cluster")?;
+    let topic = "bench";
+    cluster.create_topic(topic, PARTITIONS, 1)?;
+    let kafka = KafkaConfig::new(cluster.bootstrap_servers()).set_producer("linger.ms", "5");
+    let producer: BaseProducer = kafka.producer().create()?;
+    let value = vec![b'x'; VALUE_BYTES];
+    let keys: Vec<String> = (0..1024).map(|i| format!("key-{i}")).collect();
+
+    let started = Instant::now();
+    for i in 0..records {
+        let key = &keys[i % keys.len()];
+        loop {
+            match producer.send(BaseRecord::to(topic).key(key).payload(&value)) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((error, _)) => return Err(error).context("producing"),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .context("flushing")?;
+    let produce_rate = records as f64 / started.elapsed().as_secs_f64();
+
+    let consumer: BaseConsumer = kafka.consumer("brook-bench").create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let mut got = 0;
+    while got < records {
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("consumed only {got} of {records} records in 120 s");
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            message.context("consuming")?;
+            got += 1;
+        }
+    }
+    let consume_rate = records as f64 / started.elapsed().as_secs_f64();
+    Ok((produce_rate, consume_rate))
+}
+
+fn render_table(samples: &[Sample], runs: usize, records: usize, label: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "brook-bench {label}: {runs} runs, {records} records of {VALUE_BYTES} B over {PARTITIONS} partitions\n"
+    );
+    let _ = writeln!(out, "| benchmark | median | min | max | unit |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---|");
+    for sample in samples {
+        let sorted = sample.sorted();
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {:.0} | {} |",
+            sample.name,
+            sample.median(),
+            sorted[0],
+            sorted[sorted.len() - 1],
+            sample.unit
+        );
+    }
+    out
+}
+
+fn write_results(
+    dir: &str,
+    samples: &[Sample],
+    table: &str,
+    runs: usize,
+    records: usize,
+    label: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let stem = format!("{dir}/plumbing-{secs}");
+    let json = serde_json::json!({
+        "label": label,
+        "unix_time": secs,
+        "runs": runs,
+        "records": records,
+        "value_bytes": VALUE_BYTES,
+        "partitions": PARTITIONS,
+        "results": samples.iter().map(|s| serde_json::json!({
+            "name": s.name,
+            "unit": s.unit,
+            "median": s.median(),
+            "runs": s.runs,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(format!("{stem}.json"), serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {stem}.json"))?;
+    std::fs::write(format!("{stem}.md"), table).with_context(|| format!("writing {stem}.md"))?;
+    eprintln!("wrote {stem}.json and {stem}.md");
+    Ok(())
+}
