@@ -13,7 +13,10 @@
 //! Benchmarks so far (the full comparison with peers is its own issue):
 //! - `murmur2_partition`: brook's Java-compatible key partitioner, keys/s;
 //! - `mock_produce`: 100-byte keyed records into librdkafka's mock cluster
-//!   (16 partitions, so no partition passes the mock's ~5 MiB cap), records/s;
+//!   (16 partitions, so no partition passes the mock's ~5 MiB cap) with
+//!   brook's producer defaults (idempotent), records/s;
+//! - `mock_produce_plain`: the same with `enable.idempotence=false`, side by
+//!   side, to show what idempotence costs;
 //! - `mock_consume`: reading them back with an assigned consumer, records/s.
 
 use std::fmt::Write as _;
@@ -96,6 +99,11 @@ fn run(args: &Args) -> Result<()> {
         unit: "records/s",
         runs: Vec::new(),
     };
+    let mut produce_plain = Sample {
+        name: "mock_produce_plain",
+        unit: "records/s",
+        runs: Vec::new(),
+    };
     let mut consume = Sample {
         name: "mock_consume",
         unit: "records/s",
@@ -104,13 +112,15 @@ fn run(args: &Args) -> Result<()> {
     let keys: Vec<String> = (0..1_000_000).map(|i| format!("customer-{i:08}")).collect();
     for run in 1..=runs {
         partition.runs.push(bench_partition(&keys));
-        let (p, c) = bench_mock_roundtrip(records).with_context(|| format!("run {run}"))?;
+        let (p, c) = bench_mock_roundtrip(records, true).with_context(|| format!("run {run}"))?;
         produce.runs.push(p);
         consume.runs.push(c);
+        let (p, _) = bench_mock_roundtrip(records, false).with_context(|| format!("run {run}"))?;
+        produce_plain.runs.push(p);
         eprintln!("run {run}/{runs} done");
     }
 
-    let samples = [partition, produce, consume];
+    let samples = [partition, produce, produce_plain, consume];
     let table = render_table(&samples, runs, records, &label);
     println!("{table}");
     write_results(&out_dir, &samples, &table, runs, records, &label)
@@ -129,11 +139,13 @@ fn bench_partition(keys: &[String]) -> f64 {
 
 /// Produces `records` 100-byte keyed records to a fresh mock cluster and
 /// consumes them back; returns (produce, consume) records/s.
-fn bench_mock_roundtrip(records: usize) -> Result<(f64, f64)> {
+fn bench_mock_roundtrip(records: usize, idempotent: bool) -> Result<(f64, f64)> {
     let cluster = MockCluster::new(1).context("starting the mock cluster")?;
     let topic = "bench";
     cluster.create_topic(topic, PARTITIONS, 1)?;
-    let kafka = KafkaConfig::new(cluster.bootstrap_servers()).set_producer("linger.ms", "5");
+    let kafka = KafkaConfig::new(cluster.bootstrap_servers())
+        .set_producer("linger.ms", "5")
+        .set_producer("enable.idempotence", idempotent.to_string());
     let producer: BaseProducer = kafka.producer().create()?;
     let value = vec![b'x'; VALUE_BYTES];
     let keys: Vec<String> = (0..1024).map(|i| format!("key-{i}")).collect();
