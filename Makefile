@@ -18,7 +18,7 @@ CARGO ?= cargo
 # Where `make test-kafka` finds Kafka (e.g. the docker-compose broker).
 BROOK_BOOTSTRAP ?= 127.0.0.1:9092
 
-.PHONY: help deps tools test fmt-check check-topology-deps clippy unit demo bench test-kafka
+.PHONY: help deps tools test fmt-check check-deps clippy unit demo bench test-kafka
 
 help:
 	@echo "make demo        run a stream-processing pipeline end to end on the embedded dev broker"
@@ -37,8 +37,8 @@ tools: deps
 fmt-check: deps
 	$(CARGO) fmt --all --check
 
-check-topology-deps: deps
-	@scripts/check-topology-deps.sh
+check-deps: deps
+	@scripts/check-deps.sh
 
 clippy: deps
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
@@ -46,7 +46,7 @@ clippy: deps
 unit: tools
 	$(CARGO) test --workspace --locked
 
-test: fmt-check check-topology-deps clippy unit
+test: fmt-check check-deps clippy unit
 
 demo: deps
 	@scripts/demo.sh
