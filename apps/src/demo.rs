@@ -25,11 +25,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use brook_runtime::kafka::KafkaConfig;
+use brook_runtime::kafka::{KafkaConfig, send_blocking};
 use brook_topology::{CleanupPolicy, TopicSpec};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use serde::{Deserialize, Serialize};
 
 /// Input topic: page views keyed by user.
@@ -167,26 +167,9 @@ pub fn produce_page_views(kafka: &KafkaConfig, views: &[PageView], malformed: u6
     Ok(())
 }
 
-/// Sends one record, waiting for queue space when librdkafka's buffer is full.
+/// Sends one record with back-pressure, naming the topic on failure.
 fn send(producer: &BaseProducer, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
-    loop {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(value);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ),
-                _,
-            )) => {
-                producer.poll(Duration::from_millis(10));
-            }
-            Err((error, _)) => return Err(error).with_context(|| format!("producing to {topic}")),
-        }
-    }
+    send_blocking(producer, topic, key, value).with_context(|| format!("producing to {topic}"))
 }
 
 /// A running stage: a thread that consumes, processes, produces and commits

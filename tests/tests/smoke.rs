@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
 use std::time::Duration;
 
+use brook_runtime::kafka::send_blocking;
 use brook_runtime::partition::partition_for_key;
 use brook_testkit::{Namespace, Received, Restart, TestBroker, consume_exactly};
 use brook_topology::{CleanupPolicy, TopicSpec};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 type TestResult<T = ()> = Result<T, Box<dyn Error>>;
@@ -35,9 +36,7 @@ struct Plumbed {
 fn produce(broker: &TestBroker, topic: &str, records: &[(String, String)]) -> TestResult {
     let producer: BaseProducer = broker.config().producer().create()?;
     for (key, value) in records {
-        producer
-            .send(BaseRecord::to(topic).key(key).payload(value))
-            .map_err(|(e, _)| e)?;
+        send_blocking(&producer, topic, Some(key.as_bytes()), value.as_bytes())?;
     }
     producer.flush(TIMEOUT)?;
     Ok(())

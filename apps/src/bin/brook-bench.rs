@@ -24,13 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use brook_apps::args::Args;
-use brook_runtime::kafka::KafkaConfig;
+use brook_runtime::kafka::{KafkaConfig, send_blocking};
 use brook_runtime::partition::partition_for_key;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const USAGE: &str = "usage: brook-bench [--runs N] [--records N] [--out DIR] [--label TEXT]";
@@ -153,15 +151,7 @@ fn bench_mock_roundtrip(records: usize, idempotent: bool) -> Result<(f64, f64)> 
     let started = Instant::now();
     for i in 0..records {
         let key = &keys[i % keys.len()];
-        loop {
-            match producer.send(BaseRecord::to(topic).key(key).payload(&value)) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((error, _)) => return Err(error).context("producing"),
-            }
-        }
+        send_blocking(&producer, topic, Some(key.as_bytes()), &value).context("producing")?;
     }
     producer
         .flush(Duration::from_secs(60))

@@ -7,6 +7,8 @@
 
 mod admin;
 mod config;
+mod produce;
 
 pub use admin::{AdminError, CreateOutcome, KafkaAdmin};
 pub use config::{BOOTSTRAP_ENV, KafkaConfig};
+pub use produce::send_blocking;
