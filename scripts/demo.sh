@@ -29,4 +29,4 @@ done
 bootstrap=$(cat "$work/bootstrap")
 echo "dev broker (librdkafka mock cluster, pid $broker_pid) at $bootstrap"
 
-"$bin/brook-demo" --bootstrap "$bootstrap" --create-topics no "$@"
+"$bin/brook-demo" --bootstrap "$bootstrap" --prefix demo --create-topics no "$@"

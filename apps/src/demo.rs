@@ -1,14 +1,19 @@
 //! The `make demo` pipeline: a small, real stream-processing job on Kafka.
 //!
 //! ```text
-//! generator ──► demo.page-views (keyed by user)
-//!                  │ re-key stage: parse, select key = page; bad JSON ──► demo.dead-letters
+//! generator ──► <prefix>.page-views (keyed by user)
+//!                  │ re-key stage: parse, select key = page; bad JSON ──► <prefix>.dead-letters
 //!                  ▼
-//!               demo.page-views-by-page (repartition topic, keyed by page)
+//!               <prefix>.page-views-by-page (repartition topic, keyed by page)
 //!                  │ count stage: count per page, emit changed counts each commit
 //!                  ▼
-//!               demo.page-view-counts (latest count per page)
+//!               <prefix>.page-view-counts (latest count per page)
 //! ```
+//!
+//! Topics and consumer groups live under one prefix: against a Kafka that
+//! keeps data between runs, each run needs its own, or the verifier could
+//! read an earlier run's (identical) counts and pass without this run doing
+//! anything.
 //!
 //! Both stages are consumer-group members that produce their results, flush,
 //! then commit their input offsets (at-least-once). The count stage keeps its
@@ -25,34 +30,57 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use brook_runtime::kafka::{KafkaConfig, send_blocking};
+use brook_runtime::kafka::{KafkaAdmin, KafkaConfig, send_blocking};
 use brook_topology::{CleanupPolicy, TopicSpec};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, Producer};
 use serde::{Deserialize, Serialize};
 
-/// Input topic: page views keyed by user.
-pub const PAGE_VIEWS: &str = "demo.page-views";
-/// Internal repartition topic: page views keyed by page.
-pub const BY_PAGE: &str = "demo.page-views-by-page";
-/// Output topic: the latest view count per page.
-pub const COUNTS: &str = "demo.page-view-counts";
-/// Records the re-key stage could not parse, with the reason in a header-like prefix.
-pub const DEAD_LETTERS: &str = "demo.dead-letters";
+/// The demo's topic names, all under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// The prefix; consumer groups use it too.
+    pub prefix: String,
+    /// Input: page views keyed by user.
+    pub page_views: String,
+    /// Internal repartition topic: page views keyed by page.
+    pub by_page: String,
+    /// Output: the latest view count per page.
+    pub counts: String,
+    /// Records the re-key stage could not parse, with the reason.
+    pub dead_letters: String,
+}
+
+impl Topics {
+    /// The topics under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Topics {
+            prefix: prefix.to_owned(),
+            page_views: format!("{prefix}.page-views"),
+            by_page: format!("{prefix}.page-views-by-page"),
+            counts: format!("{prefix}.page-view-counts"),
+            dead_letters: format!("{prefix}.dead-letters"),
+        }
+    }
+
+    /// The topics to create: 3 partitions each, the counts compacted.
+    pub fn specs(&self) -> Vec<TopicSpec> {
+        vec![
+            TopicSpec::new(&self.page_views, 3),
+            TopicSpec::new(&self.by_page, 3),
+            TopicSpec::new(&self.counts, 3).cleanup_policy(CleanupPolicy::Compact),
+            TopicSpec::new(&self.dead_letters, 1),
+        ]
+    }
+
+    fn group(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+}
 
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The topics the demo uses, with 3 partitions each.
-pub fn topic_specs() -> Vec<TopicSpec> {
-    vec![
-        TopicSpec::new(PAGE_VIEWS, 3),
-        TopicSpec::new(BY_PAGE, 3),
-        TopicSpec::new(COUNTS, 3).cleanup_policy(CleanupPolicy::Compact),
-        TopicSpec::new(DEAD_LETTERS, 1),
-    ]
-}
 
 /// One page view, as JSON on the input topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +96,8 @@ pub struct PageView {
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
+    /// Where the demo's topics and groups live.
+    pub topics: Topics,
     /// Number of valid page views.
     pub events: u64,
     /// Number of malformed records mixed in (they must reach the dead-letter topic).
@@ -85,6 +115,7 @@ pub struct DemoConfig {
 impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
+            topics: Topics::new("demo"),
             events: 20_000,
             malformed: 3,
             pages: 40,
@@ -140,7 +171,12 @@ pub fn generate(config: &DemoConfig) -> (Vec<PageView>, BTreeMap<String, u64>) {
 
 /// Produces the page views, keyed by user, with `malformed` bad records
 /// spread among them.
-pub fn produce_page_views(kafka: &KafkaConfig, views: &[PageView], malformed: u64) -> Result<()> {
+pub fn produce_page_views(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    views: &[PageView],
+    malformed: u64,
+) -> Result<()> {
     let producer: BaseProducer = kafka
         .producer()
         .create()
@@ -152,14 +188,19 @@ pub fn produce_page_views(kafka: &KafkaConfig, views: &[PageView], malformed: u6
             let junk = format!("{{\"user\": \"broken-{bad_sent}\", \"page\": ");
             send(
                 &producer,
-                PAGE_VIEWS,
+                &topics.page_views,
                 Some(format!("broken-{bad_sent}").as_bytes()),
                 junk.as_bytes(),
             )?;
             bad_sent += 1;
         }
         let json = serde_json::to_vec(view)?;
-        send(&producer, PAGE_VIEWS, Some(view.user.as_bytes()), &json)?;
+        send(
+            &producer,
+            &topics.page_views,
+            Some(view.user.as_bytes()),
+            &json,
+        )?;
     }
     producer
         .flush(FLUSH_TIMEOUT)
@@ -210,24 +251,27 @@ trait Processor: Send + 'static {
 }
 
 struct Output {
-    topic: &'static str,
+    topic: String,
     key: Vec<u8>,
     value: Vec<u8>,
+    dead_letter: bool,
 }
 
 fn spawn_stage(
     name: &'static str,
     kafka: &KafkaConfig,
-    input: &'static str,
+    input: &str,
+    group: &str,
     mut processor: impl Processor,
     stop: Arc<AtomicBool>,
 ) -> Result<Stage> {
+    let input = input.to_owned();
     let consumer: BaseConsumer = kafka
-        .consumer(&format!("brook-demo-{name}"))
+        .consumer(group)
         .create()
         .with_context(|| format!("creating stage {name}'s consumer"))?;
     consumer
-        .subscribe(&[input])
+        .subscribe(&[&input])
         .with_context(|| format!("subscribing to {input}"))?;
     let producer: BaseProducer = kafka
         .producer()
@@ -253,9 +297,9 @@ fn spawn_stage(
                     // the input they came from: at-least-once.
                     processor.flush(&mut out);
                     for record in out.drain(..) {
-                        send(&producer, record.topic, Some(&record.key), &record.value)?;
+                        send(&producer, &record.topic, Some(&record.key), &record.value)?;
                         stats.produced += 1;
-                        if record.topic == DEAD_LETTERS {
+                        if record.dead_letter {
                             stats.dead_lettered += 1;
                         }
                     }
@@ -278,28 +322,32 @@ fn spawn_stage(
 
 /// Parses page views and re-keys them by page; unparsable records go to the
 /// dead-letter topic with the parse error.
-struct Rekey;
+struct Rekey {
+    topics: Topics,
+}
 
 impl Processor for Rekey {
     fn process(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, out: &mut Vec<Output>) {
         let value = value.unwrap_or_default();
         match serde_json::from_slice::<PageView>(value) {
             Ok(view) => out.push(Output {
-                topic: BY_PAGE,
+                topic: self.topics.by_page.clone(),
                 key: view.page.into_bytes(),
                 value: value.to_vec(),
+                dead_letter: false,
             }),
             Err(error) => {
                 let letter = serde_json::json!({
-                    "topic": PAGE_VIEWS,
+                    "topic": self.topics.page_views,
                     "key": key.map(|k| String::from_utf8_lossy(k).into_owned()),
                     "error": error.to_string(),
                     "value": String::from_utf8_lossy(value),
                 });
                 out.push(Output {
-                    topic: DEAD_LETTERS,
+                    topic: self.topics.dead_letters.clone(),
                     key: key.unwrap_or_default().to_vec(),
                     value: letter.to_string().into_bytes(),
+                    dead_letter: true,
                 });
             }
         }
@@ -307,8 +355,8 @@ impl Processor for Rekey {
 }
 
 /// Counts records per key; emits the counts that changed at each commit.
-#[derive(Default)]
 struct CountByKey {
+    output: String,
     counts: HashMap<Vec<u8>, u64>,
     dirty: BTreeSet<Vec<u8>>,
 }
@@ -324,19 +372,46 @@ impl Processor for CountByKey {
         for key in std::mem::take(&mut self.dirty) {
             let count = self.counts[&key];
             out.push(Output {
-                topic: COUNTS,
+                topic: self.output.clone(),
                 key,
                 value: count.to_string().into_bytes(),
+                dead_letter: false,
             });
         }
     }
 }
 
 /// Starts the re-key and count stages.
-pub fn start_stages(kafka: &KafkaConfig, stop: &Arc<AtomicBool>) -> Result<Vec<Stage>> {
+pub fn start_stages(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<Stage>> {
+    let rekey = Rekey {
+        topics: topics.clone(),
+    };
+    let count = CountByKey {
+        output: topics.counts.clone(),
+        counts: HashMap::new(),
+        dirty: BTreeSet::new(),
+    };
     Ok(vec![
-        spawn_stage("rekey", kafka, PAGE_VIEWS, Rekey, stop.clone())?,
-        spawn_stage("count", kafka, BY_PAGE, CountByKey::default(), stop.clone())?,
+        spawn_stage(
+            "rekey",
+            kafka,
+            &topics.page_views,
+            &topics.group("rekey"),
+            rekey,
+            stop.clone(),
+        )?,
+        spawn_stage(
+            "count",
+            kafka,
+            &topics.by_page,
+            &topics.group("count"),
+            count,
+            stop.clone(),
+        )?,
     ])
 }
 
@@ -350,7 +425,7 @@ pub fn read_latest(
 ) -> Result<BTreeMap<String, String>> {
     // A group of its own per topic and run: rejoining a group just left can
     // stall for a whole session timeout.
-    let group = format!("brook-demo-verify-{topic}-{}", std::process::id());
+    let group = format!("{topic}.verify-{}", std::process::id());
     let consumer: BaseConsumer = kafka
         .consumer(&group)
         .create()
@@ -372,6 +447,23 @@ pub fn read_latest(
     Ok(latest)
 }
 
+/// Fails fast, naming the broker and topic, when the broker cannot be
+/// reached or a topic is missing (instead of stages waiting for data that
+/// can never arrive).
+fn preflight(kafka: &KafkaConfig, topics: &Topics) -> Result<()> {
+    let admin = KafkaAdmin::new(kafka)?.with_timeout(Duration::from_secs(10));
+    for spec in topics.specs() {
+        admin.partition_count(&spec.name).with_context(|| {
+            format!(
+                "topic {} on {} is not usable (is the broker up, and the topic created?)",
+                spec.name,
+                kafka.bootstrap()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// What a demo run showed.
 #[derive(Debug)]
 pub struct DemoReport {
@@ -387,20 +479,24 @@ pub struct DemoReport {
 
 /// Runs the whole demo against the cluster of `kafka`, whose topics exist.
 pub fn run(kafka: &KafkaConfig, config: &DemoConfig) -> Result<DemoReport> {
+    preflight(kafka, &config.topics)?;
     let (views, expected) = generate(config);
     let stop = Arc::new(AtomicBool::new(false));
-    let stages = start_stages(kafka, &stop)?;
+    let topics = &config.topics;
+    let stages = start_stages(kafka, topics, &stop)?;
     let started = Instant::now();
     let outcome = (|| -> Result<_> {
-        produce_page_views(kafka, &views, config.malformed)?;
+        produce_page_views(kafka, topics, &views, config.malformed)?;
         let wanted: BTreeMap<String, String> = expected
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
-        read_latest(kafka, COUNTS, config.timeout, |latest| *latest == wanted)?;
+        read_latest(kafka, &topics.counts, config.timeout, |latest| {
+            *latest == wanted
+        })?;
         let elapsed = started.elapsed();
         let malformed = config.malformed as usize;
-        let dead_letters = read_latest(kafka, DEAD_LETTERS, config.timeout, |latest| {
+        let dead_letters = read_latest(kafka, &topics.dead_letters, config.timeout, |latest| {
             latest.len() >= malformed
         })?;
         Ok((elapsed, dead_letters))
@@ -456,13 +552,20 @@ mod tests {
             ts_ms: 1,
         })
         .unwrap();
-        Rekey.process(Some(b"u"), Some(&good), &mut out);
-        Rekey.process(Some(b"bad"), Some(b"{\"user\": "), &mut out);
-        assert_eq!(out[0].topic, BY_PAGE);
+        let topics = Topics::new("t");
+        let mut rekey = Rekey {
+            topics: topics.clone(),
+        };
+        rekey.process(Some(b"u"), Some(&good), &mut out);
+        rekey.process(Some(b"bad"), Some(b"{\"user\": "), &mut out);
+        assert_eq!(out[0].topic, "t.page-views-by-page");
+        assert!(!out[0].dead_letter);
         assert_eq!(out[0].key, b"/p");
-        assert_eq!(out[1].topic, DEAD_LETTERS);
+        assert_eq!(out[1].topic, "t.dead-letters");
+        assert!(out[1].dead_letter);
         let letter: serde_json::Value = serde_json::from_slice(&out[1].value).unwrap();
         assert_eq!(letter["key"], "bad");
+        assert_eq!(letter["topic"], "t.page-views");
         assert!(
             letter["error"].as_str().unwrap().contains("EOF"),
             "{letter}"
@@ -471,7 +574,11 @@ mod tests {
 
     #[test]
     fn count_emits_only_changed_keys_at_flush() {
-        let mut count = CountByKey::default();
+        let mut count = CountByKey {
+            output: "counts".into(),
+            counts: HashMap::new(),
+            dirty: BTreeSet::new(),
+        };
         let mut out = Vec::new();
         for key in [&b"a"[..], b"b", b"a"] {
             count.process(Some(key), None, &mut out);

@@ -3,14 +3,16 @@
 
 use std::time::Duration;
 
-use brook_apps::demo::{self, DemoConfig};
+use brook_apps::demo::{self, DemoConfig, Topics};
 use brook_testkit::TestBroker;
 
 #[test]
 fn demo_counts_match_the_generator_and_bad_records_are_dead_lettered() {
     let broker = TestBroker::mock().expect("mock cluster");
-    broker.create_topics(&demo::topic_specs()).expect("topics");
+    let topics = Topics::new(broker.namespace().prefix());
+    broker.create_topics(&topics.specs()).expect("topics");
     let config = DemoConfig {
+        topics,
         events: 2_000,
         malformed: 2,
         timeout: Duration::from_secs(60),

@@ -32,7 +32,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
     /// A file or process operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -59,7 +59,7 @@ pub enum TestkitError {
         log: String,
     },
     /// A Kafka client operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Kafka {
         /// What was being done.
         what: String,

@@ -2,13 +2,16 @@
 //! Kafka cluster and verifies its output.
 //!
 //! ```text
-//! brook-demo [--bootstrap HOST:PORT] [--events N] [--create-topics yes|no]
+//! brook-demo [--bootstrap HOST:PORT] [--events N] [--prefix NAME] [--create-topics yes|no]
 //! ```
 //!
-//! The bootstrap address defaults to `$BROOK_BOOTSTRAP`. With
-//! `--create-topics yes` (the default) the topics are created through the
-//! admin API; the dev broker has none, so `make demo` creates them when it
-//! starts the broker and passes `--create-topics no`. Exits 0 when every
+//! The bootstrap address defaults to `$BROOK_BOOTSTRAP`. Topics and groups
+//! are named `<prefix>.*`; the default prefix, `demo-<unix time>`, is new on
+//! every run, so runs against a Kafka that keeps data never read each
+//! other's output. With `--create-topics yes` (the default) the topics are
+//! created through the admin API; the dev broker has none, so `make demo`
+//! creates them when it starts the broker and passes `--prefix demo
+//! --create-topics no`. Exits 0 when every
 //! count matches the generator, 1 when the pipeline ran but the output is
 //! wrong, 2 on a usage error.
 
@@ -16,54 +19,77 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use brook_apps::args::Args;
-use brook_apps::demo::{self, DemoConfig};
+use brook_apps::demo::{self, DemoConfig, Topics};
 use brook_runtime::kafka::{CreateOutcome, KafkaAdmin, KafkaConfig};
 
-const USAGE: &str =
-    "usage: brook-demo [--bootstrap HOST:PORT] [--events N] [--create-topics yes|no]";
+const USAGE: &str = "usage: brook-demo [--bootstrap HOST:PORT] [--events N] [--prefix NAME] [--create-topics yes|no]";
 
 fn main() {
-    let args = match Args::parse(
+    let parsed = Args::parse(
         std::env::args().skip(1),
-        &["bootstrap", "events", "create-topics"],
+        &["bootstrap", "events", "prefix", "create-topics"],
         USAGE,
-    ) {
-        Ok(args) => args,
+    )
+    .and_then(|args| settings(&args));
+    let (kafka, config, create_topics) = match parsed {
+        Ok(settings) => settings,
         Err(error) => {
             eprintln!("brook-demo: {error:#}");
             std::process::exit(2);
         }
     };
-    if let Err(error) = run(&args) {
+    if let Err(error) = run(&kafka, &config, create_topics) {
         eprintln!("brook-demo: FAILED: {error:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: &Args) -> Result<()> {
+/// Everything the command line says, checked before anything runs.
+fn settings(args: &Args) -> Result<(KafkaConfig, DemoConfig, bool)> {
     let kafka = match args.get("bootstrap") {
         Some(bootstrap) => KafkaConfig::new(bootstrap),
         None => {
             KafkaConfig::from_env().context("no broker: pass --bootstrap or set BROOK_BOOTSTRAP")?
         }
     };
+    let prefix = match args.get("prefix") {
+        Some(prefix) => prefix.to_owned(),
+        None => format!(
+            "demo-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default()
+        ),
+    };
+    let topics = Topics::new(&prefix);
+    for spec in topics.specs() {
+        spec.validate()
+            .with_context(|| format!("--prefix {prefix:?}"))?;
+    }
+    let create_topics = match args.get("create-topics").unwrap_or("yes") {
+        "yes" => true,
+        "no" => false,
+        other => bail!("--create-topics {other:?}: expected yes or no"),
+    };
     let config = DemoConfig {
+        topics,
         events: args.parse_or("events", DemoConfig::default().events)?,
         ..DemoConfig::default()
     };
-    match args.get("create-topics").unwrap_or("yes") {
-        "yes" => {
-            let admin = KafkaAdmin::new(&kafka)?.with_timeout(Duration::from_secs(15));
-            let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-            for outcome in runtime.block_on(admin.create_topics(&demo::topic_specs()))? {
-                match outcome {
-                    CreateOutcome::Created(t) => println!("created topic {t}"),
-                    CreateOutcome::AlreadyExists(t) => println!("topic {t} exists"),
-                }
+    Ok((kafka, config, create_topics))
+}
+
+fn run(kafka: &KafkaConfig, config: &DemoConfig, create_topics: bool) -> Result<()> {
+    if create_topics {
+        let admin = KafkaAdmin::new(kafka)?.with_timeout(Duration::from_secs(15));
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        for outcome in runtime.block_on(admin.create_topics(&config.topics.specs()))? {
+            match outcome {
+                CreateOutcome::Created(t) => println!("created topic {t}"),
+                CreateOutcome::AlreadyExists(t) => println!("topic {t} exists"),
             }
         }
-        "no" => {}
-        other => bail!("--create-topics {other:?}: expected yes or no"),
     }
 
     println!(
@@ -74,7 +100,7 @@ fn run(args: &Args) -> Result<()> {
         config.users,
         config.pages
     );
-    let report = demo::run(&kafka, &config)?;
+    let report = demo::run(kafka, config)?;
 
     let mut top: Vec<_> = report.counts.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));

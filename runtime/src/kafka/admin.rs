@@ -12,13 +12,16 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::KafkaConfig;
 
 /// Why an admin operation failed.
+///
+/// Messages do not repeat their cause; it is the error's `source()`, so
+/// `anyhow`'s `{:#}` and other reporters print each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// The request was never sent: the spec itself is wrong. Fix the spec.
     #[error(transparent)]
     InvalidSpec(#[from] TopicSpecError),
     /// No client could be made (bad config). Fix the config.
-    #[error("cannot create a Kafka admin client for {bootstrap}: {source}")]
+    #[error("cannot create a Kafka admin client for {bootstrap}")]
     Client {
         /// The bootstrap servers the client was for.
         bootstrap: String,
@@ -27,7 +30,7 @@ pub enum AdminError {
     },
     /// The request failed as a whole (broker unreachable, timed out, or
     /// the broker does not implement the API). Often transient: retry.
-    #[error("{operation} failed: {source}")]
+    #[error("{operation} failed")]
     Request {
         /// What was attempted.
         operation: &'static str,
