@@ -43,6 +43,14 @@ struct Sample {
 }
 
 impl Sample {
+    fn new(name: &'static str, unit: &'static str) -> Self {
+        Sample {
+            name,
+            unit,
+            runs: Vec::new(),
+        }
+    }
+
     fn sorted(&self) -> Vec<f64> {
         let mut runs = self.runs.clone();
         runs.sort_by(f64::total_cmp);
@@ -87,26 +95,10 @@ fn run(args: &Args) -> Result<()> {
     let out_dir = args.get("out").unwrap_or("bench/results").to_owned();
     let label = args.get("label").unwrap_or("unlabelled").to_owned();
 
-    let mut partition = Sample {
-        name: "murmur2_partition",
-        unit: "keys/s",
-        runs: Vec::new(),
-    };
-    let mut produce = Sample {
-        name: "mock_produce",
-        unit: "records/s",
-        runs: Vec::new(),
-    };
-    let mut produce_plain = Sample {
-        name: "mock_produce_plain",
-        unit: "records/s",
-        runs: Vec::new(),
-    };
-    let mut consume = Sample {
-        name: "mock_consume",
-        unit: "records/s",
-        runs: Vec::new(),
-    };
+    let mut partition = Sample::new("murmur2_partition", "keys/s");
+    let mut produce = Sample::new("mock_produce", "records/s");
+    let mut produce_plain = Sample::new("mock_produce_plain", "records/s");
+    let mut consume = Sample::new("mock_consume", "records/s");
     let keys: Vec<String> = (0..1_000_000).map(|i| format!("customer-{i:08}")).collect();
     for run in 1..=runs {
         partition.runs.push(bench_partition(&keys));
