@@ -1,15 +1,22 @@
 //! brook-topology: what a brook user writes.
 //!
-//! This crate holds the pure, I/O-free part of brook: the description of a
-//! stream-processing topology and the data types shared by every other crate.
-//! It never depends on a Kafka client, a storage engine or an async runtime
-//! (`make test` checks that), so a topology can be built, described and
-//! tested anywhere.
-//!
-//! Today it holds [`TopicSpec`], the declaration of a topic (partitions,
-//! replication, configs) that user topologies, internal repartition and
-//! changelog topics and EventMart's topic provisioning all share.
+//! This crate holds the pure, I/O-free part of brook: the DSL
+//! ([`StreamsBuilder`], [`KStream`]), the Processor API beneath it
+//! ([`processor`]), serdes ([`serdes`]), the logical graph the DSL compiles
+//! to ([`Topology`], with [`Topology::describe`]), and the data types shared
+//! by the other crates ([`TopicSpec`], [`Record`]). It never depends on a
+//! Kafka client, a storage engine or an async runtime (`make test` checks
+//! that), so a topology can be built, described and tested anywhere; the
+//! runtime (`brook-runtime`) executes it.
 
+pub mod graph;
+pub mod processor;
+pub mod record;
+pub mod serdes;
+pub mod stream;
 pub mod topic;
 
+pub use graph::{Topology, TopologyDescription, TopologyError};
+pub use record::{Headers, Record, RecordMetadata, Timestamp};
+pub use stream::{Consumed, KStream, Produced, Repartitioned, SplitStream, StreamsBuilder};
 pub use topic::{CleanupPolicy, TopicSpec, TopicSpecError};

@@ -1,0 +1,367 @@
+//! The logical graph a [`StreamsBuilder`](crate::StreamsBuilder) produces.
+//!
+//! A [`Topology`] is a directed graph of nodes: sources (read topics and
+//! deserialize), processors, and sinks (serialize and write topics). Nodes
+//! joined by edges form a *sub-topology*; a repartition topic (written by a
+//! sink, read by a source) is where one sub-topology ends and another
+//! begins. The runtime runs one task per (sub-topology, partition).
+//!
+//! Node names follow Kafka Streams (`KSTREAM-FILTER-0000000001`) unless the
+//! user names a node; store and internal-topic names are always given by the
+//! user (`Named`/`Materialized`), so they stay stable when the graph changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::processor::{DynValue, ProcessorSupplier};
+use crate::record::Timestamp;
+use crate::serdes::SerdeError;
+
+/// Index of a node in its topology.
+pub type NodeId = usize;
+
+/// A topic a node reads or writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TopicName {
+    /// A topic the user named.
+    User(String),
+    /// A topic brook manages; the runtime prefixes it with the application
+    /// id: `<application.id>-<suffix>`.
+    Internal(String),
+}
+
+impl TopicName {
+    /// The topic's name on the broker for application `application_id`.
+    pub fn resolve(&self, application_id: &str) -> String {
+        match self {
+            TopicName::User(name) => name.clone(),
+            TopicName::Internal(suffix) => format!("{application_id}-{suffix}"),
+        }
+    }
+
+    /// The name as `describe()` shows it (internal topics without prefix).
+    pub fn display_name(&self) -> &str {
+        match self {
+            TopicName::User(name) | TopicName::Internal(name) => name,
+        }
+    }
+}
+
+/// Turns the bytes of a key or value into a type-erased value.
+pub type DeserializeFn = Arc<dyn Fn(Option<&[u8]>) -> Result<DynValue, SerdeError> + Send + Sync>;
+/// Turns a type-erased key or value into bytes (`None`: null).
+pub type SerializeFn = Arc<dyn Fn(&DynValue) -> Result<Option<Vec<u8>>, SerdeError> + Send + Sync>;
+/// Picks a record's event time from its key, value and broker timestamp.
+pub type TimestampExtractorFn =
+    Arc<dyn Fn(&DynValue, &DynValue, Timestamp) -> Timestamp + Send + Sync>;
+
+/// Reads topics.
+#[derive(Clone)]
+pub struct SourceNode {
+    /// Topics read.
+    pub topics: Vec<TopicName>,
+    /// Key deserializer.
+    pub key: DeserializeFn,
+    /// Value deserializer.
+    pub value: DeserializeFn,
+    /// Event time from the record instead of its broker timestamp.
+    pub timestamp_extractor: Option<TimestampExtractorFn>,
+}
+
+/// Runs a processor.
+#[derive(Clone)]
+pub struct ProcessorNode {
+    /// Makes the processor, once per task.
+    pub supplier: ProcessorSupplier,
+    /// State stores it uses.
+    pub stores: Vec<String>,
+}
+
+/// Writes a topic.
+#[derive(Clone)]
+pub struct SinkNode {
+    /// Topic written.
+    pub topic: TopicName,
+    /// Key serializer.
+    pub key: SerializeFn,
+    /// Value serializer.
+    pub value: SerializeFn,
+}
+
+/// What a node does.
+#[derive(Clone)]
+pub enum NodeKind {
+    /// Reads topics.
+    Source(SourceNode),
+    /// Processes records.
+    Processor(ProcessorNode),
+    /// Writes a topic.
+    Sink(SinkNode),
+}
+
+/// One node of the graph.
+#[derive(Clone)]
+pub struct Node {
+    /// Unique name.
+    pub name: String,
+    /// What it does.
+    pub kind: NodeKind,
+    /// Nodes that forward to it.
+    pub parents: Vec<NodeId>,
+    /// Nodes it forwards to.
+    pub children: Vec<NodeId>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("parents", &self.parents)
+            .field("children", &self.children)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an internal topic exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalTopicKind {
+    /// Re-keyed records on their way to the next sub-topology.
+    Repartition,
+}
+
+/// A topic brook creates and owns for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalTopic {
+    /// Its name.
+    pub name: TopicName,
+    /// What it is for.
+    pub kind: InternalTopicKind,
+    /// Partition count; `None`: as many as the sub-topology that writes it reads.
+    pub partitions: Option<i32>,
+}
+
+/// A connected part of the graph; runs as one task per input partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subtopology {
+    /// Its number, in order of first appearance.
+    pub id: u32,
+    /// Its nodes, in creation order.
+    pub nodes: Vec<NodeId>,
+    /// Topics its sources read (co-partitioned: same partition count).
+    pub source_topics: Vec<TopicName>,
+}
+
+/// Why a topology could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    /// Two nodes share a name.
+    #[error("two nodes are named {0:?}; node names must be unique")]
+    DuplicateName(String),
+    /// Two sources read the same topic.
+    #[error("topic {0:?} is read by two sources; read it once and share the stream")]
+    TopicReadTwice(String),
+    /// A name is empty or otherwise unusable.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// A built topology: immutable, shareable between threads and tasks.
+#[derive(Clone)]
+pub struct Topology {
+    nodes: Vec<Node>,
+    subtopologies: Vec<Subtopology>,
+    internal_topics: Vec<InternalTopic>,
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.describe())
+    }
+}
+
+impl Topology {
+    /// Checks the graph and splits it into sub-topologies.
+    pub(crate) fn new(
+        nodes: Vec<Node>,
+        internal_topics: Vec<InternalTopic>,
+    ) -> Result<Self, TopologyError> {
+        let mut names = BTreeSet::new();
+        let mut read = BTreeSet::new();
+        for node in &nodes {
+            if node.name.trim().is_empty() {
+                return Err(TopologyError::InvalidName {
+                    name: node.name.clone(),
+                    reason: "node names must not be empty",
+                });
+            }
+            if !names.insert(node.name.as_str()) {
+                return Err(TopologyError::DuplicateName(node.name.clone()));
+            }
+            if let NodeKind::Source(source) = &node.kind {
+                for topic in &source.topics {
+                    if !read.insert(topic.clone()) {
+                        return Err(TopologyError::TopicReadTwice(
+                            topic.display_name().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+
+        // Connected components over parent/child edges (union-find).
+        let mut root: Vec<NodeId> = (0..nodes.len()).collect();
+        fn find(root: &mut [NodeId], mut n: NodeId) -> NodeId {
+            while root[n] != n {
+                root[n] = root[root[n]];
+                n = root[n];
+            }
+            n
+        }
+        for (id, node) in nodes.iter().enumerate() {
+            for &child in &node.children {
+                let (a, b) = (find(&mut root, id), find(&mut root, child));
+                root[a.max(b)] = a.min(b);
+            }
+        }
+        let mut components: BTreeMap<NodeId, Vec<NodeId>> = BTreeMap::new();
+        for id in 0..nodes.len() {
+            let r = find(&mut root, id);
+            components.entry(r).or_default().push(id);
+        }
+        let subtopologies = components
+            .into_values()
+            .enumerate()
+            .map(|(i, members)| Subtopology {
+                id: i as u32,
+                source_topics: members
+                    .iter()
+                    .filter_map(|&n| match &nodes[n].kind {
+                        NodeKind::Source(s) => Some(s.topics.clone()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect(),
+                nodes: members,
+            })
+            .collect();
+        Ok(Topology {
+            nodes,
+            subtopologies,
+            internal_topics,
+        })
+    }
+
+    /// All nodes.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The sub-topologies.
+    pub fn subtopologies(&self) -> &[Subtopology] {
+        &self.subtopologies
+    }
+
+    /// The topics brook must create for this topology.
+    pub fn internal_topics(&self) -> &[InternalTopic] {
+        &self.internal_topics
+    }
+
+    /// The sub-topology whose source reads `topic`.
+    pub fn subtopology_reading(&self, topic: &TopicName) -> Option<&Subtopology> {
+        self.subtopologies
+            .iter()
+            .find(|s| s.source_topics.contains(topic))
+    }
+
+    /// A description in the spirit of Kafka Streams' `Topology#describe()`.
+    pub fn describe(&self) -> TopologyDescription {
+        TopologyDescription {
+            topology: self.clone(),
+        }
+    }
+}
+
+/// What [`Topology::describe`] returns; print it with `{}`.
+pub struct TopologyDescription {
+    topology: Topology,
+}
+
+impl fmt::Display for TopologyDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.topology;
+        let names = |ids: &[NodeId]| -> String {
+            if ids.is_empty() {
+                "none".to_owned()
+            } else {
+                ids.iter()
+                    .map(|&i| t.nodes[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        writeln!(f, "Topologies:")?;
+        for sub in &t.subtopologies {
+            writeln!(f, "   Sub-topology: {}", sub.id)?;
+            for &id in &sub.nodes {
+                let node = &t.nodes[id];
+                match &node.kind {
+                    NodeKind::Source(s) => {
+                        let topics: Vec<_> = s.topics.iter().map(TopicName::display_name).collect();
+                        writeln!(
+                            f,
+                            "    Source: {} (topics: [{}])",
+                            node.name,
+                            topics.join(", ")
+                        )?;
+                    }
+                    NodeKind::Processor(p) => {
+                        writeln!(
+                            f,
+                            "    Processor: {} (stores: [{}])",
+                            node.name,
+                            p.stores.join(", ")
+                        )?;
+                    }
+                    NodeKind::Sink(s) => {
+                        writeln!(
+                            f,
+                            "    Sink: {} (topic: {})",
+                            node.name,
+                            s.topic.display_name()
+                        )?;
+                    }
+                }
+                if !matches!(node.kind, NodeKind::Sink(_)) {
+                    writeln!(f, "      --> {}", names(&node.children))?;
+                }
+                if !matches!(node.kind, NodeKind::Source(_)) {
+                    writeln!(f, "      <-- {}", names(&node.parents))?;
+                }
+            }
+            writeln!(f)?;
+        }
+        if !t.internal_topics.is_empty() {
+            writeln!(f, "Internal topics:")?;
+            for topic in &t.internal_topics {
+                let partitions = topic.partitions.map_or_else(
+                    || "as the writing sub-topology's input".to_owned(),
+                    |p| p.to_string(),
+                );
+                writeln!(
+                    f,
+                    "   {} ({:?}, partitions: {})",
+                    topic.name.display_name(),
+                    topic.kind,
+                    partitions
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
