@@ -1,4 +1,10 @@
-//! brook-runtime: runs topologies against Kafka.
+//! brook-runtime: runs topologies.
+//!
+//! A [`thread::StreamThread`] owns [`task::StreamTask`]s (one per
+//! sub-topology and partition) and runs the poll → process → produce →
+//! commit loop against the [`cluster::Cluster`] port. Adapters: the
+//! in-process [`memory::MemoryCluster`], on which the public
+//! [`driver::TopologyTestDriver`] runs topologies in tests, and Kafka.
 //!
 //! The runtime talks to brokers through the [`kafka`] module: one place that
 //! turns brook's settings into librdkafka client configs (with the
@@ -8,5 +14,10 @@
 //! where a key lives without asking a broker (static assignment, the
 //! in-memory cluster, co-partitioning checks).
 
+pub mod cluster;
+pub mod driver;
 pub mod kafka;
+pub mod memory;
 pub mod partition;
+pub mod task;
+pub mod thread;

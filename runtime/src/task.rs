@@ -1,0 +1,593 @@
+//! A task: one sub-topology working on one partition of its input topics.
+//!
+//! The task buffers the records of its partitions and always processes the
+//! buffered record with the lowest timestamp next (as Kafka Streams does),
+//! so records from co-partitioned topics interleave in event-time order.
+//! Stream time is the largest timestamp processed so far; stream-time
+//! punctuations fire as it advances, wall-clock punctuations when the
+//! runtime's clock does.
+//!
+//! A record whose key or value cannot be deserialized, or whose timestamp is
+//! negative, is not processed: it goes, bytes unchanged, to the dead-letter
+//! topic with headers saying what was wrong and where it came from
+//! (`brook.error`, `brook.topic`, `brook.partition`, `brook.offset`), and
+//! its offset counts as consumed, so one bad record neither stops the
+//! application nor disappears.
+//!
+//! Processors forward depth-first: a forwarded record is processed by the
+//! whole downstream chain before the forwarding processor's next output.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use brook_topology::graph::{NodeId, NodeKind, SerializeFn, SourceNode, Subtopology};
+use brook_topology::processor::{
+    DynContext, DynProcessor, DynRecord, ProcessError, PunctuationType, ScheduleId, TaskId,
+};
+use brook_topology::serdes::SerdeError;
+use brook_topology::{Headers, RecordMetadata, Timestamp, Topology};
+
+use crate::cluster::{ConsumedRecord, ProducedRecord, TopicPartition};
+
+/// Why a task failed. The task's uncommitted work must be discarded.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// A processor failed.
+    #[error("processor {node} failed")]
+    Process {
+        /// The processor's node name.
+        node: String,
+        /// Its error.
+        source: ProcessError,
+    },
+    /// A sink could not serialize a record.
+    #[error("sink {node} could not serialize the {part} of a record for topic {topic}")]
+    Serialize {
+        /// The sink's node name.
+        node: String,
+        /// Its topic.
+        topic: String,
+        /// `key` or `value`.
+        part: &'static str,
+        /// The serde's error.
+        source: Box<SerdeError>,
+    },
+}
+
+/// Counters of one task.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TaskMetrics {
+    /// Records processed.
+    pub processed: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Punctuations fired.
+    pub punctuations: u64,
+}
+
+enum Instance {
+    Source {
+        source: SourceNode,
+        children: Vec<NodeId>,
+    },
+    Processor {
+        name: String,
+        processor: Box<dyn DynProcessor>,
+        children: Vec<NodeId>,
+        child_names: Vec<String>,
+    },
+    Sink {
+        name: String,
+        topic: String,
+        key: SerializeFn,
+        value: SerializeFn,
+    },
+}
+
+struct Schedule {
+    id: ScheduleId,
+    node: NodeId,
+    interval: i64,
+    kind: PunctuationType,
+    next: Timestamp,
+    cancelled: bool,
+}
+
+struct TaskState {
+    id: TaskId,
+    stream_time: Timestamp,
+    wall_clock: Timestamp,
+    metadata: Option<RecordMetadata>,
+    schedules: Vec<Schedule>,
+    next_schedule: u64,
+    output: Vec<ProducedRecord>,
+    metrics: TaskMetrics,
+}
+
+enum Target {
+    All,
+    One(NodeId),
+}
+
+struct Ctx<'a> {
+    state: &'a mut TaskState,
+    node: NodeId,
+    name: &'a str,
+    children: &'a [NodeId],
+    child_names: &'a [String],
+    forwards: Vec<(Target, DynRecord)>,
+}
+
+impl DynContext for Ctx<'_> {
+    fn forward(&mut self, record: DynRecord) {
+        self.forwards.push((Target::All, record));
+    }
+
+    fn forward_to(&mut self, child: &str, record: DynRecord) -> Result<(), ProcessError> {
+        let index = self
+            .child_names
+            .iter()
+            .position(|name| name == child)
+            .ok_or_else(|| ProcessError::UnknownChild {
+                child: child.to_owned(),
+            })?;
+        self.forwards
+            .push((Target::One(self.children[index]), record));
+        Ok(())
+    }
+
+    fn schedule(&mut self, interval: Duration, kind: PunctuationType) -> ScheduleId {
+        let id = ScheduleId(self.state.next_schedule);
+        self.state.next_schedule += 1;
+        let interval = i64::try_from(interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let next = match kind {
+            // Aligned to multiples of the interval; the first record fires it.
+            PunctuationType::StreamTime => 0,
+            PunctuationType::WallClockTime => self.state.wall_clock.saturating_add(interval),
+        };
+        self.state.schedules.push(Schedule {
+            id,
+            node: self.node,
+            interval,
+            kind,
+            next,
+            cancelled: false,
+        });
+        id
+    }
+
+    fn cancel(&mut self, id: ScheduleId) {
+        for schedule in &mut self.state.schedules {
+            if schedule.id == id {
+                schedule.cancelled = true;
+            }
+        }
+    }
+
+    fn stream_time(&self) -> Timestamp {
+        self.state.stream_time
+    }
+
+    fn wall_clock_time(&self) -> Timestamp {
+        self.state.wall_clock
+    }
+
+    fn record_metadata(&self) -> Option<&RecordMetadata> {
+        self.state.metadata.as_ref()
+    }
+
+    fn task_id(&self) -> TaskId {
+        self.state.id
+    }
+
+    fn node_name(&self) -> &str {
+        self.name
+    }
+}
+
+/// One sub-topology over one partition.
+pub struct StreamTask {
+    nodes: BTreeMap<NodeId, Instance>,
+    sources: HashMap<String, NodeId>,
+    queues: BTreeMap<TopicPartition, VecDeque<ConsumedRecord>>,
+    consumed: BTreeMap<TopicPartition, i64>,
+    dead_letter_topic: String,
+    state: TaskState,
+}
+
+impl StreamTask {
+    /// The task for `partition` of `subtopology`; topic names are resolved
+    /// for `application_id`.
+    pub fn new(
+        topology: &Topology,
+        subtopology: &Subtopology,
+        partition: i32,
+        application_id: &str,
+        dead_letter_topic: &str,
+    ) -> Self {
+        let all = topology.nodes();
+        let mut nodes = BTreeMap::new();
+        let mut sources = HashMap::new();
+        let mut queues = BTreeMap::new();
+        for &id in &subtopology.nodes {
+            let node = &all[id];
+            let instance = match &node.kind {
+                NodeKind::Source(source) => {
+                    for topic in &source.topics {
+                        let name = topic.resolve(application_id);
+                        queues.insert(
+                            TopicPartition::new(name.clone(), partition),
+                            VecDeque::new(),
+                        );
+                        sources.insert(name, id);
+                    }
+                    Instance::Source {
+                        source: source.clone(),
+                        children: node.children.clone(),
+                    }
+                }
+                NodeKind::Processor(p) => Instance::Processor {
+                    name: node.name.clone(),
+                    processor: (p.supplier)(),
+                    children: node.children.clone(),
+                    child_names: node.children.iter().map(|&c| all[c].name.clone()).collect(),
+                },
+                NodeKind::Sink(sink) => Instance::Sink {
+                    name: node.name.clone(),
+                    topic: sink.topic.resolve(application_id),
+                    key: sink.key.clone(),
+                    value: sink.value.clone(),
+                },
+            };
+            nodes.insert(id, instance);
+        }
+        StreamTask {
+            nodes,
+            sources,
+            queues,
+            consumed: BTreeMap::new(),
+            dead_letter_topic: dead_letter_topic.to_owned(),
+            state: TaskState {
+                id: TaskId {
+                    subtopology: subtopology.id,
+                    partition,
+                },
+                stream_time: Timestamp::MIN,
+                wall_clock: 0,
+                metadata: None,
+                schedules: Vec::new(),
+                next_schedule: 0,
+                output: Vec::new(),
+                metrics: TaskMetrics::default(),
+            },
+        }
+    }
+
+    /// This task's id.
+    pub fn id(&self) -> TaskId {
+        self.state.id
+    }
+
+    /// The input partitions it reads.
+    pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.queues.keys()
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> TaskMetrics {
+        self.state.metrics
+    }
+
+    /// The task's stream time (`i64::MIN` before the first record).
+    pub fn stream_time(&self) -> Timestamp {
+        self.state.stream_time
+    }
+
+    /// Initializes the processors (they may schedule punctuations) with the
+    /// wall clock at `now`.
+    pub fn init(&mut self, now: Timestamp) -> Result<(), TaskError> {
+        self.state.wall_clock = now;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if let Some(Instance::Processor {
+                name,
+                processor,
+                children,
+                child_names,
+            }) = self.nodes.get_mut(&id)
+            {
+                let mut ctx = Ctx {
+                    state: &mut self.state,
+                    node: id,
+                    name,
+                    children,
+                    child_names,
+                    forwards: Vec::new(),
+                };
+                processor
+                    .init(&mut ctx)
+                    .map_err(|source| TaskError::Process {
+                        node: name.clone(),
+                        source,
+                    })?;
+                // Records forwarded from init have no source record; drop
+                // nothing silently: process them like any other.
+                let forwards = std::mem::take(&mut ctx.forwards);
+                let children = children.clone();
+                self.route(&children, forwards)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Buffers a record of one of this task's partitions.
+    pub fn add_record(&mut self, record: ConsumedRecord) {
+        if let Some(queue) = self.queues.get_mut(&record.tp) {
+            queue.push_back(record);
+        }
+    }
+
+    /// Records buffered and not yet processed.
+    pub fn buffered(&self) -> usize {
+        self.queues.values().map(VecDeque::len).sum()
+    }
+
+    /// Processes the buffered record with the lowest timestamp; `false` when
+    /// nothing is buffered.
+    pub fn process_one(&mut self) -> Result<bool, TaskError> {
+        let Some(tp) = self
+            .queues
+            .iter()
+            .filter_map(|(tp, q)| q.front().map(|r| (r.timestamp, tp)))
+            .min()
+            .map(|(_, tp)| tp.clone())
+        else {
+            return Ok(false);
+        };
+        let Some(raw) = self.queues.get_mut(&tp).and_then(VecDeque::pop_front) else {
+            return Ok(false);
+        };
+        self.consumed.insert(tp.clone(), raw.offset + 1);
+        let Some(&source_id) = self.sources.get(&tp.topic) else {
+            return Ok(true);
+        };
+        let Some(Instance::Source { source, children }) = self.nodes.get(&source_id) else {
+            return Ok(true);
+        };
+        let (source, children) = (source.clone(), children.clone());
+        let key = match (source.key)(raw.key.as_deref()) {
+            Ok(key) => key,
+            Err(error) => {
+                self.dead_letter(&raw, format!("cannot deserialize the key: {error}"));
+                return Ok(true);
+            }
+        };
+        let value = match (source.value)(raw.value.as_deref()) {
+            Ok(value) => value,
+            Err(error) => {
+                self.dead_letter(&raw, format!("cannot deserialize the value: {error}"));
+                return Ok(true);
+            }
+        };
+        let timestamp = match &source.timestamp_extractor {
+            Some(extract) => extract(&key, &value, raw.timestamp),
+            None => raw.timestamp,
+        };
+        if timestamp < 0 {
+            self.dead_letter(&raw, format!("invalid (negative) timestamp {timestamp}"));
+            return Ok(true);
+        }
+        self.state.stream_time = self.state.stream_time.max(timestamp);
+        self.state.metadata = Some(RecordMetadata {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            offset: raw.offset,
+        });
+        let record = DynRecord {
+            key,
+            value,
+            timestamp,
+            headers: raw.headers,
+        };
+        let result = self.route(&children, vec![(Target::All, record)]);
+        self.state.metadata = None;
+        result?;
+        self.state.metrics.processed += 1;
+        self.punctuate(PunctuationType::StreamTime, self.state.stream_time)?;
+        Ok(true)
+    }
+
+    /// Advances the wall clock to `now` and fires wall-clock punctuations due.
+    pub fn advance_wall_clock(&mut self, now: Timestamp) -> Result<(), TaskError> {
+        self.state.wall_clock = self.state.wall_clock.max(now);
+        self.punctuate(PunctuationType::WallClockTime, self.state.wall_clock)
+    }
+
+    fn punctuate(&mut self, kind: PunctuationType, now: Timestamp) -> Result<(), TaskError> {
+        let due: Vec<usize> = self
+            .state
+            .schedules
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.cancelled && s.kind == kind && s.next <= now)
+            .map(|(i, _)| i)
+            .collect();
+        for i in due {
+            let (id, node) = {
+                let s = &mut self.state.schedules[i];
+                s.next = match kind {
+                    PunctuationType::StreamTime => {
+                        (now.div_euclid(s.interval) + 1).saturating_mul(s.interval)
+                    }
+                    PunctuationType::WallClockTime => {
+                        let next = s.next.saturating_add(s.interval);
+                        if next <= now {
+                            now.saturating_add(s.interval)
+                        } else {
+                            next
+                        }
+                    }
+                };
+                (s.id, s.node)
+            };
+            if let Some(Instance::Processor {
+                name,
+                processor,
+                children,
+                child_names,
+            }) = self.nodes.get_mut(&node)
+            {
+                let mut ctx = Ctx {
+                    state: &mut self.state,
+                    node,
+                    name,
+                    children,
+                    child_names,
+                    forwards: Vec::new(),
+                };
+                processor
+                    .punctuate(&mut ctx, id, now)
+                    .map_err(|source| TaskError::Process {
+                        node: name.clone(),
+                        source,
+                    })?;
+                let forwards = std::mem::take(&mut ctx.forwards);
+                let children = children.clone();
+                self.state.metrics.punctuations += 1;
+                self.route(&children, forwards)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn route(
+        &mut self,
+        children: &[NodeId],
+        forwards: Vec<(Target, DynRecord)>,
+    ) -> Result<(), TaskError> {
+        for (target, record) in forwards {
+            match target {
+                Target::One(child) => self.dispatch(child, record)?,
+                Target::All => {
+                    // The last child takes the record itself: a value with a
+                    // single consumer is never cloned.
+                    if let Some((&last, rest)) = children.split_last() {
+                        for &child in rest {
+                            self.dispatch(child, record.clone())?;
+                        }
+                        self.dispatch(last, record)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, node: NodeId, record: DynRecord) -> Result<(), TaskError> {
+        match self.nodes.get_mut(&node) {
+            Some(Instance::Processor {
+                name,
+                processor,
+                children,
+                child_names,
+            }) => {
+                let mut ctx = Ctx {
+                    state: &mut self.state,
+                    node,
+                    name,
+                    children,
+                    child_names,
+                    forwards: Vec::new(),
+                };
+                processor
+                    .process(&mut ctx, record)
+                    .map_err(|source| TaskError::Process {
+                        node: name.clone(),
+                        source,
+                    })?;
+                let forwards = std::mem::take(&mut ctx.forwards);
+                let children = children.clone();
+                self.route(&children, forwards)
+            }
+            Some(Instance::Sink {
+                name,
+                topic,
+                key,
+                value,
+            }) => {
+                let serialize_err = |part, source| TaskError::Serialize {
+                    node: name.clone(),
+                    topic: topic.clone(),
+                    part,
+                    source: Box::new(source),
+                };
+                let key = key(&record.key).map_err(|e| serialize_err("key", e))?;
+                let value = value(&record.value).map_err(|e| serialize_err("value", e))?;
+                self.state.output.push(ProducedRecord {
+                    topic: topic.clone(),
+                    partition: None,
+                    key,
+                    value,
+                    timestamp: record.timestamp,
+                    headers: record.headers,
+                });
+                Ok(())
+            }
+            Some(Instance::Source { children, .. }) => {
+                let children = children.clone();
+                self.route(&children, vec![(Target::All, record)])
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn dead_letter(&mut self, raw: &ConsumedRecord, error: String) {
+        let mut headers = raw.headers.clone();
+        headers
+            .add("brook.error", Some(error.into_bytes()))
+            .add("brook.topic", Some(raw.tp.topic.clone().into_bytes()))
+            .add(
+                "brook.partition",
+                Some(raw.tp.partition.to_string().into_bytes()),
+            )
+            .add("brook.offset", Some(raw.offset.to_string().into_bytes()));
+        self.state.output.push(ProducedRecord {
+            topic: self.dead_letter_topic.clone(),
+            partition: None,
+            key: raw.key.clone(),
+            value: raw.value.clone(),
+            timestamp: raw.timestamp.max(0),
+            headers,
+        });
+        self.state.metrics.dead_lettered += 1;
+    }
+
+    /// The records produced since the last call.
+    pub fn take_output(&mut self) -> Vec<ProducedRecord> {
+        std::mem::take(&mut self.state.output)
+    }
+
+    /// For each input partition, the offset of the next record to process.
+    pub fn committable_offsets(&self) -> &BTreeMap<TopicPartition, i64> {
+        &self.consumed
+    }
+
+    /// Closes the processors.
+    pub fn close(&mut self) {
+        for instance in self.nodes.values_mut() {
+            if let Instance::Processor { processor, .. } = instance {
+                processor.close();
+            }
+        }
+    }
+}
+
+/// Headers of a dead letter, for readers of the dead-letter topic.
+pub fn dead_letter_error(headers: &Headers) -> Option<String> {
+    headers
+        .last("brook.error")
+        .flatten()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
