@@ -349,17 +349,21 @@ impl fmt::Display for TopologyDescription {
         if !t.internal_topics.is_empty() {
             writeln!(f, "Internal topics:")?;
             for topic in &t.internal_topics {
-                let partitions = topic.partitions.map_or_else(
-                    || "as the writing sub-topology's input".to_owned(),
-                    |p| p.to_string(),
-                );
-                writeln!(
-                    f,
-                    "   {} ({:?}, partitions: {})",
-                    topic.name.display_name(),
-                    topic.kind,
-                    partitions
-                )?;
+                let kind = match topic.kind {
+                    InternalTopicKind::Repartition => "repartition",
+                };
+                match topic.partitions {
+                    Some(p) => writeln!(
+                        f,
+                        "   {} ({kind}, {p} partitions)",
+                        topic.name.display_name()
+                    )?,
+                    None => writeln!(
+                        f,
+                        "   {} ({kind}, partitions as the input of the sub-topology writing it)",
+                        topic.name.display_name()
+                    )?,
+                }
             }
         }
         Ok(())
