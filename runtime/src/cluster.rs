@@ -117,6 +117,11 @@ pub trait ClusterConsumer: Send {
     fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ClusterError>;
     /// Up to `max` records available now, in partition order (no waiting).
     fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClusterError>;
+    /// The end offset (the offset the next written record will get) of each partition.
+    fn end_offsets(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClusterError>;
     /// Commits, for each partition, the offset of the next record to read.
     fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), ClusterError>;
 }

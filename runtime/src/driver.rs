@@ -67,6 +67,14 @@ pub enum DriverError {
         /// The serde's error.
         source: SerdeError,
     },
+    /// A store could not be read.
+    #[error("reading store {store:?}")]
+    Store {
+        /// The store.
+        store: String,
+        /// What went wrong.
+        source: brook_topology::processor::ProcessError,
+    },
     /// The topology kept producing records for longer than a test should.
     #[error("the topology did not become idle after {0} iterations (a cycle through a topic?)")]
     NotIdle(usize),
@@ -134,24 +142,20 @@ impl DriverBuilder {
                 .or_insert_with(|| TopicSpec::new(name.clone(), partitions));
         }
         cluster.create_topics(&specs.into_values().collect::<Vec<_>>())?;
-        let topology = Arc::new(self.topology);
-        let dead_letter_topic = self.config.dead_letter_topic();
-        let thread =
-            StreamThread::new(&topology, self.config, &cluster, |_| true, self.wall_clock)?;
-        let driver = TopologyTestDriver {
+        TopologyTestDriver::start(
             cluster,
-            dead_letter_topic,
-            thread: RefCell::new(thread),
-            wall_clock: Cell::new(self.wall_clock),
-        };
-        driver.run_until_idle()?;
-        Ok(driver)
+            Arc::new(self.topology),
+            self.config,
+            self.wall_clock,
+        )
     }
 }
 
 /// Runs a topology on the in-memory cluster; see the [module docs](self).
 pub struct TopologyTestDriver {
     cluster: MemoryCluster,
+    topology: Arc<Topology>,
+    config: StreamsConfig,
     dead_letter_topic: String,
     thread: RefCell<StreamThread>,
     wall_clock: Cell<Timestamp>,
@@ -172,6 +176,60 @@ impl TopologyTestDriver {
             default_partitions: 1,
             wall_clock: 0,
         }
+    }
+
+    fn start(
+        cluster: MemoryCluster,
+        topology: Arc<Topology>,
+        config: StreamsConfig,
+        wall_clock: Timestamp,
+    ) -> Result<Self, DriverError> {
+        let thread = StreamThread::new(&topology, config.clone(), &cluster, |_| true, wall_clock)?;
+        let driver = TopologyTestDriver {
+            cluster,
+            topology,
+            dead_letter_topic: config.dead_letter_topic(),
+            config,
+            thread: RefCell::new(thread),
+            wall_clock: Cell::new(wall_clock),
+        };
+        driver.run_until_idle()?;
+        Ok(driver)
+    }
+
+    /// Stops the application without a final commit (as a crash would) and
+    /// starts it again on the same cluster: input resumes from the last
+    /// committed offsets and stores are rebuilt from their changelogs.
+    pub fn restart(self) -> Result<Self, DriverError> {
+        let TopologyTestDriver {
+            cluster,
+            topology,
+            config,
+            wall_clock,
+            ..
+        } = self;
+        TopologyTestDriver::start(cluster, topology, config, wall_clock.get())
+    }
+
+    /// The contents of store `name`, merged over all tasks.
+    pub fn read_store<K: Ord + 'static, V: 'static>(
+        &self,
+        name: &str,
+    ) -> Result<BTreeMap<K, V>, DriverError> {
+        let mut thread = self.thread.borrow_mut();
+        let mut all = BTreeMap::new();
+        let store_err = |source| DriverError::Store {
+            store: name.to_owned(),
+            source,
+        };
+        for id in thread.task_ids() {
+            if let Some((spec, bytes)) = thread.task_mut(id).and_then(|t| t.store_mut(name)) {
+                let store =
+                    brook_topology::KeyValueStore::<K, V>::new(spec, bytes).map_err(store_err)?;
+                all.extend(store.all().map_err(store_err)?);
+            }
+        }
+        Ok(all)
     }
 
     /// A driver with defaults: application `test-app`, one partition per topic.

@@ -229,6 +229,16 @@ impl ClusterConsumer for MemoryConsumer {
         Ok(out)
     }
 
+    fn end_offsets(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClusterError> {
+        partitions
+            .iter()
+            .map(|tp| Ok((tp.clone(), self.cluster.end_offset(tp)?)))
+            .collect()
+    }
+
     fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), ClusterError> {
         let mut state = self.cluster.lock();
         let committed = state.committed.entry(self.group.clone()).or_default();

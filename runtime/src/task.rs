@@ -20,11 +20,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-use brook_topology::graph::{NodeId, NodeKind, SerializeFn, SourceNode, Subtopology};
+use brook_state::{ChangeLogged, InMemoryKeyValueStore};
+use brook_topology::graph::{NodeId, NodeKind, SerializeFn, SourceNode, Subtopology, TopicName};
 use brook_topology::processor::{
     DynContext, DynProcessor, DynRecord, ProcessError, PunctuationType, ScheduleId, TaskId,
 };
 use brook_topology::serdes::SerdeError;
+use brook_topology::store::{KeyValueBytes, StoreSpec};
 use brook_topology::{Headers, RecordMetadata, Timestamp, Topology};
 
 use crate::cluster::{ConsumedRecord, ProducedRecord, TopicPartition};
@@ -75,6 +77,7 @@ enum Instance {
         processor: Box<dyn DynProcessor>,
         children: Vec<NodeId>,
         child_names: Vec<String>,
+        stores: Vec<String>,
     },
     Sink {
         name: String,
@@ -93,8 +96,16 @@ struct Schedule {
     cancelled: bool,
 }
 
+/// A store of this task, with its changelog topic if it is logged.
+struct TaskStore {
+    spec: StoreSpec,
+    store: ChangeLogged<InMemoryKeyValueStore>,
+    changelog: Option<String>,
+}
+
 struct TaskState {
     id: TaskId,
+    stores: BTreeMap<String, TaskStore>,
     stream_time: Timestamp,
     wall_clock: Timestamp,
     metadata: Option<RecordMetadata>,
@@ -115,6 +126,7 @@ struct Ctx<'a> {
     name: &'a str,
     children: &'a [NodeId],
     child_names: &'a [String],
+    stores: &'a [String],
     forwards: Vec<(Target, DynRecord)>,
 }
 
@@ -185,6 +197,17 @@ impl DynContext for Ctx<'_> {
     fn node_name(&self) -> &str {
         self.name
     }
+
+    fn store(&mut self, name: &str) -> Result<(&StoreSpec, &mut dyn KeyValueBytes), ProcessError> {
+        let unknown = || ProcessError::UnknownStore {
+            store: name.to_owned(),
+        };
+        if !self.stores.iter().any(|s| s == name) {
+            return Err(unknown());
+        }
+        let store = self.state.stores.get_mut(name).ok_or_else(unknown)?;
+        Ok((&store.spec, &mut store.store))
+    }
 }
 
 /// One sub-topology over one partition.
@@ -233,6 +256,7 @@ impl StreamTask {
                     processor: (p.supplier)(),
                     children: node.children.clone(),
                     child_names: node.children.iter().map(|&c| all[c].name.clone()).collect(),
+                    stores: p.stores.clone(),
                 },
                 NodeKind::Sink(sink) => Instance::Sink {
                     name: node.name.clone(),
@@ -243,6 +267,22 @@ impl StreamTask {
             };
             nodes.insert(id, instance);
         }
+        let stores = subtopology
+            .stores
+            .iter()
+            .filter_map(|name| topology.store(name))
+            .map(|spec| {
+                let changelog = spec
+                    .logged
+                    .then(|| TopicName::Internal(spec.changelog_suffix()).resolve(application_id));
+                let store = TaskStore {
+                    spec: spec.clone(),
+                    store: ChangeLogged::new(InMemoryKeyValueStore::new(), spec.logged),
+                    changelog,
+                };
+                (spec.name.clone(), store)
+            })
+            .collect();
         StreamTask {
             nodes,
             sources,
@@ -254,6 +294,7 @@ impl StreamTask {
                     subtopology: subtopology.id,
                     partition,
                 },
+                stores,
                 stream_time: Timestamp::MIN,
                 wall_clock: 0,
                 metadata: None,
@@ -296,6 +337,7 @@ impl StreamTask {
                 processor,
                 children,
                 child_names,
+                stores,
             }) = self.nodes.get_mut(&id)
             {
                 let mut ctx = Ctx {
@@ -304,6 +346,7 @@ impl StreamTask {
                     name,
                     children,
                     child_names,
+                    stores,
                     forwards: Vec::new(),
                 };
                 processor
@@ -317,6 +360,7 @@ impl StreamTask {
                 let forwards = std::mem::take(&mut ctx.forwards);
                 let children = children.clone();
                 self.route(&children, forwards)?;
+                self.log_changes(now);
             }
         }
         Ok(())
@@ -393,6 +437,7 @@ impl StreamTask {
         };
         let result = self.route(&children, vec![(Target::All, record)]);
         self.state.metadata = None;
+        self.log_changes(timestamp);
         result?;
         self.state.metrics.processed += 1;
         self.punctuate(PunctuationType::StreamTime, self.state.stream_time)?;
@@ -437,6 +482,7 @@ impl StreamTask {
                 processor,
                 children,
                 child_names,
+                stores,
             }) = self.nodes.get_mut(&node)
             {
                 let mut ctx = Ctx {
@@ -445,6 +491,7 @@ impl StreamTask {
                     name,
                     children,
                     child_names,
+                    stores,
                     forwards: Vec::new(),
                 };
                 processor
@@ -456,7 +503,9 @@ impl StreamTask {
                 let forwards = std::mem::take(&mut ctx.forwards);
                 let children = children.clone();
                 self.state.metrics.punctuations += 1;
-                self.route(&children, forwards)?;
+                let routed = self.route(&children, forwards);
+                self.log_changes(now);
+                routed?;
             }
         }
         Ok(())
@@ -492,6 +541,7 @@ impl StreamTask {
                 processor,
                 children,
                 child_names,
+                stores,
             }) => {
                 let mut ctx = Ctx {
                     state: &mut self.state,
@@ -499,6 +549,7 @@ impl StreamTask {
                     name,
                     children,
                     child_names,
+                    stores,
                     forwards: Vec::new(),
                 };
                 processor
@@ -562,6 +613,62 @@ impl StreamTask {
             headers,
         });
         self.state.metrics.dead_lettered += 1;
+    }
+
+    /// Sends the stores' writes since the last call to their changelogs,
+    /// into this task's partition of each.
+    fn log_changes(&mut self, timestamp: Timestamp) {
+        let TaskState {
+            stores, output, id, ..
+        } = &mut self.state;
+        for store in stores.values_mut() {
+            let changes = store.store.take_changes();
+            let Some(topic) = &store.changelog else {
+                continue;
+            };
+            for (key, value) in changes {
+                output.push(ProducedRecord {
+                    topic: topic.clone(),
+                    partition: Some(id.partition),
+                    key: Some(key),
+                    value,
+                    timestamp: timestamp.max(0),
+                    headers: Headers::new(),
+                });
+            }
+        }
+    }
+
+    /// Each logged store with the changelog partition that restores it.
+    pub fn changelog_partitions(&self) -> Vec<(String, TopicPartition)> {
+        self.state
+            .stores
+            .iter()
+            .filter_map(|(name, s)| {
+                s.changelog.as_ref().map(|topic| {
+                    (
+                        name.clone(),
+                        TopicPartition::new(topic.clone(), self.state.id.partition),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Applies one changelog record to store `store` (restore; not logged again).
+    pub fn restore(&mut self, store: &str, key: &[u8], value: Option<&[u8]>) {
+        if let Some(s) = self.state.stores.get_mut(store) {
+            s.store.restore(key, value);
+        }
+    }
+
+    /// A store of this task, for reads from outside the topology
+    /// (interactive queries, the test driver).
+    pub fn store_mut(&mut self, name: &str) -> Option<(&StoreSpec, &mut dyn KeyValueBytes)> {
+        self.state
+            .stores
+            .get_mut(name)
+            .map(|s| (&s.spec, &mut s.store as &mut dyn KeyValueBytes))
     }
 
     /// The records produced since the last call.

@@ -3,9 +3,12 @@
 //!
 //! On start it creates the topology's internal topics (a repartition topic
 //! gets the partition count of the sub-topology that writes it, unless one
-//! is given) and the dead-letter topic, checks that the input topics of each
-//! sub-topology are co-partitioned, creates one task per (sub-topology,
-//! partition) it is assigned, and assigns their partitions to its consumer.
+//! is given; a store's compacted changelog gets one partition per task of
+//! its sub-topology) and the dead-letter topic, checks that the input topics
+//! of each sub-topology are co-partitioned, creates one task per
+//! (sub-topology, partition) it is assigned, restores each task's stores
+//! from their changelog partitions, and only then assigns the input
+//! partitions to its consumer.
 //!
 //! Commit (at-least-once): flush the producer, so every output of the
 //! processed records is written, then commit the consumed offsets. A crash
@@ -164,6 +167,48 @@ fn prepare_topics(
     Ok(counts)
 }
 
+/// Rebuilds every task's logged stores from their changelog partitions,
+/// reading each to its end offset.
+fn restore(
+    cluster: &dyn Cluster,
+    application_id: &str,
+    tasks: &mut BTreeMap<TaskId, StreamTask>,
+) -> Result<(), RuntimeError> {
+    // A group that never commits: restoration always reads from the start
+    // (checkpoints that skip what local state already has come with
+    // persistent stores).
+    let mut consumer = cluster.consumer(&format!("{application_id}-restore"))?;
+    for task in tasks.values_mut() {
+        for (store, tp) in task.changelog_partitions() {
+            let end = consumer.end_offsets(std::slice::from_ref(&tp))?[&tp];
+            if end == 0 {
+                continue;
+            }
+            consumer.assign(std::slice::from_ref(&tp))?;
+            let mut position = 0;
+            while position < end {
+                let records = consumer.poll(10_000)?;
+                if records.is_empty() {
+                    return Err(ClusterError::Client(format!(
+                        "restoring store {store} of task {}: {tp} ended at offset {position}, expected {end}",
+                        task.id()
+                    ))
+                    .into());
+                }
+                for record in records {
+                    position = record.offset + 1;
+                    task.restore(
+                        &store,
+                        record.key.as_deref().unwrap_or_default(),
+                        record.value.as_deref(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs tasks on one consumer and one producer.
 pub struct StreamThread {
     config: StreamsConfig,
@@ -218,17 +263,42 @@ impl StreamThread {
                 if !assigned(id) {
                     continue;
                 }
-                let mut task = StreamTask::new(topology, sub, partition, &app, &dead_letters);
-                task.init(now).map_err(|source| RuntimeError::Task {
-                    task: id,
-                    source: Box::new(source),
-                })?;
+                let task = StreamTask::new(topology, sub, partition, &app, &dead_letters);
                 for tp in task.partitions() {
                     routes.insert(tp.clone(), id);
                 }
                 tasks.insert(id, task);
             }
         }
+        // Changelogs: compacted, one partition per task of the sub-topology.
+        let mut changelogs = Vec::new();
+        for sub in topology.subtopologies() {
+            let partitions = sub
+                .source_topics
+                .first()
+                .and_then(|t| counts.get(t).copied())
+                .unwrap_or(1);
+            for store in sub
+                .stores
+                .iter()
+                .filter_map(|s| topology.store(s))
+                .filter(|s| s.logged)
+            {
+                let name = TopicName::Internal(store.changelog_suffix()).resolve(&app);
+                changelogs
+                    .push(TopicSpec::new(name, partitions).cleanup_policy(CleanupPolicy::Compact));
+            }
+        }
+        cluster.create_topics(&changelogs)?;
+        // Stores first, then processors: init may read its stores.
+        restore(cluster, &app, &mut tasks)?;
+        for (id, task) in &mut tasks {
+            task.init(now).map_err(|source| RuntimeError::Task {
+                task: *id,
+                source: Box::new(source),
+            })?;
+        }
+
         let mut consumer = cluster.consumer(&app)?;
         let partitions: Vec<TopicPartition> = routes.keys().cloned().collect();
         consumer.assign(&partitions)?;
@@ -245,6 +315,16 @@ impl StreamThread {
         // Records forwarded during init (rare) are written like any others.
         thread.send_output()?;
         Ok(thread)
+    }
+
+    /// A task, to read its stores.
+    pub fn task_mut(&mut self, id: TaskId) -> Option<&mut StreamTask> {
+        self.tasks.get_mut(&id)
+    }
+
+    /// The ids of the tasks.
+    pub fn task_ids(&self) -> Vec<TaskId> {
+        self.tasks.keys().copied().collect()
     }
 
     /// The tasks, by id.

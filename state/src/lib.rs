@@ -1,9 +1,16 @@
 //! brook-state: where stream processors keep their state.
 //!
-//! This crate will hold the byte-level stores (RocksDB and in-memory, for
-//! key-value, window and session data), the layers on top of them
-//! (change-logging to compacted `<application.id>-<store>-changelog` topics,
-//! caching, metering), per-task checkpoints, and restore. It is empty until
-//! the state-store work lands (issue "Step 3"); it exists now so the
-//! workspace has its final shape and dependency direction
-//! (`topology` ← `state` ← `runtime`).
+//! Stores are layered, as in Kafka Streams: a byte-level store at the
+//! bottom ([`InMemoryKeyValueStore`] today; RocksDB next) and layers that
+//! wrap any [`KeyValueBytes`]: [`ChangeLogged`] records every write so the
+//! runtime can send it to the store's compacted changelog topic
+//! (`<application.id>-<store>-changelog`), from which the store is rebuilt
+//! on another instance or after a restart. Processors see typed stores
+//! (`brook_topology::KeyValueStore`) on top of these.
+
+mod logging;
+mod memory;
+
+pub use brook_topology::store::KeyValueBytes;
+pub use logging::{Change, ChangeLogged};
+pub use memory::InMemoryKeyValueStore;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::processor::{DynValue, ProcessorSupplier};
 use crate::record::Timestamp;
 use crate::serdes::SerdeError;
+use crate::store::StoreSpec;
 
 /// Index of a node in its topology.
 pub type NodeId = usize;
@@ -150,6 +151,8 @@ pub struct Subtopology {
     pub nodes: Vec<NodeId>,
     /// Topics its sources read (co-partitioned: same partition count).
     pub source_topics: Vec<TopicName>,
+    /// Stores its processors use.
+    pub stores: Vec<String>,
 }
 
 /// Why a topology could not be built.
@@ -161,6 +164,17 @@ pub enum TopologyError {
     /// Two sources read the same topic.
     #[error("topic {0:?} is read by two sources; read it once and share the stream")]
     TopicReadTwice(String),
+    /// Two stores share a name.
+    #[error("two stores are named {0:?}; store names must be unique")]
+    DuplicateStore(String),
+    /// A processor uses a store the topology does not declare.
+    #[error("processor {node:?} uses store {store:?}, which is not declared")]
+    UnknownStore {
+        /// The processor.
+        node: String,
+        /// The store.
+        store: String,
+    },
     /// A name is empty or otherwise unusable.
     #[error("invalid name {name:?}: {reason}")]
     InvalidName {
@@ -177,6 +191,7 @@ pub struct Topology {
     nodes: Vec<Node>,
     subtopologies: Vec<Subtopology>,
     internal_topics: Vec<InternalTopic>,
+    stores: Vec<StoreSpec>,
 }
 
 impl fmt::Debug for Topology {
@@ -190,7 +205,20 @@ impl Topology {
     pub(crate) fn new(
         nodes: Vec<Node>,
         internal_topics: Vec<InternalTopic>,
+        stores: Vec<StoreSpec>,
     ) -> Result<Self, TopologyError> {
+        let mut store_names = BTreeSet::new();
+        for store in &stores {
+            if store.name.trim().is_empty() {
+                return Err(TopologyError::InvalidName {
+                    name: store.name.clone(),
+                    reason: "store names must not be empty",
+                });
+            }
+            if !store_names.insert(store.name.as_str()) {
+                return Err(TopologyError::DuplicateStore(store.name.clone()));
+            }
+        }
         let mut names = BTreeSet::new();
         let mut read = BTreeSet::new();
         for node in &nodes {
@@ -203,18 +231,30 @@ impl Topology {
             if !names.insert(node.name.as_str()) {
                 return Err(TopologyError::DuplicateName(node.name.clone()));
             }
-            if let NodeKind::Source(source) = &node.kind {
-                for topic in &source.topics {
-                    if !read.insert(topic.clone()) {
-                        return Err(TopologyError::TopicReadTwice(
-                            topic.display_name().to_owned(),
-                        ));
+            match &node.kind {
+                NodeKind::Source(source) => {
+                    for topic in &source.topics {
+                        if !read.insert(topic.clone()) {
+                            let topic = topic.display_name().to_owned();
+                            return Err(TopologyError::TopicReadTwice(topic));
+                        }
                     }
                 }
+                NodeKind::Processor(p) => {
+                    if let Some(store) = p.stores.iter().find(|s| !store_names.contains(s.as_str()))
+                    {
+                        return Err(TopologyError::UnknownStore {
+                            node: node.name.clone(),
+                            store: store.clone(),
+                        });
+                    }
+                }
+                NodeKind::Sink(_) => {}
             }
         }
 
-        // Connected components over parent/child edges (union-find).
+        // Connected components (union-find) over parent/child edges and over
+        // shared stores: processors sharing a store must run in one task.
         let mut root: Vec<NodeId> = (0..nodes.len()).collect();
         fn find(root: &mut [NodeId], mut n: NodeId) -> NodeId {
             while root[n] != n {
@@ -223,9 +263,16 @@ impl Topology {
             }
             n
         }
+        let mut first_user: BTreeMap<&str, NodeId> = BTreeMap::new();
         for (id, node) in nodes.iter().enumerate() {
-            for &child in &node.children {
-                let (a, b) = (find(&mut root, id), find(&mut root, child));
+            let mut joined = node.children.clone();
+            if let NodeKind::Processor(p) = &node.kind {
+                for store in &p.stores {
+                    joined.push(*first_user.entry(store.as_str()).or_insert(id));
+                }
+            }
+            for other in joined {
+                let (a, b) = (find(&mut root, id), find(&mut root, other));
                 root[a.max(b)] = a.min(b);
             }
         }
@@ -237,24 +284,40 @@ impl Topology {
         let subtopologies = components
             .into_values()
             .enumerate()
-            .map(|(i, members)| Subtopology {
-                id: i as u32,
-                source_topics: members
-                    .iter()
-                    .filter_map(|&n| match &nodes[n].kind {
-                        NodeKind::Source(s) => Some(s.topics.clone()),
-                        _ => None,
-                    })
-                    .flatten()
-                    .collect(),
-                nodes: members,
+            .map(|(i, members)| {
+                let mut source_topics = Vec::new();
+                let mut sub_stores = BTreeSet::new();
+                for &n in &members {
+                    match &nodes[n].kind {
+                        NodeKind::Source(s) => source_topics.extend(s.topics.iter().cloned()),
+                        NodeKind::Processor(p) => sub_stores.extend(p.stores.iter().cloned()),
+                        NodeKind::Sink(_) => {}
+                    }
+                }
+                Subtopology {
+                    id: i as u32,
+                    nodes: members,
+                    source_topics,
+                    stores: sub_stores.into_iter().collect(),
+                }
             })
             .collect();
         Ok(Topology {
             nodes,
             subtopologies,
             internal_topics,
+            stores,
         })
+    }
+
+    /// The stores the topology declares.
+    pub fn stores(&self) -> &[StoreSpec] {
+        &self.stores
+    }
+
+    /// The store named `name`.
+    pub fn store(&self, name: &str) -> Option<&StoreSpec> {
+        self.stores.iter().find(|s| s.name == name)
     }
 
     /// All nodes.

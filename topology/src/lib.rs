@@ -13,10 +13,14 @@ pub mod graph;
 pub mod processor;
 pub mod record;
 pub mod serdes;
+pub mod store;
 pub mod stream;
+pub mod table;
 pub mod topic;
 
 pub use graph::{Topology, TopologyDescription, TopologyError};
 pub use record::{Headers, Record, RecordMetadata, Timestamp};
+pub use store::{KeyValueStore, Materialized};
 pub use stream::{Consumed, KStream, Produced, Repartitioned, SplitStream, StreamsBuilder};
+pub use table::{Change, Grouped, KGroupedStream, KTable};
 pub use topic::{CleanupPolicy, TopicSpec, TopicSpecError};

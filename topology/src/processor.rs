@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use crate::record::{Headers, Record, RecordMetadata, Timestamp};
 use crate::serdes::SerdeError;
+use crate::store::{KeyValueBytes, KeyValueStore, StoreSpec};
 
 /// What can flow through a topology as a key or value.
 pub trait Data: Clone + Send + Sync + 'static {}
@@ -143,6 +144,20 @@ pub enum ProcessError {
         /// The name given.
         child: String,
     },
+    /// A processor asked for a store it is not connected to.
+    #[error("no store named {store:?} is connected to this processor")]
+    UnknownStore {
+        /// The name asked for.
+        store: String,
+    },
+    /// A store was asked for with other key or value types than it has.
+    #[error("store {store:?} does not hold {expected}")]
+    StoreType {
+        /// The store.
+        store: String,
+        /// The type asked for.
+        expected: &'static str,
+    },
     /// A user processor failed.
     #[error(transparent)]
     User(Box<dyn Error + Send + Sync>),
@@ -204,6 +219,8 @@ pub trait DynContext {
     fn task_id(&self) -> TaskId;
     /// This processor's node name.
     fn node_name(&self) -> &str;
+    /// A store connected to this processor, with its spec.
+    fn store(&mut self, name: &str) -> Result<(&StoreSpec, &mut dyn KeyValueBytes), ProcessError>;
 }
 
 /// A processor as the runtime runs it: type-erased.
@@ -307,6 +324,15 @@ impl<'a, K: Data, V: Data> ProcessorContext<'a, K, V> {
     /// The task this processor runs in.
     pub fn task_id(&self) -> TaskId {
         self.inner.task_id()
+    }
+
+    /// The key-value store `name`, which must be connected to this processor.
+    pub fn key_value_store<SK: 'static, SV: 'static>(
+        &mut self,
+        name: &str,
+    ) -> Result<KeyValueStore<'_, SK, SV>, ProcessError> {
+        let (spec, bytes) = self.inner.store(name)?;
+        KeyValueStore::new(spec, bytes)
     }
 }
 

@@ -34,12 +34,14 @@ use crate::processor::{
 };
 use crate::record::{Record, Timestamp};
 use crate::serdes::Serde;
+use crate::store::StoreSpec;
 
 #[derive(Default)]
-struct GraphBuilder {
-    nodes: Vec<Node>,
-    internal_topics: Vec<InternalTopic>,
-    next_index: usize,
+pub(crate) struct GraphBuilder {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) internal_topics: Vec<InternalTopic>,
+    pub(crate) stores: Vec<StoreSpec>,
+    pub(crate) next_index: usize,
 }
 
 impl GraphBuilder {
@@ -69,20 +71,27 @@ impl GraphBuilder {
         supplier: ProcessorSupplier,
         parents: &[NodeId],
     ) -> NodeId {
+        self.add_stateful(prefix, supplier, parents, Vec::new())
+    }
+
+    pub(crate) fn add_stateful(
+        &mut self,
+        prefix: &str,
+        supplier: ProcessorSupplier,
+        parents: &[NodeId],
+        stores: Vec<String>,
+    ) -> NodeId {
         let name = self.next_name(prefix);
-        let kind = NodeKind::Processor(ProcessorNode {
-            supplier,
-            stores: Vec::new(),
-        });
+        let kind = NodeKind::Processor(ProcessorNode { supplier, stores });
         self.add(name, kind, parents)
     }
 }
 
-fn deserializer<T: Data>(serde: Arc<dyn Serde<T>>) -> DeserializeFn {
+pub(crate) fn deserializer<T: Data>(serde: Arc<dyn Serde<T>>) -> DeserializeFn {
     Arc::new(move |bytes| serde.deserialize(bytes).map(erase))
 }
 
-fn serializer<T: Data>(serde: Arc<dyn Serde<T>>) -> SerializeFn {
+pub(crate) fn serializer<T: Data>(serde: Arc<dyn Serde<T>>) -> SerializeFn {
     Arc::new(move |value| {
         // The DSL wires sinks to streams of their own type, so a mismatch
         // cannot happen; say so clearly if it ever does.
@@ -99,7 +108,7 @@ fn serializer<T: Data>(serde: Arc<dyn Serde<T>>) -> SerializeFn {
 /// [`build`](StreamsBuilder::build).
 #[derive(Default)]
 pub struct StreamsBuilder {
-    graph: Rc<RefCell<GraphBuilder>>,
+    pub(crate) graph: Rc<RefCell<GraphBuilder>>,
 }
 
 impl StreamsBuilder {
@@ -127,14 +136,23 @@ impl StreamsBuilder {
         KStream::new(self.graph.clone(), node, false)
     }
 
+    /// Declares a store for processors added with
+    /// [`KStream::process_with_stores`].
+    pub fn add_state_store<K: Data, V: Data>(
+        &self,
+        materialized: crate::store::Materialized<K, V>,
+    ) {
+        self.graph.borrow_mut().stores.push(materialized.spec());
+    }
+
     /// Checks the graph and returns the topology.
     pub fn build(self) -> Result<Topology, TopologyError> {
         let graph = self.graph.take();
-        Topology::new(graph.nodes, graph.internal_topics)
+        Topology::new(graph.nodes, graph.internal_topics, graph.stores)
     }
 }
 
-fn add_source<K: Data, V: Data>(
+pub(crate) fn add_source<K: Data, V: Data>(
     graph: &Rc<RefCell<GraphBuilder>>,
     topics: Vec<TopicName>,
     consumed: Consumed<K, V>,
@@ -154,10 +172,10 @@ fn add_source<K: Data, V: Data>(
 
 /// How to read a topic: serdes, optional timestamp extractor, optional name.
 pub struct Consumed<K, V> {
-    key: Arc<dyn Serde<K>>,
-    value: Arc<dyn Serde<V>>,
-    timestamp_extractor: Option<TimestampExtractorFn>,
-    name: Option<String>,
+    pub(crate) key: Arc<dyn Serde<K>>,
+    pub(crate) value: Arc<dyn Serde<V>>,
+    pub(crate) timestamp_extractor: Option<TimestampExtractorFn>,
+    pub(crate) name: Option<String>,
 }
 
 impl<K: Data, V: Data> Consumed<K, V> {
@@ -195,9 +213,9 @@ impl<K: Data, V: Data> Consumed<K, V> {
 
 /// How to write a topic: serdes and an optional node name.
 pub struct Produced<K, V> {
-    key: Arc<dyn Serde<K>>,
-    value: Arc<dyn Serde<V>>,
-    name: Option<String>,
+    pub(crate) key: Arc<dyn Serde<K>>,
+    pub(crate) value: Arc<dyn Serde<V>>,
+    pub(crate) name: Option<String>,
 }
 
 impl<K: Data, V: Data> Produced<K, V> {
@@ -220,10 +238,10 @@ impl<K: Data, V: Data> Produced<K, V> {
 /// How to repartition: the topic's name (required: internal topic names
 /// never come from positions in the graph), serdes, partition count.
 pub struct Repartitioned<K, V> {
-    name: String,
-    key: Arc<dyn Serde<K>>,
-    value: Arc<dyn Serde<V>>,
-    partitions: Option<i32>,
+    pub(crate) name: String,
+    pub(crate) key: Arc<dyn Serde<K>>,
+    pub(crate) value: Arc<dyn Serde<V>>,
+    pub(crate) partitions: Option<i32>,
 }
 
 impl<K: Data, V: Data> Repartitioned<K, V> {
@@ -249,9 +267,9 @@ impl<K: Data, V: Data> Repartitioned<K, V> {
 /// Operators take `&self`, so one stream can feed several branches; each
 /// record is then forwarded to all of them.
 pub struct KStream<K, V> {
-    graph: Rc<RefCell<GraphBuilder>>,
-    node: NodeId,
-    key_changed: bool,
+    pub(crate) graph: Rc<RefCell<GraphBuilder>>,
+    pub(crate) node: NodeId,
+    pub(crate) key_changed: bool,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -267,7 +285,7 @@ impl<K, V> Clone for KStream<K, V> {
 }
 
 impl<K: Data, V: Data> KStream<K, V> {
-    fn new(graph: Rc<RefCell<GraphBuilder>>, node: NodeId, key_changed: bool) -> Self {
+    pub(crate) fn new(graph: Rc<RefCell<GraphBuilder>>, node: NodeId, key_changed: bool) -> Self {
         KStream {
             graph,
             node,
@@ -276,7 +294,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         }
     }
 
-    fn then<KR: Data, VR: Data>(
+    pub(crate) fn then<KR: Data, VR: Data>(
         &self,
         prefix: &str,
         supplier: ProcessorSupplier,
@@ -451,12 +469,28 @@ impl<K: Data, V: Data> KStream<K, V> {
 
     /// Writes the stream to `topic`.
     pub fn to(&self, topic: &str, produced: Produced<K, V>) {
+        self.add_sink(
+            TopicName::User(topic.to_owned()),
+            produced.key,
+            produced.value,
+            produced.name,
+        );
+    }
+
+    /// Adds a sink writing this stream to `topic`.
+    pub(crate) fn add_sink(
+        &self,
+        topic: TopicName,
+        key: Arc<dyn Serde<K>>,
+        value: Arc<dyn Serde<V>>,
+        name: Option<String>,
+    ) {
         let mut g = self.graph.borrow_mut();
-        let name = produced.name.unwrap_or_else(|| g.next_name("KSTREAM-SINK"));
+        let name = name.unwrap_or_else(|| g.next_name("KSTREAM-SINK"));
         let kind = NodeKind::Sink(SinkNode {
-            topic: TopicName::User(topic.to_owned()),
-            key: serializer(produced.key),
-            value: serializer(produced.value),
+            topic,
+            key: serializer(key),
+            value: serializer(value),
         });
         g.add(name, kind, &[self.node]);
     }
@@ -466,21 +500,17 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// their current key. Starts a new sub-topology.
     pub fn repartition(&self, repartitioned: Repartitioned<K, V>) -> KStream<K, V> {
         let topic = TopicName::Internal(format!("{}-repartition", repartitioned.name));
-        {
-            let mut g = self.graph.borrow_mut();
-            g.internal_topics.push(InternalTopic {
-                name: topic.clone(),
-                kind: InternalTopicKind::Repartition,
-                partitions: repartitioned.partitions,
-            });
-            let sink_name = g.next_name("KSTREAM-SINK");
-            let sink = NodeKind::Sink(SinkNode {
-                topic: topic.clone(),
-                key: serializer(repartitioned.key.clone()),
-                value: serializer(repartitioned.value.clone()),
-            });
-            g.add(sink_name, sink, &[self.node]);
-        }
+        self.graph.borrow_mut().internal_topics.push(InternalTopic {
+            name: topic.clone(),
+            kind: InternalTopicKind::Repartition,
+            partitions: repartitioned.partitions,
+        });
+        self.add_sink(
+            topic.clone(),
+            repartitioned.key.clone(),
+            repartitioned.value.clone(),
+            None,
+        );
         let consumed = Consumed {
             key: repartitioned.key,
             value: repartitioned.value,
@@ -502,6 +532,27 @@ impl<K: Data, V: Data> KStream<K, V> {
         P: Processor<K, V, KR, VR>,
     {
         self.then("KSTREAM-PROCESSOR", supplier(make), true)
+    }
+
+    /// Like [`process`](Self::process), with access to the named stores
+    /// (declared with [`StreamsBuilder::add_state_store`]) through
+    /// [`ProcessorContext::key_value_store`].
+    pub fn process_with_stores<KR: Data, VR: Data, P>(
+        &self,
+        make: impl Fn() -> P + Send + Sync + 'static,
+        stores: &[&str],
+    ) -> KStream<KR, VR>
+    where
+        P: Processor<K, V, KR, VR>,
+    {
+        let stores = stores.iter().map(|s| (*s).to_owned()).collect();
+        let node = self.graph.borrow_mut().add_stateful(
+            "KSTREAM-PROCESSOR",
+            supplier(make),
+            &[self.node],
+            stores,
+        );
+        KStream::new(self.graph.clone(), node, true)
     }
 }
 

@@ -1,0 +1,228 @@
+//! State stores as processors see them.
+//!
+//! A store is declared with the topology (a name, serdes for its keys and
+//! values, whether it is backed by a changelog) and connected to the
+//! processors that use it; the runtime creates one instance per task.
+//! Underneath, stores hold bytes ([`KeyValueBytes`], ordered by key bytes);
+//! processors use the typed [`KeyValueStore`] handle, which serializes with
+//! the store's serdes. The implementations (in-memory, RocksDB) and the
+//! change-logging layer live in `brook-state`.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use crate::processor::{Data, ProcessError};
+use crate::serdes::Serde;
+
+/// A byte-level key-value store, ordered by key bytes.
+pub trait KeyValueBytes: Send {
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    /// Sets `key` to `value`, or deletes it when `value` is `None`.
+    fn put(&mut self, key: &[u8], value: Option<&[u8]>);
+    /// The entries with `from <= key < to` (unbounded where `None`), in key order.
+    fn range(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// Number of entries.
+    fn len(&self) -> usize;
+    /// Whether the store is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A serde with its type erased (holds an `Arc<dyn Serde<T>>`).
+pub type DynSerde = Arc<dyn Any + Send + Sync>;
+
+/// Erases a serde.
+pub fn erase_serde<T: 'static>(serde: Arc<dyn Serde<T>>) -> DynSerde {
+    Arc::new(serde)
+}
+
+fn unerase_serde<T: 'static>(
+    serde: &DynSerde,
+    store: &str,
+) -> Result<Arc<dyn Serde<T>>, ProcessError> {
+    serde
+        .downcast_ref::<Arc<dyn Serde<T>>>()
+        .cloned()
+        .ok_or_else(|| ProcessError::StoreType {
+            store: store.to_owned(),
+            expected: std::any::type_name::<T>(),
+        })
+}
+
+/// A store the topology declares.
+#[derive(Clone)]
+pub struct StoreSpec {
+    /// Its name, unique in the topology; the changelog topic is
+    /// `<application.id>-<name>-changelog`.
+    pub name: String,
+    /// Whether every write is also sent to the changelog (so the store can
+    /// be rebuilt elsewhere).
+    pub logged: bool,
+    /// The key serde.
+    pub key_serde: DynSerde,
+    /// The value serde.
+    pub value_serde: DynSerde,
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSpec")
+            .field("name", &self.name)
+            .field("logged", &self.logged)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreSpec {
+    /// The changelog topic's name without the application id.
+    pub fn changelog_suffix(&self) -> String {
+        format!("{}-changelog", self.name)
+    }
+}
+
+/// How a stateful operator's store is named and (de)serialized.
+///
+/// The name is required: store and changelog names must not change when the
+/// topology changes elsewhere.
+pub struct Materialized<K, V> {
+    pub(crate) name: String,
+    pub(crate) key: Arc<dyn Serde<K>>,
+    pub(crate) value: Arc<dyn Serde<V>>,
+    pub(crate) logged: bool,
+}
+
+impl<K: Data, V: Data> Materialized<K, V> {
+    /// A store named `name` with these serdes, backed by a changelog.
+    pub fn named(name: impl Into<String>, key: impl Serde<K>, value: impl Serde<V>) -> Self {
+        Materialized {
+            name: name.into(),
+            key: Arc::new(key),
+            value: Arc::new(value),
+            logged: true,
+        }
+    }
+
+    /// No changelog: the store cannot be restored after a restart or moved.
+    pub fn without_logging(mut self) -> Self {
+        self.logged = false;
+        self
+    }
+
+    pub(crate) fn spec(&self) -> StoreSpec {
+        StoreSpec {
+            name: self.name.clone(),
+            logged: self.logged,
+            key_serde: erase_serde(self.key.clone()),
+            value_serde: erase_serde(self.value.clone()),
+        }
+    }
+}
+
+/// A typed view of a key-value store.
+pub struct KeyValueStore<'a, K, V> {
+    name: &'a str,
+    bytes: &'a mut dyn KeyValueBytes,
+    key: Arc<dyn Serde<K>>,
+    value: Arc<dyn Serde<V>>,
+}
+
+impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
+    /// Wraps the bytes store of `spec`; fails when the store's serdes are
+    /// not for `K` and `V`.
+    pub fn new(
+        spec: &'a StoreSpec,
+        bytes: &'a mut dyn KeyValueBytes,
+    ) -> Result<Self, ProcessError> {
+        Ok(KeyValueStore {
+            name: &spec.name,
+            bytes,
+            key: unerase_serde(&spec.key_serde, &spec.name)?,
+            value: unerase_serde(&spec.value_serde, &spec.name)?,
+        })
+    }
+
+    fn key_bytes(&self, key: &K) -> Result<Vec<u8>, ProcessError> {
+        let context = || format!("serializing a key for store {}", self.name);
+        self.key
+            .serialize(key)
+            .map_err(|source| ProcessError::Serde {
+                context: context(),
+                source,
+            })?
+            .ok_or_else(|| ProcessError::Serde {
+                context: context(),
+                source: crate::serdes::SerdeError::UnexpectedNull {
+                    type_name: std::any::type_name::<K>(),
+                },
+            })
+    }
+
+    fn decode_value(&self, bytes: &[u8]) -> Result<V, ProcessError> {
+        self.value
+            .deserialize(Some(bytes))
+            .map_err(|source| ProcessError::Serde {
+                context: format!("reading a value of store {}", self.name),
+                source,
+            })
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &K) -> Result<Option<V>, ProcessError> {
+        let key = self.key_bytes(key)?;
+        self.bytes
+            .get(&key)
+            .map(|v| self.decode_value(&v))
+            .transpose()
+    }
+
+    /// Sets the value of `key`.
+    pub fn put(&mut self, key: &K, value: &V) -> Result<(), ProcessError> {
+        let key = self.key_bytes(key)?;
+        let value = self
+            .value
+            .serialize(value)
+            .map_err(|source| ProcessError::Serde {
+                context: format!("serializing a value for store {}", self.name),
+                source,
+            })?;
+        self.bytes.put(&key, value.as_deref());
+        Ok(())
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, key: &K) -> Result<(), ProcessError> {
+        let key = self.key_bytes(key)?;
+        self.bytes.put(&key, None);
+        Ok(())
+    }
+
+    /// Every entry, in key-byte order.
+    pub fn all(&self) -> Result<Vec<(K, V)>, ProcessError> {
+        self.bytes
+            .range(None, None)
+            .into_iter()
+            .map(|(k, v)| {
+                let key = self
+                    .key
+                    .deserialize(Some(&k))
+                    .map_err(|source| ProcessError::Serde {
+                        context: format!("reading a key of store {}", self.name),
+                        source,
+                    })?;
+                Ok((key, self.decode_value(&v)?))
+            })
+            .collect()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
