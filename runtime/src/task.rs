@@ -65,6 +65,8 @@ pub struct TaskMetrics {
     pub dead_lettered: u64,
     /// Punctuations fired.
     pub punctuations: u64,
+    /// Records dropped because their windows had closed.
+    pub late_records: u64,
 }
 
 enum Instance {
@@ -196,6 +198,10 @@ impl DynContext for Ctx<'_> {
 
     fn node_name(&self) -> &str {
         self.name
+    }
+
+    fn record_late(&mut self) {
+        self.state.metrics.late_records += 1;
     }
 
     fn store(&mut self, name: &str) -> Result<(&StoreSpec, &mut dyn KeyValueBytes), ProcessError> {

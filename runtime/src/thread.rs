@@ -341,6 +341,7 @@ impl StreamThread {
                 sum.processed += m.processed;
                 sum.dead_lettered += m.dead_lettered;
                 sum.punctuations += m.punctuations;
+                sum.late_records += m.late_records;
                 sum
             })
     }

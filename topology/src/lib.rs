@@ -17,6 +17,8 @@ pub mod store;
 pub mod stream;
 pub mod table;
 pub mod topic;
+pub mod window;
+pub mod windowed;
 
 pub use graph::{Topology, TopologyDescription, TopologyError};
 pub use record::{Headers, Record, RecordMetadata, Timestamp};
@@ -24,3 +26,5 @@ pub use store::{KeyValueStore, Materialized};
 pub use stream::{Consumed, KStream, Produced, Repartitioned, SplitStream, StreamsBuilder};
 pub use table::{Change, Grouped, KGroupedStream, KTable};
 pub use topic::{CleanupPolicy, TopicSpec, TopicSpecError};
+pub use window::{TimeWindows, Window, Windowed, WindowedSerde};
+pub use windowed::{TimeWindowedKStream, WindowedKTable};

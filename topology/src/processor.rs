@@ -221,6 +221,8 @@ pub trait DynContext {
     fn node_name(&self) -> &str;
     /// A store connected to this processor, with its spec.
     fn store(&mut self, name: &str) -> Result<(&StoreSpec, &mut dyn KeyValueBytes), ProcessError>;
+    /// Counts a record dropped because it arrived after its windows closed.
+    fn record_late(&mut self);
 }
 
 /// A processor as the runtime runs it: type-erased.
@@ -324,6 +326,11 @@ impl<'a, K: Data, V: Data> ProcessorContext<'a, K, V> {
     /// The task this processor runs in.
     pub fn task_id(&self) -> TaskId {
         self.inner.task_id()
+    }
+
+    /// Counts a record dropped because it arrived after its windows closed.
+    pub fn record_late(&mut self) {
+        self.inner.record_late();
     }
 
     /// The key-value store `name`, which must be connected to this processor.

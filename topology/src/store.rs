@@ -91,6 +91,7 @@ pub struct Materialized<K, V> {
     pub(crate) key: Arc<dyn Serde<K>>,
     pub(crate) value: Arc<dyn Serde<V>>,
     pub(crate) logged: bool,
+    pub(crate) retention: Option<std::time::Duration>,
 }
 
 impl<K: Data, V: Data> Materialized<K, V> {
@@ -101,7 +102,16 @@ impl<K: Data, V: Data> Materialized<K, V> {
             key: Arc::new(key),
             value: Arc::new(value),
             logged: true,
+            retention: None,
         }
+    }
+
+    /// For window stores: how long windows are kept after they end (default:
+    /// one day, or size + grace if longer). Shorter saves memory; interactive
+    /// queries see only retained windows.
+    pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention = Some(retention);
+        self
     }
 
     /// No changelog: the store cannot be restored after a restart or moved.

@@ -50,8 +50,8 @@ pub struct Change<V> {
 
 /// Serdes for the repartition topic a grouping may need.
 pub struct Grouped<K, V> {
-    key: Arc<dyn Serde<K>>,
-    value: Arc<dyn Serde<V>>,
+    pub(crate) key: Arc<dyn Serde<K>>,
+    pub(crate) value: Arc<dyn Serde<V>>,
 }
 
 impl<K: Data, V: Data> Grouped<K, V> {
@@ -88,14 +88,14 @@ impl<K: Data, V: Data> KStream<K, V> {
 
 /// A stream grouped by key, ready to aggregate.
 pub struct KGroupedStream<K, V> {
-    stream: KStream<K, V>,
-    grouped: Grouped<K, V>,
+    pub(crate) stream: KStream<K, V>,
+    pub(crate) grouped: Grouped<K, V>,
 }
 
 impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// The stream to aggregate: repartitioned through `<store>-repartition`
     /// when the key may have changed.
-    fn partitioned(&self, store: &str) -> KStream<K, V> {
+    pub(crate) fn partitioned(&self, store: &str) -> KStream<K, V> {
         if !self.stream.key_changed {
             return self.stream.clone();
         }
@@ -172,7 +172,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     }
 }
 
-type Step<K, V, VA> = Arc<dyn Fn(&K, V, Option<VA>) -> VA + Send + Sync>;
+pub(crate) type Step<K, V, VA> = Arc<dyn Fn(&K, V, Option<VA>) -> VA + Send + Sync>;
 
 struct Aggregate<K, V, VA> {
     store: String,
@@ -204,8 +204,8 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, K, Change<VA>> for Aggregate<K,
 
 /// A table: the latest value per key, as a changelog of [`Change`]s.
 pub struct KTable<K, V> {
-    changes: KStream<K, Change<V>>,
-    store: Option<String>,
+    pub(crate) changes: KStream<K, Change<V>>,
+    pub(crate) store: Option<String>,
 }
 
 impl<K, V> Clone for KTable<K, V> {
@@ -299,7 +299,7 @@ impl<K: Data, V: Data> Processor<K, Option<V>, K, Change<V>> for TableSource {
 }
 
 impl<K: Data, V: Data> KTable<K, V> {
-    fn new(changes: KStream<K, Change<V>>, store: Option<String>) -> Self {
+    pub(crate) fn new(changes: KStream<K, Change<V>>, store: Option<String>) -> Self {
         KTable { changes, store }
     }
 

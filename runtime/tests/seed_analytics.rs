@@ -1,0 +1,486 @@
+//! The seed's three analytics as driver tests, with hand-computed results,
+//! plus window edge cases: lateness, grace, suppression, hopping windows.
+//!
+//! Event times below are offsets from `BASE`, an hour boundary, so window
+//! boundaries fall on whole minutes.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook_runtime::driver::TopologyTestDriver;
+use brook_topology::serdes::{Json, Nullable, Serde, Utf8};
+use brook_topology::window::{TimeWindows, Window, Windowed, WindowedSerde};
+use brook_topology::{Consumed, Grouped, Materialized, Produced, StreamsBuilder, Topology};
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+const BASE: i64 = 1_699_999_200_000;
+const SECOND: i64 = 1_000;
+
+/// The seed's `UserEvent` (v2: enriched fields optional).
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+struct UserEvent {
+    event_id: String,
+    user_id: String,
+    event_type: String,
+    timestamp: i64,
+    session_id: String,
+    price: Option<f64>,
+    category: Option<String>,
+    device_type: Option<String>,
+}
+
+fn ev(
+    n: u32,
+    user: &str,
+    kind: &str,
+    secs: i64,
+    price: Option<f64>,
+    category: Option<&str>,
+    device: Option<&str>,
+) -> UserEvent {
+    UserEvent {
+        event_id: format!("e{n}"),
+        user_id: user.into(),
+        event_type: kind.into(),
+        timestamp: BASE + secs * SECOND,
+        session_id: format!("s-{user}"),
+        price,
+        category: category.map(str::to_owned),
+        device_type: device.map(str::to_owned),
+    }
+}
+
+/// In event-time order, so no record is late in any task.
+fn events() -> Vec<UserEvent> {
+    vec![
+        ev(
+            1,
+            "u1",
+            "PAGE_VIEW",
+            5,
+            None,
+            Some("Electronics"),
+            Some("MOBILE"),
+        ),
+        ev(
+            2,
+            "u2",
+            "PAGE_VIEW",
+            20,
+            None,
+            Some("Fashion"),
+            Some("DESKTOP"),
+        ),
+        ev(
+            3,
+            "u1",
+            "ADD_TO_CART",
+            50,
+            None,
+            Some("Electronics"),
+            Some("MOBILE"),
+        ),
+        ev(
+            4,
+            "u3",
+            "PURCHASE",
+            70,
+            Some(799.99),
+            Some("Electronics"),
+            Some("TABLET"),
+        ),
+        ev(
+            5,
+            "u2",
+            "PURCHASE",
+            130,
+            Some(49.99),
+            Some("Fashion"),
+            Some("DESKTOP"),
+        ),
+        ev(6, "u4", "SEARCH", 200, None, None, Some("MOBILE")),
+        ev(
+            7,
+            "u1",
+            "PURCHASE",
+            290,
+            Some(34.99),
+            Some("Electronics"),
+            Some("MOBILE"),
+        ),
+        ev(
+            8,
+            "u3",
+            "PURCHASE",
+            310,
+            Some(29.99),
+            Some("Fashion"),
+            Some("TABLET"),
+        ),
+        ev(9, "u2", "PAGE_VIEW", 330, None, Some("Home"), None),
+        // Later purchases that move stream time past every earlier 5-minute
+        // window's end plus grace, so suppressed results are final.
+        ev(
+            10,
+            "u5",
+            "PURCHASE",
+            1200,
+            Some(10.0),
+            Some("Electronics"),
+            None,
+        ),
+        ev(
+            11,
+            "u5",
+            "PURCHASE",
+            1200,
+            Some(20.0),
+            Some("Fashion"),
+            None,
+        ),
+    ]
+}
+
+fn source(b: &StreamsBuilder) -> brook_topology::KStream<String, UserEvent> {
+    b.stream(
+        "user-events",
+        Consumed::with(Utf8, Json::<UserEvent>::new())
+            .timestamp_extractor(|_, e: &UserEvent, _| e.timestamp),
+    )
+}
+
+fn windowed(key: impl Serde<String>) -> WindowedSerde<String> {
+    WindowedSerde(Arc::new(key) as Arc<dyn Serde<String>>)
+}
+
+fn minutes(n: u64) -> Duration {
+    Duration::from_secs(60 * n)
+}
+
+fn window(start_secs: i64, minutes: i64) -> Window {
+    Window {
+        start: BASE + start_secs * SECOND,
+        end: BASE + start_secs * SECOND + minutes * 60 * SECOND,
+    }
+}
+
+fn run(topology: Topology) -> Result<TopologyTestDriver, Box<dyn Error>> {
+    let driver = TopologyTestDriver::builder(topology)
+        .application_id("eventmart")
+        .default_partitions(3)
+        .build()?;
+    let input = driver.input_topic("user-events", Utf8, Json::<UserEvent>::new());
+    for e in events() {
+        input.pipe_input(e.user_id.clone(), e.clone(), e.timestamp)?;
+    }
+    Ok(driver)
+}
+
+#[test]
+fn events_per_minute_by_type() -> TestResult {
+    let b = StreamsBuilder::new();
+    source(&b)
+        .group_by(
+            |_, e| e.event_type.clone(),
+            Grouped::with(Utf8, Json::<UserEvent>::new()),
+        )
+        .windowed_by(TimeWindows::tumbling(minutes(1), minutes(1))?)
+        .count(Materialized::named(
+            "events-per-minute",
+            Utf8,
+            Json::<i64>::new(),
+        ))
+        .to_stream()
+        .to(
+            "events-per-minute",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let driver = run(b.build()?)?;
+    let latest = driver
+        .output_topic(
+            "events-per-minute",
+            windowed(Utf8),
+            Nullable(Json::<i64>::new()),
+        )
+        .read_latest_by_key()?;
+    let expected: BTreeMap<Windowed<String>, Option<i64>> = [
+        ("PAGE_VIEW", 0, 2),
+        ("ADD_TO_CART", 0, 1),
+        ("PURCHASE", 60, 1),
+        ("PURCHASE", 120, 1),
+        ("SEARCH", 180, 1),
+        ("PURCHASE", 240, 1),
+        ("PURCHASE", 300, 1),
+        ("PAGE_VIEW", 300, 1),
+        ("PURCHASE", 1200, 2),
+    ]
+    .into_iter()
+    .map(|(kind, start, count)| {
+        (
+            Windowed {
+                key: kind.to_string(),
+                window: window(start, 1),
+            },
+            Some(count),
+        )
+    })
+    .collect();
+    assert_eq!(latest, expected);
+    assert_eq!(driver.metrics().late_records, 0);
+    Ok(())
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Default)]
+struct Revenue {
+    total: f64,
+    count: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+struct RevenueRow {
+    category: String,
+    window_start: i64,
+    window_end: i64,
+    total_revenue: f64,
+    purchase_count: u64,
+    avg_price: f64,
+}
+
+/// Revenue per category: the whole topology, in well under 30 lines of DSL.
+fn revenue_per_category() -> Result<Topology, Box<dyn Error>> {
+    let b = StreamsBuilder::new();
+    source(&b)
+        .filter(|_, e| e.event_type == "PURCHASE" && e.price.is_some())
+        .group_by(
+            |_, e| e.category.clone().unwrap_or_default(),
+            Grouped::with(Utf8, Json::new()),
+        )
+        .windowed_by(TimeWindows::tumbling(minutes(5), minutes(5))?)
+        .aggregate(
+            Revenue::default,
+            |_, e, r| Revenue {
+                total: r.total + e.price.unwrap_or(0.0),
+                count: r.count + 1,
+            },
+            Materialized::named("revenue-by-category", Utf8, Json::<Revenue>::new()),
+        )
+        .suppress_until_window_closes("revenue-by-category-final")
+        .to_stream()
+        .flat_map(|w: Windowed<String>, r: Option<Revenue>| {
+            r.map(|r| {
+                let row = RevenueRow {
+                    category: w.key.clone(),
+                    window_start: w.window.start,
+                    window_end: w.window.end,
+                    total_revenue: r.total,
+                    purchase_count: r.count,
+                    avg_price: r.total / r.count as f64,
+                };
+                (w.key, row)
+            })
+        })
+        .to(
+            "revenue-per-category",
+            Produced::with(Utf8, Json::<RevenueRow>::new()),
+        );
+    Ok(b.build()?)
+}
+
+#[test]
+fn revenue_by_category_emits_one_final_row_per_window() -> TestResult {
+    let driver = run(revenue_per_category()?)?;
+    let rows = driver
+        .output_topic("revenue-per-category", Utf8, Json::<RevenueRow>::new())
+        .read_values()?;
+    let mut got: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.category.as_str(),
+                (r.window_start - BASE) / SECOND,
+                r.purchase_count,
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("Electronics", 0, 2),
+            ("Fashion", 0, 1),
+            ("Fashion", 300, 1)
+        ]
+    );
+    let electronics = rows
+        .iter()
+        .find(|r| r.category == "Electronics")
+        .ok_or("no Electronics row")?;
+    assert!(
+        (electronics.total_revenue - 834.98).abs() < 1e-9,
+        "{electronics:?}"
+    );
+    assert!(
+        (electronics.avg_price - 417.49).abs() < 1e-9,
+        "{electronics:?}"
+    );
+    assert_eq!(
+        electronics.window_end - electronics.window_start,
+        5 * 60 * SECOND
+    );
+    // The open windows of the later purchases are still buffered, not emitted.
+    let buffered = driver.read_store::<Windowed<String>, Revenue>("revenue-by-category-final")?;
+    let open: Vec<(&str, i64)> = buffered
+        .keys()
+        .map(|w| (w.key.as_str(), (w.window.start - BASE) / SECOND))
+        .collect();
+    assert_eq!(open, vec![("Electronics", 1200), ("Fashion", 1200)]);
+    Ok(())
+}
+
+#[test]
+fn device_distribution_per_ten_minutes_skips_events_without_a_device() -> TestResult {
+    let b = StreamsBuilder::new();
+    source(&b)
+        .filter(|_, e| e.device_type.is_some())
+        .group_by(
+            |_, e| e.device_type.clone().unwrap_or_default(),
+            Grouped::with(Utf8, Json::new()),
+        )
+        .windowed_by(TimeWindows::tumbling(minutes(10), minutes(10))?)
+        .count(Materialized::named(
+            "device-distribution",
+            Utf8,
+            Json::<i64>::new(),
+        ))
+        .to_stream()
+        .to(
+            "device-distribution",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let driver = run(b.build()?)?;
+    let latest = driver
+        .output_topic(
+            "device-distribution",
+            windowed(Utf8),
+            Nullable(Json::<i64>::new()),
+        )
+        .read_latest_by_key()?;
+    let first_window: BTreeMap<&str, i64> = latest
+        .iter()
+        .filter(|(w, _)| w.window == window(0, 10))
+        .map(|(w, c)| (w.key.as_str(), c.unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        first_window,
+        BTreeMap::from([("DESKTOP", 2), ("MOBILE", 4), ("TABLET", 2)])
+    );
+    Ok(())
+}
+
+fn at(secs: i64) -> i64 {
+    BASE + secs * SECOND
+}
+
+#[test]
+fn late_records_are_dropped_counted_and_routed_and_suppression_emits_once() -> TestResult {
+    let b = StreamsBuilder::new();
+    b.stream("clicks", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by(TimeWindows::tumbling(minutes(1), Duration::from_secs(10))?)
+        .late_records_to("late-clicks", Produced::with(Utf8, Utf8))
+        .count(Materialized::named("clicks", Utf8, Json::<i64>::new()))
+        .suppress_until_window_closes("clicks-final")
+        .to_stream()
+        .to(
+            "final-clicks",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let driver = TopologyTestDriver::new(b.build()?)?;
+    let clicks = driver.input_topic("clicks", Utf8, Utf8);
+    let out = driver.output_topic("final-clicks", windowed(Utf8), Nullable(Json::<i64>::new()));
+
+    clicks.pipe_input("k".into(), "a".into(), at(10))?;
+    assert!(out.is_empty()?, "nothing before the window closes");
+    // Stream time 69.999 s: [0, 60) + 10 s grace is still open.
+    clicks.pipe_input("k".into(), "b".into(), at(69) + 999)?;
+    assert!(out.is_empty()?);
+    clicks.pipe_input("k".into(), "c".into(), at(59))?;
+    // Stream time 75 s: [0, 60) closes with a, c; b went to [60, 120).
+    clicks.pipe_input("k".into(), "d".into(), at(75))?;
+    let closed = out.read_key_values()?;
+    assert_eq!(
+        closed,
+        vec![(
+            Windowed {
+                key: "k".to_string(),
+                window: Window {
+                    start: at(0),
+                    end: at(60)
+                }
+            },
+            Some(2)
+        )]
+    );
+    // Late: [0, 60) is closed now.
+    clicks.pipe_input("k".into(), "late".into(), at(30))?;
+    assert_eq!(driver.metrics().late_records, 1);
+    let late = driver
+        .output_topic("late-clicks", Utf8, Utf8)
+        .read_values()?;
+    assert_eq!(late, vec!["late"]);
+    // Stream time 200 s closes [60, 120): b and d, once.
+    clicks.pipe_input("k".into(), "e".into(), at(200))?;
+    clicks.pipe_input("k".into(), "f".into(), at(201))?;
+    let closed = out.read_key_values()?;
+    assert_eq!(
+        closed,
+        vec![(
+            Windowed {
+                key: "k".to_string(),
+                window: Window {
+                    start: at(60),
+                    end: at(120)
+                }
+            },
+            Some(2)
+        )]
+    );
+    assert!(out.is_empty()?);
+    Ok(())
+}
+
+#[test]
+fn hopping_windows_count_a_record_in_every_window_it_falls_in() -> TestResult {
+    let b = StreamsBuilder::new();
+    b.stream("clicks", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by(TimeWindows::hopping(
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+            Duration::ZERO,
+        )?)
+        .count(Materialized::named("hops", Utf8, Json::<i64>::new()))
+        .to_stream()
+        .to(
+            "hops",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let driver = TopologyTestDriver::new(b.build()?)?;
+    let clicks = driver.input_topic("clicks", Utf8, Utf8);
+    clicks.pipe_input("k".into(), "x".into(), at(7))?;
+    clicks.pipe_input("k".into(), "y".into(), at(12))?;
+    let latest = driver
+        .output_topic("hops", windowed(Utf8), Nullable(Json::<i64>::new()))
+        .read_latest_by_key()?;
+    let counts: Vec<(i64, Option<i64>)> = latest
+        .iter()
+        .map(|(w, c)| ((w.window.start - BASE) / SECOND, *c))
+        .collect();
+    assert_eq!(counts, vec![(0, Some(1)), (5, Some(2)), (10, Some(1))]);
+    let store = driver.read_store::<Windowed<String>, i64>("hops")?;
+    assert_eq!(store.len(), 3);
+    Ok(())
+}
