@@ -175,6 +175,14 @@ pub enum TopologyError {
         /// The store.
         store: String,
     },
+    /// A join needs the table's store, but the table is not materialized.
+    #[error(
+        "join {join:?} needs a materialized table (from StreamsBuilder::table or an aggregation)"
+    )]
+    TableNotMaterialized {
+        /// The join's name.
+        join: String,
+    },
     /// A name is empty or otherwise unusable.
     #[error("invalid name {name:?}: {reason}")]
     InvalidName {

@@ -10,17 +10,20 @@
 //! runtime (`brook-runtime`) executes it.
 
 pub mod graph;
+pub mod join;
 pub mod processor;
 pub mod record;
 pub mod serdes;
 pub mod store;
 pub mod stream;
+pub mod stream_join;
 pub mod table;
 pub mod topic;
 pub mod window;
 pub mod windowed;
 
 pub use graph::{Topology, TopologyDescription, TopologyError};
+pub use join::Joined;
 pub use record::{Headers, Record, RecordMetadata, Timestamp};
 pub use store::{KeyValueStore, Materialized};
 pub use stream::{Consumed, KStream, Produced, Repartitioned, SplitStream, StreamsBuilder};

@@ -210,8 +210,21 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
 
     /// Every entry, in key-byte order.
     pub fn all(&self) -> Result<Vec<(K, V)>, ProcessError> {
-        self.bytes
-            .range(None, None)
+        self.decode_entries(self.bytes.range(None, None))
+    }
+
+    /// The entries with `from <= key < to` in key-byte order (meaningful
+    /// for keys whose encoding preserves order, such as windowed keys).
+    pub fn range(&self, from: &K, to: &K) -> Result<Vec<(K, V)>, ProcessError> {
+        let (from, to) = (self.key_bytes(from)?, self.key_bytes(to)?);
+        self.decode_entries(self.bytes.range(Some(&from), Some(&to)))
+    }
+
+    fn decode_entries(
+        &self,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Vec<(K, V)>, ProcessError> {
+        entries
             .into_iter()
             .map(|(k, v)| {
                 let key = self

@@ -42,6 +42,8 @@ pub(crate) struct GraphBuilder {
     pub(crate) internal_topics: Vec<InternalTopic>,
     pub(crate) stores: Vec<StoreSpec>,
     pub(crate) next_index: usize,
+    /// Mistakes found while the DSL was used; `build` reports the first.
+    pub(crate) errors: Vec<TopologyError>,
 }
 
 impl GraphBuilder {
@@ -147,7 +149,10 @@ impl StreamsBuilder {
 
     /// Checks the graph and returns the topology.
     pub fn build(self) -> Result<Topology, TopologyError> {
-        let graph = self.graph.take();
+        let mut graph = self.graph.take();
+        if !graph.errors.is_empty() {
+            return Err(graph.errors.remove(0));
+        }
         Topology::new(graph.nodes, graph.internal_topics, graph.stores)
     }
 }

@@ -1,0 +1,156 @@
+//! Stream–table joins.
+//!
+//! `stream.join(&table, ..)` looks up each stream record's key in the
+//! table's store as of the record's processing: the table side is a state,
+//! the stream side drives the join. Both inputs must be co-partitioned (the
+//! runtime checks); if the stream's key may have changed, it is first
+//! repartitioned through `<application.id>-<join name>-repartition`. Inner
+//! joins drop stream records with no table entry; left joins pass `None`.
+//!
+//! ```
+//! use brook_topology::serdes::{Json, Utf8};
+//! use brook_topology::{Consumed, Joined, Materialized, Produced, StreamsBuilder};
+//!
+//! let builder = StreamsBuilder::new();
+//! let users = builder.table(
+//!     "users",
+//!     Consumed::with(Utf8, Utf8),
+//!     Materialized::named("users-store", Utf8, Utf8),
+//! );
+//! builder
+//!     .stream("orders", Consumed::with(Utf8, Json::<i64>::new()))
+//!     .left_join(
+//!         &users,
+//!         |_, total, user: Option<String>| format!("{} spent {total}", user.unwrap_or_default()),
+//!         Joined::named("orders-with-users", Utf8, Json::<i64>::new()),
+//!     )
+//!     .to("enriched-orders", Produced::with(Utf8, Utf8));
+//! assert!(builder.build().is_ok());
+//! ```
+
+use std::sync::Arc;
+
+use crate::graph::TopologyError;
+use crate::processor::{Data, ProcessError, Processor, ProcessorContext, supplier};
+use crate::record::Record;
+use crate::serdes::Serde;
+use crate::stream::{KStream, Repartitioned};
+use crate::table::KTable;
+
+/// Names a join (its processor and, if needed, its repartition topic) and
+/// gives the serdes of the stream side for that topic.
+pub struct Joined<K, V> {
+    name: String,
+    key: Arc<dyn Serde<K>>,
+    value: Arc<dyn Serde<V>>,
+}
+
+impl<K: Data, V: Data> Joined<K, V> {
+    /// A join named `name`; `key` and `value` serialize the stream side.
+    pub fn named(name: impl Into<String>, key: impl Serde<K>, value: impl Serde<V>) -> Self {
+        Joined {
+            name: name.into(),
+            key: Arc::new(key),
+            value: Arc::new(value),
+        }
+    }
+}
+
+type Joiner<K, V, VT, VR> = Arc<dyn Fn(&K, V, Option<VT>) -> Option<VR> + Send + Sync>;
+
+impl<K: Data, V: Data> KStream<K, V> {
+    fn join_table<VT: Data, VR: Data>(
+        &self,
+        table: &KTable<K, VT>,
+        joined: Joined<K, V>,
+        joiner: Joiner<K, V, VT, VR>,
+    ) -> KStream<K, VR> {
+        let Some(store) = table.store_name().map(str::to_owned) else {
+            self.graph
+                .borrow_mut()
+                .errors
+                .push(TopologyError::TableNotMaterialized { join: joined.name });
+            return KStream::new(self.graph.clone(), self.node, self.key_changed);
+        };
+        let input = if self.key_changed {
+            self.repartition(Repartitioned {
+                name: joined.name.clone(),
+                key: joined.key,
+                value: joined.value,
+                partitions: None,
+            })
+        } else {
+            self.clone()
+        };
+        let store_name = store.clone();
+        let node = self.graph.borrow_mut().add_stateful(
+            "KSTREAM-JOIN",
+            supplier::<_, K, V, K, VR>(move || StreamTableJoin {
+                store: store_name.clone(),
+                joiner: joiner.clone(),
+            }),
+            &[input.node],
+            vec![store],
+        );
+        let stream = KStream::new(self.graph.clone(), node, false);
+        stream.name(joined.name)
+    }
+
+    /// Joins each record with the table's value for its key; records with
+    /// no table entry are dropped.
+    pub fn join<VT: Data, VR: Data>(
+        &self,
+        table: &KTable<K, VT>,
+        joiner: impl Fn(&K, V, VT) -> VR + Send + Sync + 'static,
+        joined: Joined<K, V>,
+    ) -> KStream<K, VR> {
+        self.join_table(
+            table,
+            joined,
+            Arc::new(move |k, v, t| t.map(|t| joiner(k, v, t))),
+        )
+    }
+
+    /// Joins each record with the table's value for its key, `None` when
+    /// the table has none.
+    pub fn left_join<VT: Data, VR: Data>(
+        &self,
+        table: &KTable<K, VT>,
+        joiner: impl Fn(&K, V, Option<VT>) -> VR + Send + Sync + 'static,
+        joined: Joined<K, V>,
+    ) -> KStream<K, VR> {
+        self.join_table(
+            table,
+            joined,
+            Arc::new(move |k, v, t| Some(joiner(k, v, t))),
+        )
+    }
+}
+
+struct StreamTableJoin<K, V, VT, VR> {
+    store: String,
+    joiner: Joiner<K, V, VT, VR>,
+}
+
+impl<K: Data, V: Data, VT: Data, VR: Data> Processor<K, V, K, VR>
+    for StreamTableJoin<K, V, VT, VR>
+{
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, K, VR>,
+        record: Record<K, V>,
+    ) -> Result<(), ProcessError> {
+        let table_value = ctx
+            .key_value_store::<K, VT>(&self.store)?
+            .get(&record.key)?;
+        if let Some(joined) = (self.joiner)(&record.key, record.value, table_value) {
+            ctx.forward(Record {
+                key: record.key,
+                value: joined,
+                timestamp: record.timestamp,
+                headers: record.headers,
+            });
+        }
+        Ok(())
+    }
+}
