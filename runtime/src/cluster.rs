@@ -93,6 +93,22 @@ pub enum ClusterError {
         /// Found.
         actual: i32,
     },
+    /// Another producer with the same transactional id took over; this one
+    /// must stop and close its tasks without committing.
+    #[error(
+        "producer for transactional id {transactional_id:?} was fenced (epoch {epoch} < {current})"
+    )]
+    Fenced {
+        /// The transactional id.
+        transactional_id: String,
+        /// This producer's epoch.
+        epoch: u32,
+        /// The current epoch.
+        current: u32,
+    },
+    /// A transaction call out of order (commit without begin, send outside one, ...).
+    #[error("transaction state: {0}")]
+    TransactionState(String),
     /// The client or broker failed; often transient.
     #[error("{0}")]
     Client(String),
@@ -105,9 +121,30 @@ pub trait Cluster: Send + Sync {
     /// The partition count of `topic`.
     fn partition_count(&self, topic: &str) -> Result<i32, ClusterError>;
     /// A consumer in consumer group `group` (for committed offsets).
-    fn consumer(&self, group: &str) -> Result<Box<dyn ClusterConsumer>, ClusterError>;
-    /// A producer.
+    fn consumer(
+        &self,
+        group: &str,
+        isolation: Isolation,
+    ) -> Result<Box<dyn ClusterConsumer>, ClusterError>;
+    /// A producer whose records are visible once flushed.
     fn producer(&self) -> Result<Box<dyn ClusterProducer>, ClusterError>;
+    /// A transactional producer for `transactional_id`. Creating one fences
+    /// every earlier producer with the same id (their epoch is now stale)
+    /// and aborts the transaction such a producer left open.
+    fn transactional_producer(
+        &self,
+        transactional_id: &str,
+    ) -> Result<Box<dyn ClusterProducer>, ClusterError>;
+}
+
+/// Which records a consumer sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything written, including records of open or aborted transactions.
+    ReadUncommitted,
+    /// Only records outside transactions or of committed ones; a partition
+    /// is read up to its first open transaction (the last stable offset).
+    ReadCommitted,
 }
 
 /// Reads assigned partitions from their committed offsets.
@@ -126,10 +163,40 @@ pub trait ClusterConsumer: Send {
     fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), ClusterError>;
 }
 
-/// Writes records.
+/// Writes records, optionally in transactions.
 pub trait ClusterProducer: Send {
-    /// Queues a record.
+    /// Queues a record (inside the open transaction, for a transactional producer).
     fn send(&mut self, record: ProducedRecord) -> Result<(), ClusterError>;
     /// Waits until every queued record is written.
     fn flush(&mut self) -> Result<(), ClusterError>;
+    /// Starts a transaction.
+    fn begin_transaction(&mut self) -> Result<(), ClusterError> {
+        Err(ClusterError::TransactionState(
+            "not a transactional producer".into(),
+        ))
+    }
+    /// Adds `group`'s consumed offsets to the open transaction: they are
+    /// committed if and only if the transaction is.
+    fn send_offsets_to_transaction(
+        &mut self,
+        _group: &str,
+        _offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), ClusterError> {
+        Err(ClusterError::TransactionState(
+            "not a transactional producer".into(),
+        ))
+    }
+    /// Writes what is queued and commits the transaction atomically.
+    fn commit_transaction(&mut self) -> Result<(), ClusterError> {
+        Err(ClusterError::TransactionState(
+            "not a transactional producer".into(),
+        ))
+    }
+    /// Discards the transaction: its records are never visible to
+    /// read-committed consumers, its offsets never committed.
+    fn abort_transaction(&mut self) -> Result<(), ClusterError> {
+        Err(ClusterError::TransactionState(
+            "not a transactional producer".into(),
+        ))
+    }
 }

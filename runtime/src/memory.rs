@@ -6,17 +6,37 @@
 //! would), null keys round robin. Every record also gets a cluster-wide
 //! sequence number, so a test can read a multi-partition topic in the order
 //! it was written.
+//!
+//! Transactions are faithful where exactly-once depends on them: a
+//! transactional producer's records are in the log as soon as they are
+//! flushed but invisible to read-committed consumers until the commit (and
+//! forever, if aborted); an open transaction holds read-committed readers
+//! at its first offset (the last stable offset); offsets sent to a
+//! transaction are committed with it and only then; and creating a producer
+//! with a transactional id bumps the id's epoch, fencing the older producer
+//! (every later call of it fails with `Fenced`) and aborting what it left open.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use brook_topology::TopicSpec;
 
 use crate::cluster::{
-    Cluster, ClusterConsumer, ClusterError, ClusterProducer, ConsumedRecord, ProducedRecord,
-    TopicPartition,
+    Cluster, ClusterConsumer, ClusterError, ClusterProducer, ConsumedRecord, Isolation,
+    ProducedRecord, TopicPartition,
 };
 use crate::partition::partition_for_key;
+
+/// Whether a stored record is visible to read-committed consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    /// Outside a transaction, or in a committed one.
+    Committed,
+    /// In the open transaction of this transactional id.
+    Open(String),
+    /// In an aborted transaction: never visible to read-committed consumers.
+    Aborted,
+}
 
 /// A record stored in a memory partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +45,8 @@ pub struct StoredRecord {
     pub record: ConsumedRecord,
     /// Position in the cluster-wide write order.
     pub sequence: u64,
+    /// Transaction status.
+    pub visibility: Visibility,
 }
 
 #[derive(Debug, Default)]
@@ -34,11 +56,119 @@ struct Topic {
 }
 
 #[derive(Debug, Default)]
+struct OpenTransaction {
+    partitions: BTreeSet<TopicPartition>,
+    offsets: Vec<(String, BTreeMap<TopicPartition, i64>)>,
+}
+
+#[derive(Debug, Default)]
+struct Transactional {
+    epoch: u32,
+    open: Option<OpenTransaction>,
+}
+
+#[derive(Debug, Default)]
 struct State {
     topics: BTreeMap<String, Topic>,
     committed: HashMap<String, BTreeMap<TopicPartition, i64>>,
+    transactions: HashMap<String, Transactional>,
     next_sequence: u64,
     round_robin: u64,
+}
+
+impl State {
+    fn partition(&self, tp: &TopicPartition) -> Result<&Vec<StoredRecord>, ClusterError> {
+        let topic = self
+            .topics
+            .get(&tp.topic)
+            .ok_or_else(|| ClusterError::UnknownTopic(tp.topic.clone()))?;
+        usize::try_from(tp.partition)
+            .ok()
+            .and_then(|p| topic.partitions.get(p))
+            .ok_or_else(|| ClusterError::UnknownPartition(tp.clone()))
+    }
+
+    /// Ends the open transaction of `id`, making its records `to`.
+    fn finish(&mut self, id: &str, commit: bool) {
+        let Some(open) = self.transactions.get_mut(id).and_then(|t| t.open.take()) else {
+            return;
+        };
+        let to = if commit {
+            Visibility::Committed
+        } else {
+            Visibility::Aborted
+        };
+        for tp in &open.partitions {
+            if let Some(log) = self
+                .topics
+                .get_mut(&tp.topic)
+                .and_then(|t| t.partitions.get_mut(tp.partition as usize))
+            {
+                for stored in log.iter_mut().rev() {
+                    if matches!(&stored.visibility, Visibility::Open(owner) if owner == id) {
+                        stored.visibility = to.clone();
+                    }
+                }
+            }
+        }
+        if commit {
+            for (group, offsets) in open.offsets {
+                self.committed.entry(group).or_default().extend(offsets);
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        record: ProducedRecord,
+        visibility: Visibility,
+    ) -> Result<TopicPartition, ClusterError> {
+        let sequence = self.next_sequence;
+        let round_robin = self.round_robin;
+        let topic = self
+            .topics
+            .get_mut(&record.topic)
+            .ok_or_else(|| ClusterError::UnknownTopic(record.topic.clone()))?;
+        let count = topic.partitions.len() as i32;
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, count).unwrap_or(0),
+            (None, None) => (round_robin % count as u64) as i32,
+        };
+        let round_robin_used = record.partition.is_none() && record.key.is_none();
+        let tp = TopicPartition::new(record.topic.clone(), partition);
+        let log = usize::try_from(partition)
+            .ok()
+            .and_then(|p| topic.partitions.get_mut(p))
+            .ok_or_else(|| ClusterError::UnknownPartition(tp.clone()))?;
+        let offset = log.len() as i64;
+        log.push(StoredRecord {
+            record: ConsumedRecord {
+                tp: tp.clone(),
+                offset,
+                key: record.key,
+                value: record.value,
+                timestamp: record.timestamp,
+                headers: record.headers,
+            },
+            sequence,
+            visibility,
+        });
+        self.next_sequence += 1;
+        if round_robin_used {
+            self.round_robin += 1;
+        }
+        Ok(tp)
+    }
+
+    /// The first offset a read-committed consumer cannot read yet.
+    fn last_stable_offset(&self, tp: &TopicPartition) -> Result<i64, ClusterError> {
+        let log = self.partition(tp)?;
+        Ok(log
+            .iter()
+            .position(|r| matches!(r.visibility, Visibility::Open(_)))
+            .unwrap_or(log.len()) as i64)
+    }
 }
 
 /// The in-memory cluster. Cheap to clone; clones share the cluster.
@@ -54,16 +184,25 @@ impl MemoryCluster {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the state half-updated
-        // in a way later readers would misread: every update is one push or
-        // one insert.
+        // Every update is a push, an insert or a status change, so the state
+        // is consistent even if a holder panicked.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Every record of `topic`, in write order across its partitions.
+    /// The records of `topic` a read-committed consumer can see, in write
+    /// order across partitions.
     pub fn records(&self, topic: &str) -> Result<Vec<StoredRecord>, ClusterError> {
+        Ok(self
+            .all_records(topic)?
+            .into_iter()
+            .filter(|r| r.visibility == Visibility::Committed)
+            .collect())
+    }
+
+    /// Every record of `topic`, whatever its transaction status, in write order.
+    pub fn all_records(&self, topic: &str) -> Result<Vec<StoredRecord>, ClusterError> {
         let state = self.lock();
         let topic = state
             .topics
@@ -76,16 +215,7 @@ impl MemoryCluster {
 
     /// The end offset (next offset to be written) of a partition.
     pub fn end_offset(&self, tp: &TopicPartition) -> Result<i64, ClusterError> {
-        let state = self.lock();
-        let topic = state
-            .topics
-            .get(&tp.topic)
-            .ok_or_else(|| ClusterError::UnknownTopic(tp.topic.clone()))?;
-        topic
-            .partitions
-            .get(tp.partition as usize)
-            .map(|p| p.len() as i64)
-            .ok_or_else(|| ClusterError::UnknownPartition(tp.clone()))
+        Ok(self.lock().partition(tp)?.len() as i64)
     }
 
     /// The committed offset of `group` for a partition.
@@ -107,48 +237,12 @@ impl MemoryCluster {
         self.lock().topics.get(topic).and_then(|t| t.spec.clone())
     }
 
-    fn write(&self, record: ProducedRecord) -> Result<(i32, i64), ClusterError> {
-        let mut state = self.lock();
-        let sequence = state.next_sequence;
-        let round_robin = state.round_robin;
-        let topic = state
-            .topics
-            .get_mut(&record.topic)
-            .ok_or_else(|| ClusterError::UnknownTopic(record.topic.clone()))?;
-        let count = topic.partitions.len() as i32;
-        let partition = match (record.partition, &record.key) {
-            (Some(p), _) => p,
-            (None, Some(key)) => partition_for_key(key, count).unwrap_or(0),
-            (None, None) => (round_robin % count as u64) as i32,
-        };
-        let round_robin_used = record.partition.is_none() && record.key.is_none();
-        let tp = TopicPartition::new(record.topic.clone(), partition);
-        let log = topic
-            .partitions
-            .get_mut(partition as usize)
-            .ok_or_else(|| ClusterError::UnknownPartition(tp.clone()))?;
-        let offset = log.len() as i64;
-        log.push(StoredRecord {
-            record: ConsumedRecord {
-                tp,
-                offset,
-                key: record.key,
-                value: record.value,
-                timestamp: record.timestamp,
-                headers: record.headers,
-            },
-            sequence,
-        });
-        state.next_sequence += 1;
-        if round_robin_used {
-            state.round_robin += 1;
-        }
-        Ok((partition, offset))
-    }
-
-    /// Writes one record now (outside any producer); returns partition and offset.
+    /// Writes one record now, outside any transaction; returns partition and offset.
     pub fn produce(&self, record: ProducedRecord) -> Result<(i32, i64), ClusterError> {
-        self.write(record)
+        let mut state = self.lock();
+        let tp = state.write(record, Visibility::Committed)?;
+        let offset = state.partition(&tp)?.len() as i64 - 1;
+        Ok((tp.partition, offset))
     }
 }
 
@@ -178,10 +272,15 @@ impl Cluster for MemoryCluster {
             .ok_or_else(|| ClusterError::UnknownTopic(topic.to_owned()))
     }
 
-    fn consumer(&self, group: &str) -> Result<Box<dyn ClusterConsumer>, ClusterError> {
+    fn consumer(
+        &self,
+        group: &str,
+        isolation: Isolation,
+    ) -> Result<Box<dyn ClusterConsumer>, ClusterError> {
         Ok(Box::new(MemoryConsumer {
             cluster: self.clone(),
             group: group.to_owned(),
+            isolation,
             positions: BTreeMap::new(),
         }))
     }
@@ -190,6 +289,28 @@ impl Cluster for MemoryCluster {
         Ok(Box::new(MemoryProducer {
             cluster: self.clone(),
             queued: Vec::new(),
+            transactional: None,
+        }))
+    }
+
+    fn transactional_producer(
+        &self,
+        transactional_id: &str,
+    ) -> Result<Box<dyn ClusterProducer>, ClusterError> {
+        let mut state = self.lock();
+        // Fence: abort what an older producer left open, then bump the epoch.
+        state.finish(transactional_id, false);
+        let entry = state
+            .transactions
+            .entry(transactional_id.to_owned())
+            .or_default();
+        entry.epoch += 1;
+        let epoch = entry.epoch;
+        drop(state);
+        Ok(Box::new(MemoryProducer {
+            cluster: self.clone(),
+            queued: Vec::new(),
+            transactional: Some((transactional_id.to_owned(), epoch)),
         }))
     }
 }
@@ -197,15 +318,22 @@ impl Cluster for MemoryCluster {
 struct MemoryConsumer {
     cluster: MemoryCluster,
     group: String,
+    isolation: Isolation,
     positions: BTreeMap<TopicPartition, i64>,
 }
 
 impl ClusterConsumer for MemoryConsumer {
     fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ClusterError> {
+        let state = self.cluster.lock();
         let mut positions = BTreeMap::new();
         for tp in partitions {
-            self.cluster.end_offset(tp)?;
-            let start = self.cluster.committed(&self.group, tp).unwrap_or(0);
+            state.partition(tp)?;
+            let start = state
+                .committed
+                .get(&self.group)
+                .and_then(|c| c.get(tp))
+                .copied()
+                .unwrap_or(0);
             positions.insert(tp.clone(), start);
         }
         self.positions = positions;
@@ -216,13 +344,15 @@ impl ClusterConsumer for MemoryConsumer {
         let state = self.cluster.lock();
         let mut out = Vec::new();
         for (tp, position) in self.positions.iter_mut() {
-            let log = state
-                .topics
-                .get(&tp.topic)
-                .and_then(|t| t.partitions.get(tp.partition as usize))
-                .ok_or_else(|| ClusterError::UnknownPartition(tp.clone()))?;
+            let log = state.partition(tp)?;
             while out.len() < max && (*position as usize) < log.len() {
-                out.push(log[*position as usize].record.clone());
+                let stored = &log[*position as usize];
+                match (&stored.visibility, self.isolation) {
+                    // Read-committed readers stop at the first open transaction.
+                    (Visibility::Open(_), Isolation::ReadCommitted) => break,
+                    (Visibility::Aborted, Isolation::ReadCommitted) => {}
+                    _ => out.push(stored.record.clone()),
+                }
                 *position += 1;
             }
         }
@@ -233,9 +363,16 @@ impl ClusterConsumer for MemoryConsumer {
         &mut self,
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, i64>, ClusterError> {
+        let state = self.cluster.lock();
         partitions
             .iter()
-            .map(|tp| Ok((tp.clone(), self.cluster.end_offset(tp)?)))
+            .map(|tp| {
+                let end = match self.isolation {
+                    Isolation::ReadCommitted => state.last_stable_offset(tp)?,
+                    Isolation::ReadUncommitted => state.partition(tp)?.len() as i64,
+                };
+                Ok((tp.clone(), end))
+            })
             .collect()
     }
 
@@ -252,18 +389,122 @@ impl ClusterConsumer for MemoryConsumer {
 struct MemoryProducer {
     cluster: MemoryCluster,
     queued: Vec<ProducedRecord>,
+    /// Transactional id and this producer's epoch.
+    transactional: Option<(String, u32)>,
+}
+
+impl MemoryProducer {
+    /// Fails if a newer producer took over this transactional id.
+    fn check_epoch(&self, state: &State) -> Result<(), ClusterError> {
+        if let Some((id, epoch)) = &self.transactional {
+            let current = state.transactions.get(id).map_or(0, |t| t.epoch);
+            if current != *epoch {
+                return Err(ClusterError::Fenced {
+                    transactional_id: id.clone(),
+                    epoch: *epoch,
+                    current,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn open_transaction<'s>(
+        &self,
+        state: &'s mut State,
+    ) -> Result<&'s mut OpenTransaction, ClusterError> {
+        self.check_epoch(state)?;
+        let (id, _) = self
+            .transactional
+            .as_ref()
+            .ok_or_else(|| ClusterError::TransactionState("not a transactional producer".into()))?;
+        state
+            .transactions
+            .get_mut(id)
+            .and_then(|t| t.open.as_mut())
+            .ok_or_else(|| ClusterError::TransactionState("no transaction is open".into()))
+    }
 }
 
 impl ClusterProducer for MemoryProducer {
     fn send(&mut self, record: ProducedRecord) -> Result<(), ClusterError> {
+        if self.transactional.is_some() {
+            let mut state = self.cluster.lock();
+            self.open_transaction(&mut state)?;
+        }
         self.queued.push(record);
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), ClusterError> {
+        let mut state = self.cluster.lock();
+        self.check_epoch(&state)?;
+        let visibility = match &self.transactional {
+            Some((id, _)) => Visibility::Open(id.clone()),
+            None => Visibility::Committed,
+        };
         for record in self.queued.drain(..) {
-            self.cluster.write(record)?;
+            let tp = state.write(record, visibility.clone())?;
+            if let Visibility::Open(id) = &visibility
+                && let Some(open) = state.transactions.get_mut(id).and_then(|t| t.open.as_mut())
+            {
+                open.partitions.insert(tp);
+            }
         }
+        Ok(())
+    }
+
+    fn begin_transaction(&mut self) -> Result<(), ClusterError> {
+        let mut state = self.cluster.lock();
+        self.check_epoch(&state)?;
+        let (id, _) = self
+            .transactional
+            .as_ref()
+            .ok_or_else(|| ClusterError::TransactionState("not a transactional producer".into()))?;
+        let entry = state.transactions.entry(id.clone()).or_default();
+        if entry.open.is_some() {
+            return Err(ClusterError::TransactionState(
+                "a transaction is already open".into(),
+            ));
+        }
+        entry.open = Some(OpenTransaction::default());
+        Ok(())
+    }
+
+    fn send_offsets_to_transaction(
+        &mut self,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), ClusterError> {
+        let mut state = self.cluster.lock();
+        let open = self.open_transaction(&mut state)?;
+        open.offsets.push((group.to_owned(), offsets.clone()));
+        Ok(())
+    }
+
+    fn commit_transaction(&mut self) -> Result<(), ClusterError> {
+        self.flush()?;
+        let mut state = self.cluster.lock();
+        self.open_transaction(&mut state)?;
+        let id = self
+            .transactional
+            .as_ref()
+            .map(|(id, _)| id.clone())
+            .unwrap_or_default();
+        state.finish(&id, true);
+        Ok(())
+    }
+
+    fn abort_transaction(&mut self) -> Result<(), ClusterError> {
+        self.queued.clear();
+        let mut state = self.cluster.lock();
+        self.open_transaction(&mut state)?;
+        let id = self
+            .transactional
+            .as_ref()
+            .map(|(id, _)| id.clone())
+            .unwrap_or_default();
+        state.finish(&id, false);
         Ok(())
     }
 }
@@ -284,10 +525,34 @@ mod tests {
         }
     }
 
+    fn values(records: Vec<ConsumedRecord>) -> Vec<String> {
+        records
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap_or_default()).unwrap())
+            .collect()
+    }
+
+    fn cluster_with(topic: &str, partitions: i32) -> MemoryCluster {
+        let cluster = MemoryCluster::new();
+        cluster
+            .create_topics(&[TopicSpec::new(topic, partitions)])
+            .unwrap();
+        cluster
+    }
+
+    fn reader(
+        cluster: &MemoryCluster,
+        group: &str,
+        isolation: Isolation,
+    ) -> Box<dyn ClusterConsumer> {
+        let mut consumer = cluster.consumer(group, isolation).unwrap();
+        consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+        consumer
+    }
+
     #[test]
     fn keys_land_where_the_java_client_puts_them_and_null_keys_round_robin() {
-        let cluster = MemoryCluster::new();
-        cluster.create_topics(&[TopicSpec::new("t", 4)]).unwrap();
+        let cluster = cluster_with("t", 4);
         assert_eq!(
             cluster.produce(rec("t", Some("foobar"), "v")).unwrap(),
             (2, 0)
@@ -304,25 +569,114 @@ mod tests {
 
     #[test]
     fn consumers_resume_from_committed_offsets_and_producers_write_on_flush() {
-        let cluster = MemoryCluster::new();
-        cluster.create_topics(&[TopicSpec::new("t", 1)]).unwrap();
+        let cluster = cluster_with("t", 1);
         let mut producer = cluster.producer().unwrap();
         for v in ["a", "b", "c"] {
             producer.send(rec("t", Some("k"), v)).unwrap();
         }
-        assert_eq!(cluster.end_offset(&TopicPartition::new("t", 0)).unwrap(), 0);
-        producer.flush().unwrap();
         let tp = TopicPartition::new("t", 0);
-        let mut consumer = cluster.consumer("g").unwrap();
-        consumer.assign(std::slice::from_ref(&tp)).unwrap();
-        let got = consumer.poll(2).unwrap();
-        assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(cluster.end_offset(&tp).unwrap(), 0);
+        producer.flush().unwrap();
+        let mut consumer = reader(&cluster, "g", Isolation::ReadUncommitted);
+        assert_eq!(values(consumer.poll(2).unwrap()), vec!["a", "b"]);
         consumer.commit(&BTreeMap::from([(tp.clone(), 2)])).unwrap();
-        let mut again = cluster.consumer("g").unwrap();
-        again.assign(std::slice::from_ref(&tp)).unwrap();
-        let rest = again.poll(10).unwrap();
-        assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].value.as_deref(), Some(&b"c"[..]));
+        let mut again = reader(&cluster, "g", Isolation::ReadUncommitted);
+        assert_eq!(values(again.poll(10).unwrap()), vec!["c"]);
         assert_eq!(cluster.committed("g", &tp), Some(2));
+    }
+
+    #[test]
+    fn read_committed_sees_committed_transactions_only_and_stops_at_open_ones() {
+        let cluster = cluster_with("t", 1);
+        let mut p = cluster.transactional_producer("app-0").unwrap();
+        p.begin_transaction().unwrap();
+        p.send(rec("t", Some("k"), "aborted")).unwrap();
+        p.flush().unwrap();
+        p.abort_transaction().unwrap();
+        p.begin_transaction().unwrap();
+        p.send(rec("t", Some("k"), "committed")).unwrap();
+        p.commit_transaction().unwrap();
+        p.begin_transaction().unwrap();
+        p.send(rec("t", Some("k"), "open")).unwrap();
+        p.flush().unwrap();
+        cluster
+            .produce(rec("t", Some("k"), "plain-after-open"))
+            .unwrap();
+
+        let mut committed = reader(&cluster, "c", Isolation::ReadCommitted);
+        assert_eq!(values(committed.poll(10).unwrap()), vec!["committed"]);
+        let tp = TopicPartition::new("t", 0);
+        assert_eq!(
+            committed.end_offsets(std::slice::from_ref(&tp)).unwrap()[&tp],
+            2,
+            "LSO = first open"
+        );
+        let mut everything = reader(&cluster, "u", Isolation::ReadUncommitted);
+        assert_eq!(
+            values(everything.poll(10).unwrap()),
+            vec!["aborted", "committed", "open", "plain-after-open"]
+        );
+        p.commit_transaction().unwrap();
+        assert_eq!(
+            values(committed.poll(10).unwrap()),
+            vec!["open", "plain-after-open"]
+        );
+    }
+
+    #[test]
+    fn offsets_sent_to_a_transaction_are_committed_with_it_only() {
+        let cluster = cluster_with("t", 1);
+        let tp = TopicPartition::new("t", 0);
+        let mut p = cluster.transactional_producer("app-0").unwrap();
+        p.begin_transaction().unwrap();
+        p.send_offsets_to_transaction("g", &BTreeMap::from([(tp.clone(), 7)]))
+            .unwrap();
+        p.abort_transaction().unwrap();
+        assert_eq!(cluster.committed("g", &tp), None);
+        p.begin_transaction().unwrap();
+        p.send_offsets_to_transaction("g", &BTreeMap::from([(tp.clone(), 9)]))
+            .unwrap();
+        assert_eq!(cluster.committed("g", &tp), None, "not before the commit");
+        p.commit_transaction().unwrap();
+        assert_eq!(cluster.committed("g", &tp), Some(9));
+    }
+
+    #[test]
+    fn a_new_producer_fences_the_old_one_and_aborts_its_open_transaction() {
+        let cluster = cluster_with("t", 1);
+        let mut zombie = cluster.transactional_producer("app-0").unwrap();
+        zombie.begin_transaction().unwrap();
+        zombie.send(rec("t", Some("k"), "zombie")).unwrap();
+        zombie.flush().unwrap();
+        let mut successor = cluster.transactional_producer("app-0").unwrap();
+        let err = zombie.commit_transaction().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClusterError::Fenced {
+                    epoch: 1,
+                    current: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            zombie.send(rec("t", None, "x")),
+            Err(ClusterError::Fenced { .. })
+        ));
+        successor.begin_transaction().unwrap();
+        successor.send(rec("t", Some("k"), "successor")).unwrap();
+        successor.commit_transaction().unwrap();
+        let mut committed = reader(&cluster, "c", Isolation::ReadCommitted);
+        assert_eq!(values(committed.poll(10).unwrap()), vec!["successor"]);
+        assert!(matches!(
+            successor.commit_transaction(),
+            Err(ClusterError::TransactionState(_))
+        ));
+        assert!(matches!(
+            cluster.producer().unwrap().begin_transaction(),
+            Err(ClusterError::TransactionState(_))
+        ));
     }
 }

@@ -23,7 +23,9 @@ use brook_topology::graph::{InternalTopicKind, NodeKind, TopicName};
 use brook_topology::processor::TaskId;
 use brook_topology::{CleanupPolicy, Timestamp, TopicSpec, Topology};
 
-use crate::cluster::{Cluster, ClusterConsumer, ClusterError, ClusterProducer, TopicPartition};
+use crate::cluster::{
+    Cluster, ClusterConsumer, ClusterError, ClusterProducer, Isolation, TopicPartition,
+};
 use crate::task::{StreamTask, TaskError, TaskMetrics};
 
 /// Settings of a streams application.
@@ -177,7 +179,10 @@ fn restore(
     // A group that never commits: restoration always reads from the start
     // (checkpoints that skip what local state already has come with
     // persistent stores).
-    let mut consumer = cluster.consumer(&format!("{application_id}-restore"))?;
+    let mut consumer = cluster.consumer(
+        &format!("{application_id}-restore"),
+        Isolation::ReadCommitted,
+    )?;
     for task in tasks.values_mut() {
         for (store, tp) in task.changelog_partitions() {
             let end = consumer.end_offsets(std::slice::from_ref(&tp))?[&tp];
@@ -299,7 +304,7 @@ impl StreamThread {
             })?;
         }
 
-        let mut consumer = cluster.consumer(&app)?;
+        let mut consumer = cluster.consumer(&app, Isolation::ReadCommitted)?;
         let partitions: Vec<TopicPartition> = routes.keys().cloned().collect();
         consumer.assign(&partitions)?;
         let producer = cluster.producer()?;
