@@ -255,3 +255,66 @@ fn records_after_their_join_window_closed_are_late() -> TestResult {
     assert_eq!(driver.metrics().late_records, 1);
     Ok(())
 }
+
+fn table_join(kind: &str) -> Result<brook_topology::Topology, Box<dyn Error>> {
+    let b = StreamsBuilder::new();
+    let users = b.table(
+        "users",
+        Consumed::with(Utf8, Utf8),
+        Materialized::named("users", Utf8, Utf8),
+    );
+    let tiers = b.table(
+        "tiers",
+        Consumed::with(Utf8, Utf8),
+        Materialized::named("tiers", Utf8, Utf8),
+    );
+    let show = |u: Option<&String>, t: Option<&String>| {
+        format!(
+            "{}/{}",
+            u.map_or("-", String::as_str),
+            t.map_or("-", String::as_str)
+        )
+    };
+    let joined = match kind {
+        "inner" => users.join(&tiers, move |u, t| show(Some(u), Some(t)), "users-tiers"),
+        "left" => users.left_join(&tiers, move |u, t| show(Some(u), t), "users-tiers"),
+        _ => users.outer_join(&tiers, show, "users-tiers"),
+    };
+    joined.to("user-tiers", Produced::with(Utf8, Utf8));
+    Ok(b.build()?)
+}
+
+#[test]
+fn table_table_joins_update_and_retract_results() -> TestResult {
+    // users: u1=Ann; tiers: u1=gold; tiers: u2=silver; users: u1 deleted.
+    let expected: [(&str, Vec<Option<&str>>); 3] = [
+        ("inner", vec![Some("Ann/gold"), None]),
+        ("left", vec![Some("Ann/-"), Some("Ann/gold"), None]),
+        (
+            "outer",
+            vec![
+                Some("Ann/-"),
+                Some("Ann/gold"),
+                Some("-/silver"),
+                Some("-/gold"),
+            ],
+        ),
+    ];
+    for (kind, want) in expected {
+        let driver = TopologyTestDriver::builder(table_join(kind)?)
+            .default_partitions(2)
+            .build()?;
+        let users = driver.input_topic("users", Utf8, Utf8);
+        let tiers = driver.input_topic("tiers", Utf8, Utf8);
+        users.pipe_input("u1".into(), "Ann".into(), 1)?;
+        tiers.pipe_input("u1".into(), "gold".into(), 2)?;
+        tiers.pipe_input("u2".into(), "silver".into(), 3)?;
+        users.pipe_tombstone("u1".into(), 4)?;
+        let got = driver
+            .output_topic("user-tiers", Utf8, brook_topology::serdes::Nullable(Utf8))
+            .read_values()?;
+        let want: Vec<Option<String>> = want.into_iter().map(|v| v.map(str::to_owned)).collect();
+        assert_eq!(got, want, "{kind} join");
+    }
+    Ok(())
+}

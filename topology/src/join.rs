@@ -154,3 +154,152 @@ impl<K: Data, V: Data, VT: Data, VR: Data> Processor<K, V, K, VR>
         Ok(())
     }
 }
+
+/// `(this, other) -> result`, `None` when this join kind has no result.
+type TableJoinFn<K, V, VO, VR> =
+    Arc<dyn Fn(&K, Option<&V>, Option<&VO>) -> Option<VR> + Send + Sync>;
+
+impl<K: Data, V: Data> KTable<K, V> {
+    /// Inner join of two co-partitioned, materialized tables: a key has a
+    /// result while both tables have it. Updates on either side update the
+    /// result; a result that disappears is forwarded as a deletion.
+    pub fn join<VO: Data, VR: Data>(
+        &self,
+        other: &KTable<K, VO>,
+        joiner: impl Fn(&V, &VO) -> VR + Send + Sync + 'static,
+        name: &str,
+    ) -> KTable<K, VR> {
+        self.join_table(other, name, Arc::new(move |_, v, o| Some(joiner(v?, o?))))
+    }
+
+    /// Left join: a result for every key of this table, `None` for the other side if absent.
+    pub fn left_join<VO: Data, VR: Data>(
+        &self,
+        other: &KTable<K, VO>,
+        joiner: impl Fn(&V, Option<&VO>) -> VR + Send + Sync + 'static,
+        name: &str,
+    ) -> KTable<K, VR> {
+        self.join_table(other, name, Arc::new(move |_, v, o| Some(joiner(v?, o))))
+    }
+
+    /// Outer join: a result for every key of either table.
+    pub fn outer_join<VO: Data, VR: Data>(
+        &self,
+        other: &KTable<K, VO>,
+        joiner: impl Fn(Option<&V>, Option<&VO>) -> VR + Send + Sync + 'static,
+        name: &str,
+    ) -> KTable<K, VR> {
+        self.join_table(
+            other,
+            name,
+            Arc::new(move |_, v, o| (v.is_some() || o.is_some()).then(|| joiner(v, o))),
+        )
+    }
+
+    fn join_table<VO: Data, VR: Data>(
+        &self,
+        other: &KTable<K, VO>,
+        name: &str,
+        joiner: TableJoinFn<K, V, VO, VR>,
+    ) -> KTable<K, VR> {
+        let (Some(this_store), Some(other_store)) = (self.store_name(), other.store_name()) else {
+            let graph = &self.changes.graph;
+            graph
+                .borrow_mut()
+                .errors
+                .push(TopologyError::TableNotMaterialized {
+                    join: name.to_owned(),
+                });
+            return KTable::new(
+                self.changes.then(
+                    "KTABLE-MAPVALUES",
+                    supplier::<_, K, crate::Change<V>, K, crate::Change<VR>>(|| Never),
+                    false,
+                ),
+                None,
+            );
+        };
+        let stores = vec![this_store.to_owned(), other_store.to_owned()];
+        let mut g = self.changes.graph.borrow_mut();
+        let (left_other, right_other) = (other_store.to_owned(), this_store.to_owned());
+        let left_joiner = joiner.clone();
+        let left = g.add_stateful(
+            "KTABLE-JOINTHIS",
+            supplier::<_, K, crate::Change<V>, K, crate::Change<VR>>(move || TableJoinSide {
+                other: left_other.clone(),
+                join: {
+                    let j = left_joiner.clone();
+                    Arc::new(move |k: &K, mine: Option<&V>, theirs: Option<&VO>| j(k, mine, theirs))
+                        as TableJoinFn<K, V, VO, VR>
+                },
+            }),
+            &[self.changes.node],
+            stores.clone(),
+        );
+        let right = g.add_stateful(
+            "KTABLE-JOINOTHER",
+            supplier::<_, K, crate::Change<VO>, K, crate::Change<VR>>(move || TableJoinSide {
+                other: right_other.clone(),
+                join: {
+                    let j = joiner.clone();
+                    Arc::new(move |k: &K, mine: Option<&VO>, theirs: Option<&V>| j(k, theirs, mine))
+                        as TableJoinFn<K, VO, V, VR>
+                },
+            }),
+            &[other.changes.node],
+            stores,
+        );
+        drop(g);
+        let left: KStream<K, crate::Change<VR>> =
+            KStream::new(self.changes.graph.clone(), left, false);
+        let right: KStream<K, crate::Change<VR>> =
+            KStream::new(self.changes.graph.clone(), right, false);
+        KTable::new(left.merge(&right).name(name.to_owned()), None)
+    }
+}
+
+/// Never forwards (stands in for a join that could not be built; `build`
+/// reports the error).
+struct Never;
+
+impl<K: Data, V: Data, VR: Data> Processor<K, crate::Change<V>, K, crate::Change<VR>> for Never {
+    fn process(
+        &mut self,
+        _: &mut ProcessorContext<'_, K, crate::Change<VR>>,
+        _: Record<K, crate::Change<V>>,
+    ) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+struct TableJoinSide<K, VThis, VOther, VR> {
+    other: String,
+    join: TableJoinFn<K, VThis, VOther, VR>,
+}
+
+impl<K: Data, VThis: Data, VOther: Data, VR: Data>
+    Processor<K, crate::Change<VThis>, K, crate::Change<VR>>
+    for TableJoinSide<K, VThis, VOther, VR>
+{
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, K, crate::Change<VR>>,
+        record: Record<K, crate::Change<VThis>>,
+    ) -> Result<(), ProcessError> {
+        let other = ctx
+            .key_value_store::<K, VOther>(&self.other)?
+            .get(&record.key)?;
+        let new = (self.join)(&record.key, record.value.new.as_ref(), other.as_ref());
+        let old = (self.join)(&record.key, record.value.old.as_ref(), other.as_ref());
+        if new.is_none() && old.is_none() {
+            return Ok(());
+        }
+        ctx.forward(Record {
+            key: record.key,
+            value: crate::Change { new, old },
+            timestamp: record.timestamp,
+            headers: record.headers,
+        });
+        Ok(())
+    }
+}
