@@ -484,3 +484,129 @@ fn hopping_windows_count_a_record_in_every_window_it_falls_in() -> TestResult {
     assert_eq!(store.len(), 3);
     Ok(())
 }
+
+fn session_counts(suppress: bool) -> Result<Topology, Box<dyn Error>> {
+    use brook_topology::session::SessionWindows;
+    let b = StreamsBuilder::new();
+    let sessions = b
+        .stream("views", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by_session(SessionWindows::with_inactivity_gap(minutes(5), minutes(5)))
+        .count(Materialized::named(
+            "views-per-session",
+            Utf8,
+            Json::<i64>::new(),
+        ));
+    let stream = if suppress {
+        sessions
+            .suppress_until_window_closes("final-sessions")
+            .to_stream()
+    } else {
+        sessions.to_stream()
+    };
+    stream.to(
+        "sessions",
+        Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+    );
+    Ok(b.build()?)
+}
+
+fn session(start_min: i64, last_min: i64) -> Window {
+    Window {
+        start: at(start_min * 60),
+        end: at(last_min * 60) + 1,
+    }
+}
+
+#[test]
+fn session_windows_merge_when_a_record_bridges_the_gap() -> TestResult {
+    let driver = TopologyTestDriver::new(session_counts(false)?)?;
+    let views = driver.input_topic("views", Utf8, Utf8);
+    for minute in [0, 2, 10, 6] {
+        views.pipe_input("u1".into(), format!("v@{minute}"), at(minute * 60))?;
+    }
+    let updates: Vec<(Window, Option<i64>)> = driver
+        .output_topic("sessions", windowed(Utf8), Nullable(Json::<i64>::new()))
+        .read_key_values()?
+        .into_iter()
+        .map(|(w, c)| (w.window, c))
+        .collect();
+    assert_eq!(
+        updates,
+        vec![
+            (session(0, 0), Some(1)),
+            (session(0, 0), None),
+            (session(0, 2), Some(2)),
+            (session(10, 10), Some(1)),
+            // 6 is within 5 minutes of both 2 and 10: one session of 4.
+            (session(0, 2), None),
+            (session(10, 10), None),
+            (session(0, 10), Some(4)),
+        ]
+    );
+    assert_eq!(
+        driver
+            .read_store::<Windowed<String>, i64>("views-per-session")?
+            .len(),
+        1
+    );
+    Ok(())
+}
+
+#[test]
+fn suppressed_sessions_emit_one_final_count_and_late_records_are_dropped() -> TestResult {
+    let driver = TopologyTestDriver::new(session_counts(true)?)?;
+    let views = driver.input_topic("views", Utf8, Utf8);
+    let out = driver.output_topic("sessions", windowed(Utf8), Nullable(Json::<i64>::new()));
+    for minute in [0, 2, 10, 6] {
+        views.pipe_input("u1".into(), format!("v@{minute}"), at(minute * 60))?;
+    }
+    assert!(out.is_empty()?, "the session is still open");
+    views.pipe_input("u2".into(), "later".into(), at(30 * 60))?;
+    let finals = out.read_key_values()?;
+    assert_eq!(
+        finals,
+        vec![(
+            Windowed {
+                key: "u1".to_string(),
+                window: session(0, 10)
+            },
+            Some(4)
+        )]
+    );
+    // u3's session at minute 3 would be final at 3 min + 5 min gap + 5 min grace < 30 min.
+    views.pipe_input("u3".into(), "late".into(), at(3 * 60))?;
+    assert_eq!(driver.metrics().late_records, 1);
+    assert!(out.is_empty()?);
+    Ok(())
+}
+
+#[test]
+fn a_record_that_would_reopen_a_final_session_is_late() -> TestResult {
+    use brook_topology::session::SessionWindows;
+    let b = StreamsBuilder::new();
+    b.stream("views", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by_session(SessionWindows::with_inactivity_gap(minutes(5), minutes(1)))
+        .count(Materialized::named("s", Utf8, Json::<i64>::new()))
+        .suppress_until_window_closes("s-final")
+        .to_stream()
+        .to(
+            "finals",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let driver = TopologyTestDriver::new(b.build()?)?;
+    let views = driver.input_topic("views", Utf8, Utf8);
+    for minute in [0, 2, 10] {
+        views.pipe_input("u1".into(), "v".into(), at(minute * 60))?;
+    }
+    // [0, 2] is final at 2 min + 5 min gap + 1 min grace = 8 min < 10 min.
+    let finals = driver.output_topic("finals", windowed(Utf8), Nullable(Json::<i64>::new()));
+    assert_eq!(finals.read_values()?, vec![Some(2)]);
+    // Minute 6 would merge that final session with [10, 10]: 4 minutes out
+    // of order with 1 minute of grace, so it is late.
+    views.pipe_input("u1".into(), "v".into(), at(6 * 60))?;
+    assert_eq!(driver.metrics().late_records, 1);
+    assert_eq!(driver.read_store::<Windowed<String>, i64>("s")?.len(), 2);
+    Ok(())
+}

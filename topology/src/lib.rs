@@ -14,6 +14,7 @@ pub mod join;
 pub mod processor;
 pub mod record;
 pub mod serdes;
+pub mod session;
 pub mod store;
 pub mod stream;
 pub mod stream_join;

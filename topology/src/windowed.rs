@@ -273,10 +273,10 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
 
 /// The result of a windowed aggregation: a table keyed by [`Windowed`] keys.
 pub struct WindowedKTable<K, V> {
-    table: KTable<Windowed<K>, V>,
-    key: Arc<dyn Serde<K>>,
-    value: Arc<dyn Serde<V>>,
-    grace: i64,
+    pub(crate) table: KTable<Windowed<K>, V>,
+    pub(crate) key: Arc<dyn Serde<K>>,
+    pub(crate) value: Arc<dyn Serde<V>>,
+    pub(crate) grace: i64,
 }
 
 impl<K: Data, V: Data> WindowedKTable<K, V> {
