@@ -417,7 +417,8 @@ impl fmt::Display for TopologyDescription {
             }
             writeln!(f)?;
         }
-        if !t.internal_topics.is_empty() {
+        let changelogs: Vec<&StoreSpec> = t.stores.iter().filter(|s| s.logged).collect();
+        if !t.internal_topics.is_empty() || !changelogs.is_empty() {
             writeln!(f, "Internal topics:")?;
             for topic in &t.internal_topics {
                 let kind = match topic.kind {
@@ -435,6 +436,14 @@ impl fmt::Display for TopologyDescription {
                         topic.name.display_name()
                     )?,
                 }
+            }
+            for store in changelogs {
+                writeln!(
+                    f,
+                    "   {} (changelog of store {}, compacted, one partition per task)",
+                    store.changelog_suffix(),
+                    store.name
+                )?;
             }
         }
         Ok(())

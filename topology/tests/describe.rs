@@ -96,3 +96,30 @@ fn duplicate_names_and_topics_read_twice_are_refused() {
     assert_eq!(err, TopologyError::TopicReadTwice("a".into()));
     assert!(err.to_string().contains("read it once"), "{err}");
 }
+
+#[test]
+fn stateful_topology_shows_stores_repartition_and_joins() {
+    use brook_topology::{Grouped, Joined, Materialized};
+    let b = StreamsBuilder::new();
+    let users = b.table(
+        "users",
+        Consumed::with(Utf8, Utf8),
+        Materialized::named("users-store", Utf8, Utf8),
+    );
+    b.stream("lines", Consumed::with(Utf8, Utf8))
+        .flat_map_values(|l: String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .group_by(|_, w| w.clone(), Grouped::with(Utf8, Utf8))
+        .count(Materialized::named("word-counts", Utf8, Json::<i64>::new()))
+        .to("word-counts", Produced::with(Utf8, Json::<i64>::new()));
+    b.stream("orders", Consumed::with(Utf8, Utf8))
+        .join(
+            &users,
+            |_, o, u| format!("{o}{u}"),
+            Joined::named("orders-users", Utf8, Utf8),
+        )
+        .to("enriched", Produced::with(Utf8, Utf8));
+    let topology = b.build().unwrap();
+    let stores: Vec<&str> = topology.stores().iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(stores, vec!["users-store", "word-counts"]);
+    check_golden("stateful", &topology);
+}
