@@ -136,6 +136,16 @@ impl DriverBuilder {
                 }
             }
         }
+        for global in self.topology.global_stores() {
+            if let TopicName::User(name) = &global.topic {
+                let partitions = self
+                    .partitions
+                    .get(name)
+                    .copied()
+                    .unwrap_or(self.default_partitions);
+                specs.insert(name.clone(), TopicSpec::new(name.clone(), partitions));
+            }
+        }
         for (name, &partitions) in &self.partitions {
             specs
                 .entry(name.clone())

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-use brook_state::{ChangeLogged, InMemoryKeyValueStore};
+use brook_state::{ChangeLogged, InMemoryKeyValueStore, SharedStore};
 use brook_topology::graph::{NodeId, NodeKind, SerializeFn, SourceNode, Subtopology, TopicName};
 use brook_topology::processor::{
     DynContext, DynProcessor, DynRecord, ProcessError, PunctuationType, ScheduleId, TaskId,
@@ -101,7 +101,7 @@ struct Schedule {
 /// A store of this task, with its changelog topic if it is logged.
 struct TaskStore {
     spec: StoreSpec,
-    store: ChangeLogged<InMemoryKeyValueStore>,
+    store: ChangeLogged<Box<dyn KeyValueBytes>>,
     changelog: Option<String>,
 }
 
@@ -235,6 +235,7 @@ impl StreamTask {
         partition: i32,
         application_id: &str,
         dead_letter_topic: &str,
+        globals: &BTreeMap<String, SharedStore>,
     ) -> Self {
         let all = topology.nodes();
         let mut nodes = BTreeMap::new();
@@ -281,14 +282,34 @@ impl StreamTask {
                 let changelog = spec
                     .logged
                     .then(|| TopicName::Internal(spec.changelog_suffix()).resolve(application_id));
+                let local: Box<dyn KeyValueBytes> = Box::new(InMemoryKeyValueStore::new());
                 let store = TaskStore {
                     spec: spec.clone(),
-                    store: ChangeLogged::new(InMemoryKeyValueStore::new(), spec.logged),
+                    store: ChangeLogged::new(local, spec.logged),
                     changelog,
                 };
                 (spec.name.clone(), store)
             })
-            .collect();
+            .collect::<BTreeMap<_, _>>();
+        // Global stores this sub-topology's processors read: shared, not logged.
+        let mut stores = stores;
+        for node in subtopology.nodes.iter().map(|&id| &all[id]) {
+            if let NodeKind::Processor(p) = &node.kind {
+                for name in &p.stores {
+                    if let (Some(shared), Some(spec)) = (globals.get(name), topology.store(name)) {
+                        let shared: Box<dyn KeyValueBytes> = Box::new(shared.clone());
+                        stores.insert(
+                            name.clone(),
+                            TaskStore {
+                                spec: spec.clone(),
+                                store: ChangeLogged::new(shared, false),
+                                changelog: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
         StreamTask {
             nodes,
             sources,
@@ -601,23 +622,8 @@ impl StreamTask {
     }
 
     fn dead_letter(&mut self, raw: &ConsumedRecord, error: String) {
-        let mut headers = raw.headers.clone();
-        headers
-            .add("brook.error", Some(error.into_bytes()))
-            .add("brook.topic", Some(raw.tp.topic.clone().into_bytes()))
-            .add(
-                "brook.partition",
-                Some(raw.tp.partition.to_string().into_bytes()),
-            )
-            .add("brook.offset", Some(raw.offset.to_string().into_bytes()));
-        self.state.output.push(ProducedRecord {
-            topic: self.dead_letter_topic.clone(),
-            partition: None,
-            key: raw.key.clone(),
-            value: raw.value.clone(),
-            timestamp: raw.timestamp.max(0),
-            headers,
-        });
+        let letter = dead_letter_record(raw, &error, &self.dead_letter_topic);
+        self.state.output.push(letter);
         self.state.metrics.dead_lettered += 1;
     }
 
@@ -694,6 +700,33 @@ impl StreamTask {
                 processor.close();
             }
         }
+    }
+}
+
+/// The dead letter for `raw`: its bytes unchanged, with headers saying what
+/// was wrong (`brook.error`) and where it came from (`brook.topic`,
+/// `brook.partition`, `brook.offset`).
+pub fn dead_letter_record(
+    raw: &ConsumedRecord,
+    error: &str,
+    dead_letter_topic: &str,
+) -> ProducedRecord {
+    let mut headers = raw.headers.clone();
+    headers
+        .add("brook.error", Some(error.as_bytes().to_vec()))
+        .add("brook.topic", Some(raw.tp.topic.clone().into_bytes()))
+        .add(
+            "brook.partition",
+            Some(raw.tp.partition.to_string().into_bytes()),
+        )
+        .add("brook.offset", Some(raw.offset.to_string().into_bytes()));
+    ProducedRecord {
+        topic: dead_letter_topic.to_owned(),
+        partition: None,
+        key: raw.key.clone(),
+        value: raw.value.clone(),
+        timestamp: raw.timestamp.max(0),
+        headers,
     }
 }
 

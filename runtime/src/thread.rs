@@ -26,7 +26,11 @@ use brook_topology::{CleanupPolicy, Timestamp, TopicSpec, Topology};
 use crate::cluster::{
     Cluster, ClusterConsumer, ClusterError, ClusterProducer, Isolation, TopicPartition,
 };
-use crate::task::{StreamTask, TaskError, TaskMetrics};
+use brook_state::{KeyValueBytes, SharedStore};
+use brook_topology::graph::GlobalStore;
+
+use crate::cluster::ConsumedRecord;
+use crate::task::{StreamTask, TaskError, TaskMetrics, dead_letter_record};
 
 /// Settings of a streams application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +107,14 @@ fn prepare_topics(
 ) -> Result<HashMap<TopicName, i32>, RuntimeError> {
     let app = &config.application_id;
     let mut counts: HashMap<TopicName, i32> = HashMap::new();
+    for global in topology.global_stores() {
+        let name = global.topic.resolve(app);
+        let count = cluster.partition_count(&name).map_err(|e| match e {
+            ClusterError::UnknownTopic(topic) => RuntimeError::MissingSourceTopic { topic },
+            other => other.into(),
+        })?;
+        counts.insert(global.topic.clone(), count);
+    }
     for sub in topology.subtopologies() {
         for topic in &sub.source_topics {
             if let TopicName::User(name) = topic {
@@ -214,6 +226,111 @@ fn restore(
     Ok(())
 }
 
+/// Keeps the global stores current: reads every partition of each global
+/// topic, from the beginning on start (global stores are rebuilt from their
+/// topics, which serve as their changelogs).
+struct GlobalUpdater {
+    consumer: Box<dyn ClusterConsumer>,
+    /// Global topic name → its spec and store.
+    stores: HashMap<String, (GlobalStore, SharedStore)>,
+    dead_letter_topic: String,
+}
+
+impl GlobalUpdater {
+    fn start(
+        cluster: &dyn Cluster,
+        topology: &Topology,
+        config: &StreamsConfig,
+        counts: &HashMap<TopicName, i32>,
+    ) -> Result<Option<Self>, RuntimeError> {
+        if topology.global_stores().is_empty() {
+            return Ok(None);
+        }
+        let app = &config.application_id;
+        let mut stores = HashMap::new();
+        let mut partitions = Vec::new();
+        for global in topology.global_stores() {
+            let topic = global.topic.resolve(app);
+            for p in 0..counts.get(&global.topic).copied().unwrap_or(1) {
+                partitions.push(TopicPartition::new(topic.clone(), p));
+            }
+            stores.insert(topic, (global.clone(), SharedStore::new()));
+        }
+        // A group that never commits: every start reads the topics from the beginning.
+        let mut consumer = cluster.consumer(&format!("{app}-global"), Isolation::ReadCommitted)?;
+        consumer.assign(&partitions)?;
+        let ends = consumer.end_offsets(&partitions)?;
+        let mut updater = GlobalUpdater {
+            consumer,
+            stores,
+            dead_letter_topic: config.dead_letter_topic(),
+        };
+        // Load everything present before any task processes a record.
+        let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        while ends
+            .iter()
+            .any(|(tp, end)| positions.get(tp).copied().unwrap_or(0) < *end)
+        {
+            let records = updater.consumer.poll(10_000)?;
+            if records.is_empty() {
+                return Err(ClusterError::Client(
+                    "global topics ended before their end offsets while loading".into(),
+                )
+                .into());
+            }
+            for record in &records {
+                positions.insert(record.tp.clone(), record.offset + 1);
+            }
+            updater.apply(records);
+        }
+        Ok(Some(updater))
+    }
+
+    /// Applies what the global topics have now; returns dead letters for
+    /// records that cannot be decoded.
+    fn update(&mut self) -> Result<Vec<crate::cluster::ProducedRecord>, RuntimeError> {
+        let records = self.consumer.poll(10_000)?;
+        Ok(self.apply(records))
+    }
+
+    fn apply(&mut self, records: Vec<ConsumedRecord>) -> Vec<crate::cluster::ProducedRecord> {
+        let mut letters = Vec::new();
+        for record in records {
+            let Some((global, store)) = self.stores.get_mut(&record.tp.topic) else {
+                continue;
+            };
+            let Some(key) = record.key.as_deref() else {
+                letters.push(dead_letter_record(
+                    &record,
+                    "global table record without a key",
+                    &self.dead_letter_topic,
+                ));
+                continue;
+            };
+            if let Err(e) = (global.key)(Some(key)) {
+                letters.push(dead_letter_record(
+                    &record,
+                    &format!("cannot deserialize the key: {e}"),
+                    &self.dead_letter_topic,
+                ));
+                continue;
+            }
+            match record.value.as_deref() {
+                None => store.put(key, None),
+                Some(value) => match (global.value)(Some(value)) {
+                    Ok(_) => store.put(key, Some(value)),
+                    Err(e) => letters.push(dead_letter_record(
+                        &record,
+                        &format!("cannot deserialize the value: {e}"),
+                        &self.dead_letter_topic,
+                    )),
+                },
+            }
+        }
+        letters
+    }
+}
+
 /// Runs tasks on one consumer and one producer.
 pub struct StreamThread {
     config: StreamsConfig,
@@ -223,6 +340,7 @@ pub struct StreamThread {
     routes: HashMap<TopicPartition, TaskId>,
     wall_clock: Timestamp,
     last_commit: Timestamp,
+    globals: Option<GlobalUpdater>,
 }
 
 impl StreamThread {
@@ -237,6 +355,12 @@ impl StreamThread {
         now: Timestamp,
     ) -> Result<Self, RuntimeError> {
         let counts = prepare_topics(topology, &config, cluster)?;
+        let globals = GlobalUpdater::start(cluster, topology, &config, &counts)?;
+        let global_stores: BTreeMap<String, SharedStore> = globals
+            .iter()
+            .flat_map(|g| g.stores.values())
+            .map(|(spec, store)| (spec.store.clone(), store.clone()))
+            .collect();
         let app = config.application_id.clone();
         let dead_letters = config.dead_letter_topic();
         let mut tasks = BTreeMap::new();
@@ -268,7 +392,14 @@ impl StreamThread {
                 if !assigned(id) {
                     continue;
                 }
-                let task = StreamTask::new(topology, sub, partition, &app, &dead_letters);
+                let task = StreamTask::new(
+                    topology,
+                    sub,
+                    partition,
+                    &app,
+                    &dead_letters,
+                    &global_stores,
+                );
                 for tp in task.partitions() {
                     routes.insert(tp.clone(), id);
                 }
@@ -316,6 +447,7 @@ impl StreamThread {
             routes,
             wall_clock: now,
             last_commit: now,
+            globals,
         };
         // Records forwarded during init (rare) are written like any others.
         thread.send_output()?;
@@ -355,6 +487,12 @@ impl StreamThread {
     /// fire wall-clock punctuations at `now`, and commit if the commit
     /// interval has passed. Returns the number of records polled.
     pub fn run_once(&mut self, now: Timestamp) -> Result<usize, RuntimeError> {
+        // Global stores first, so joins see every update written before.
+        if let Some(globals) = &mut self.globals {
+            for letter in globals.update()? {
+                self.producer.send(letter)?;
+            }
+        }
         let records = self.consumer.poll(self.config.max_poll_records)?;
         let polled = records.len();
         for record in records {

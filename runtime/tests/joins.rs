@@ -318,3 +318,183 @@ fn table_table_joins_update_and_retract_results() -> TestResult {
     }
     Ok(())
 }
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+struct Order {
+    product: String,
+    quantity: u32,
+}
+
+fn orders_with_products(left: bool) -> Result<brook_topology::Topology, Box<dyn Error>> {
+    let b = StreamsBuilder::new();
+    let products = b.global_table(
+        "products",
+        Consumed::with(Utf8, Json::<f64>::new()),
+        Materialized::named("product-prices", Utf8, Json::<f64>::new()),
+    );
+    let orders = b.stream("orders", Consumed::with(Utf8, Json::<Order>::new()));
+    let out = if left {
+        orders.left_join_global(
+            &products,
+            |_, o| o.product.clone(),
+            |_, o, price| price.map(|p| p * f64::from(o.quantity)),
+            "priced-orders",
+        )
+    } else {
+        orders.join_global(
+            &products,
+            |_, o| o.product.clone(),
+            |_, o, p| Some(p * f64::from(o.quantity)),
+            "priced-orders",
+        )
+    };
+    out.to(
+        "order-totals",
+        Produced::with(Utf8, brook_topology::serdes::Nullable(Json::<f64>::new())),
+    );
+    Ok(b.build()?)
+}
+
+#[test]
+fn global_tables_join_without_co_partitioning_and_follow_updates() -> TestResult {
+    for left in [false, true] {
+        // Orders have 4 partitions, products 2: a global table needs no co-partitioning.
+        let driver = TopologyTestDriver::builder(orders_with_products(left)?)
+            .topic("orders", 4)
+            .topic("products", 2)
+            .build()?;
+        let products = driver.input_topic("products", Utf8, Json::<f64>::new());
+        let orders = driver.input_topic("orders", Utf8, Json::<Order>::new());
+        products.pipe_input("p1".into(), 2.5, 1)?;
+        orders.pipe_input(
+            "o1".into(),
+            Order {
+                product: "p1".into(),
+                quantity: 4,
+            },
+            2,
+        )?;
+        products.pipe_input("p1".into(), 3.0, 3)?;
+        orders.pipe_input(
+            "o2".into(),
+            Order {
+                product: "p1".into(),
+                quantity: 1,
+            },
+            4,
+        )?;
+        products.pipe_tombstone("p1".into(), 5)?;
+        orders.pipe_input(
+            "o3".into(),
+            Order {
+                product: "p1".into(),
+                quantity: 1,
+            },
+            6,
+        )?;
+        orders.pipe_input(
+            "o4".into(),
+            Order {
+                product: "p9".into(),
+                quantity: 1,
+            },
+            7,
+        )?;
+        let totals = driver
+            .output_topic(
+                "order-totals",
+                Utf8,
+                brook_topology::serdes::Nullable(Json::<f64>::new()),
+            )
+            .read_key_values()?;
+        let mut expected = vec![
+            ("o1".to_string(), Some(10.0)),
+            ("o2".to_string(), Some(3.0)),
+        ];
+        if left {
+            expected.extend([("o3".to_string(), None), ("o4".to_string(), None)]);
+        }
+        assert_eq!(totals, expected, "left = {left}");
+    }
+    Ok(())
+}
+
+#[test]
+fn global_tables_reload_on_restart_and_dead_letter_bad_records() -> TestResult {
+    let driver = TopologyTestDriver::builder(orders_with_products(false)?)
+        .application_id("shop")
+        .build()?;
+    let products = driver.input_topic("products", Utf8, Json::<f64>::new());
+    products.pipe_input("p1".into(), 2.0, 1)?;
+    products.pipe_raw(Some(b"p2"), Some(b"not a price"), 2)?;
+    let letters = driver.cluster().records("shop-dead-letters")?;
+    assert_eq!(letters.len(), 1);
+    let error =
+        brook_runtime::task::dead_letter_error(&letters[0].record.headers).ok_or("no error")?;
+    assert!(error.contains("value"), "{error}");
+    let driver = driver.restart()?;
+    assert_eq!(
+        driver.read_store::<String, f64>("product-prices")?["p1"],
+        2.0
+    );
+    driver
+        .input_topic("orders", Utf8, Json::<Order>::new())
+        .pipe_input(
+            "o1".into(),
+            Order {
+                product: "p1".into(),
+                quantity: 3,
+            },
+            3,
+        )?;
+    let totals = driver
+        .output_topic(
+            "order-totals",
+            Utf8,
+            brook_topology::serdes::Nullable(Json::<f64>::new()),
+        )
+        .read_values()?;
+    assert_eq!(totals, vec![Some(6.0)]);
+    Ok(())
+}
+
+struct WritesGlobal;
+
+impl brook_topology::processor::Processor<String, String, String, String> for WritesGlobal {
+    fn process(
+        &mut self,
+        ctx: &mut brook_topology::processor::ProcessorContext<'_, String, String>,
+        record: brook_topology::Record<String, String>,
+    ) -> Result<(), brook_topology::processor::ProcessError> {
+        ctx.key_value_store::<String, f64>("product-prices")?
+            .put(&record.key, &1.0)
+    }
+}
+
+#[test]
+fn processors_cannot_write_global_stores() -> TestResult {
+    let b = StreamsBuilder::new();
+    b.global_table(
+        "products",
+        Consumed::with(Utf8, Json::<f64>::new()),
+        Materialized::named("product-prices", Utf8, Json::<f64>::new()),
+    );
+    b.stream("in", Consumed::with(Utf8, Utf8))
+        .process_with_stores(|| WritesGlobal, &["product-prices"])
+        .to("out", Produced::with(Utf8, Utf8));
+    let topology = b.build()?;
+    assert!(
+        topology
+            .describe()
+            .to_string()
+            .contains("product-prices (topic: products)")
+    );
+    let driver = TopologyTestDriver::new(topology)?;
+    let error = driver
+        .input_topic("in", Utf8, Utf8)
+        .pipe_input("k".into(), "v".into(), 1)
+        .err()
+        .ok_or("expected a read-only error")?;
+    assert!(format!("{error:?}").contains("ReadOnlyStore"), "{error:?}");
+    Ok(())
+}

@@ -10,7 +10,9 @@
 
 mod logging;
 mod memory;
+mod shared;
 
 pub use brook_topology::store::KeyValueBytes;
 pub use logging::{Change, ChangeLogged};
 pub use memory::InMemoryKeyValueStore;
+pub use shared::SharedStore;

@@ -124,6 +124,19 @@ impl fmt::Debug for Node {
     }
 }
 
+/// A global store: every instance fills it from all partitions of `topic`.
+#[derive(Clone)]
+pub struct GlobalStore {
+    /// The topic it mirrors.
+    pub topic: TopicName,
+    /// The store's name.
+    pub store: String,
+    /// Checks (and decodes) keys.
+    pub key: DeserializeFn,
+    /// Checks (and decodes) values; null values delete.
+    pub value: DeserializeFn,
+}
+
 /// Why an internal topic exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InternalTopicKind {
@@ -200,6 +213,7 @@ pub struct Topology {
     subtopologies: Vec<Subtopology>,
     internal_topics: Vec<InternalTopic>,
     stores: Vec<StoreSpec>,
+    globals: Vec<GlobalStore>,
 }
 
 impl fmt::Debug for Topology {
@@ -214,7 +228,9 @@ impl Topology {
         nodes: Vec<Node>,
         internal_topics: Vec<InternalTopic>,
         stores: Vec<StoreSpec>,
+        globals: Vec<GlobalStore>,
     ) -> Result<Self, TopologyError> {
+        let global_names: BTreeSet<&str> = globals.iter().map(|g| g.store.as_str()).collect();
         let mut store_names = BTreeSet::new();
         for store in &stores {
             if store.name.trim().is_empty() {
@@ -228,7 +244,17 @@ impl Topology {
             }
         }
         let mut names = BTreeSet::new();
-        let mut read = BTreeSet::new();
+        let mut read: BTreeSet<TopicName> = globals.iter().map(|g| g.topic.clone()).collect();
+        if read.len() < globals.len() {
+            let mut seen = BTreeSet::new();
+            let twice = globals
+                .iter()
+                .find(|g| !seen.insert(&g.topic))
+                .map(|g| g.topic.display_name());
+            return Err(TopologyError::TopicReadTwice(
+                twice.unwrap_or_default().to_owned(),
+            ));
+        }
         for node in &nodes {
             if node.name.trim().is_empty() {
                 return Err(TopologyError::InvalidName {
@@ -274,8 +300,13 @@ impl Topology {
         let mut first_user: BTreeMap<&str, NodeId> = BTreeMap::new();
         for (id, node) in nodes.iter().enumerate() {
             let mut joined = node.children.clone();
+            // Global stores are shared by every task: they join nothing.
             if let NodeKind::Processor(p) = &node.kind {
-                for store in &p.stores {
+                for store in p
+                    .stores
+                    .iter()
+                    .filter(|s| !global_names.contains(s.as_str()))
+                {
                     joined.push(*first_user.entry(store.as_str()).or_insert(id));
                 }
             }
@@ -298,7 +329,12 @@ impl Topology {
                 for &n in &members {
                     match &nodes[n].kind {
                         NodeKind::Source(s) => source_topics.extend(s.topics.iter().cloned()),
-                        NodeKind::Processor(p) => sub_stores.extend(p.stores.iter().cloned()),
+                        NodeKind::Processor(p) => sub_stores.extend(
+                            p.stores
+                                .iter()
+                                .filter(|s| !global_names.contains(s.as_str()))
+                                .cloned(),
+                        ),
                         NodeKind::Sink(_) => {}
                     }
                 }
@@ -315,12 +351,18 @@ impl Topology {
             subtopologies,
             internal_topics,
             stores,
+            globals,
         })
     }
 
     /// The stores the topology declares.
     pub fn stores(&self) -> &[StoreSpec] {
         &self.stores
+    }
+
+    /// The global stores.
+    pub fn global_stores(&self) -> &[GlobalStore] {
+        &self.globals
     }
 
     /// The store named `name`.
@@ -417,7 +459,19 @@ impl fmt::Display for TopologyDescription {
             }
             writeln!(f)?;
         }
-        let changelogs: Vec<&StoreSpec> = t.stores.iter().filter(|s| s.logged).collect();
+        if !t.globals.is_empty() {
+            writeln!(f, "Global stores:")?;
+            for global in &t.globals {
+                writeln!(
+                    f,
+                    "   {} (topic: {})",
+                    global.store,
+                    global.topic.display_name()
+                )?;
+            }
+        }
+        let changelogs: Vec<&StoreSpec> =
+            t.stores.iter().filter(|s| s.logged && !s.global).collect();
         if !t.internal_topics.is_empty() || !changelogs.is_empty() {
             writeln!(f, "Internal topics:")?;
             for topic in &t.internal_topics {

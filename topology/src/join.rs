@@ -303,3 +303,135 @@ impl<K: Data, VThis: Data, VOther: Data, VR: Data>
         Ok(())
     }
 }
+
+/// A table replicated in full to every instance: all partitions of its
+/// topic, kept in a read-only global store. Stream–global-table joins need
+/// no co-partitioning; a key mapper picks the lookup key.
+pub struct GlobalKTable<K, V> {
+    store: String,
+    _types: std::marker::PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> GlobalKTable<K, V> {
+    /// The global store's name.
+    pub fn store_name(&self) -> &str {
+        &self.store
+    }
+}
+
+impl crate::StreamsBuilder {
+    /// A global table of `topic`, in the store of `materialized`.
+    pub fn global_table<K: Data, V: Data>(
+        &self,
+        topic: &str,
+        consumed: crate::Consumed<K, V>,
+        materialized: crate::store::Materialized<K, V>,
+    ) -> GlobalKTable<K, V> {
+        let mut spec = materialized.spec();
+        spec.global = true;
+        spec.logged = false;
+        let store = spec.name.clone();
+        let key = crate::stream::deserializer(consumed.key);
+        let value = crate::stream::deserializer(consumed.value);
+        let mut g = self.graph.borrow_mut();
+        g.stores.push(spec);
+        g.globals.push(crate::graph::GlobalStore {
+            topic: crate::graph::TopicName::User(topic.to_owned()),
+            store: store.clone(),
+            key,
+            value,
+        });
+        GlobalKTable {
+            store,
+            _types: std::marker::PhantomData,
+        }
+    }
+}
+
+type GlobalJoiner<K, V, GV, VR> = Arc<dyn Fn(&K, V, Option<GV>) -> Option<VR> + Send + Sync>;
+type KeyMapper<K, V, GK> = Arc<dyn Fn(&K, &V) -> GK + Send + Sync>;
+
+impl<K: Data, V: Data> KStream<K, V> {
+    fn join_global_with<GK: Data, GV: Data, VR: Data>(
+        &self,
+        global: &GlobalKTable<GK, GV>,
+        key_mapper: KeyMapper<K, V, GK>,
+        joiner: GlobalJoiner<K, V, GV, VR>,
+        name: &str,
+    ) -> KStream<K, VR> {
+        let store = global.store.clone();
+        let node = self.graph.borrow_mut().add_stateful(
+            "KSTREAM-JOIN-GLOBAL",
+            supplier::<_, K, V, K, VR>(move || GlobalJoin {
+                store: store.clone(),
+                key_mapper: key_mapper.clone(),
+                joiner: joiner.clone(),
+            }),
+            &[self.node],
+            vec![global.store.clone()],
+        );
+        KStream::new(self.graph.clone(), node, self.key_changed).name(name.to_owned())
+    }
+
+    /// Joins each record with the global table's value for
+    /// `key_mapper(key, value)`; records without one are dropped.
+    pub fn join_global<GK: Data, GV: Data, VR: Data>(
+        &self,
+        global: &GlobalKTable<GK, GV>,
+        key_mapper: impl Fn(&K, &V) -> GK + Send + Sync + 'static,
+        joiner: impl Fn(&K, V, GV) -> VR + Send + Sync + 'static,
+        name: &str,
+    ) -> KStream<K, VR> {
+        self.join_global_with(
+            global,
+            Arc::new(key_mapper),
+            Arc::new(move |k, v, g| g.map(|g| joiner(k, v, g))),
+            name,
+        )
+    }
+
+    /// Like [`join_global`](Self::join_global), with `None` when the global
+    /// table has no value.
+    pub fn left_join_global<GK: Data, GV: Data, VR: Data>(
+        &self,
+        global: &GlobalKTable<GK, GV>,
+        key_mapper: impl Fn(&K, &V) -> GK + Send + Sync + 'static,
+        joiner: impl Fn(&K, V, Option<GV>) -> VR + Send + Sync + 'static,
+        name: &str,
+    ) -> KStream<K, VR> {
+        self.join_global_with(
+            global,
+            Arc::new(key_mapper),
+            Arc::new(move |k, v, g| Some(joiner(k, v, g))),
+            name,
+        )
+    }
+}
+
+struct GlobalJoin<K, V, GK, GV, VR> {
+    store: String,
+    key_mapper: KeyMapper<K, V, GK>,
+    joiner: GlobalJoiner<K, V, GV, VR>,
+}
+
+impl<K: Data, V: Data, GK: Data, GV: Data, VR: Data> Processor<K, V, K, VR>
+    for GlobalJoin<K, V, GK, GV, VR>
+{
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, K, VR>,
+        record: Record<K, V>,
+    ) -> Result<(), ProcessError> {
+        let lookup = (self.key_mapper)(&record.key, &record.value);
+        let global = ctx.key_value_store::<GK, GV>(&self.store)?.get(&lookup)?;
+        if let Some(joined) = (self.joiner)(&record.key, record.value, global) {
+            ctx.forward(Record {
+                key: record.key,
+                value: joined,
+                timestamp: record.timestamp,
+                headers: record.headers,
+            });
+        }
+        Ok(())
+    }
+}

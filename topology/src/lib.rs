@@ -24,7 +24,7 @@ pub mod window;
 pub mod windowed;
 
 pub use graph::{Topology, TopologyDescription, TopologyError};
-pub use join::Joined;
+pub use join::{GlobalKTable, Joined};
 pub use record::{Headers, Record, RecordMetadata, Timestamp};
 pub use store::{KeyValueStore, Materialized};
 pub use stream::{Consumed, KStream, Produced, Repartitioned, SplitStream, StreamsBuilder};

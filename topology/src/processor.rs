@@ -150,6 +150,12 @@ pub enum ProcessError {
         /// The name asked for.
         store: String,
     },
+    /// A processor tried to write a read-only (global) store.
+    #[error("store {store:?} is a global store: read-only for processors")]
+    ReadOnlyStore {
+        /// The store.
+        store: String,
+    },
     /// A store was asked for with other key or value types than it has.
     #[error("store {store:?} does not hold {expected}")]
     StoreType {

@@ -30,6 +30,24 @@ pub trait KeyValueBytes: Send {
     }
 }
 
+impl<S: KeyValueBytes + ?Sized> KeyValueBytes for Box<S> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        (**self).get(key)
+    }
+
+    fn put(&mut self, key: &[u8], value: Option<&[u8]>) {
+        (**self).put(key, value);
+    }
+
+    fn range(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        (**self).range(from, to)
+    }
+
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+}
+
 /// A serde with its type erased (holds an `Arc<dyn Serde<T>>`).
 pub type DynSerde = Arc<dyn Any + Send + Sync>;
 
@@ -64,6 +82,9 @@ pub struct StoreSpec {
     pub key_serde: DynSerde,
     /// The value serde.
     pub value_serde: DynSerde,
+    /// A global store: filled from every partition of its topic on every
+    /// instance, read-only for processors.
+    pub global: bool,
 }
 
 impl std::fmt::Debug for StoreSpec {
@@ -126,6 +147,7 @@ impl<K: Data, V: Data> Materialized<K, V> {
             logged: self.logged,
             key_serde: erase_serde(self.key.clone()),
             value_serde: erase_serde(self.value.clone()),
+            global: false,
         }
     }
 }
@@ -133,6 +155,7 @@ impl<K: Data, V: Data> Materialized<K, V> {
 /// A typed view of a key-value store.
 pub struct KeyValueStore<'a, K, V> {
     name: &'a str,
+    read_only: bool,
     bytes: &'a mut dyn KeyValueBytes,
     key: Arc<dyn Serde<K>>,
     value: Arc<dyn Serde<V>>,
@@ -147,6 +170,7 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
     ) -> Result<Self, ProcessError> {
         Ok(KeyValueStore {
             name: &spec.name,
+            read_only: spec.global,
             bytes,
             key: unerase_serde(&spec.key_serde, &spec.name)?,
             value: unerase_serde(&spec.value_serde, &spec.name)?,
@@ -187,8 +211,18 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
             .transpose()
     }
 
+    fn check_writable(&self) -> Result<(), ProcessError> {
+        if self.read_only {
+            return Err(ProcessError::ReadOnlyStore {
+                store: self.name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Sets the value of `key`.
     pub fn put(&mut self, key: &K, value: &V) -> Result<(), ProcessError> {
+        self.check_writable()?;
         let key = self.key_bytes(key)?;
         let value = self
             .value
@@ -203,6 +237,7 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
 
     /// Deletes `key`.
     pub fn delete(&mut self, key: &K) -> Result<(), ProcessError> {
+        self.check_writable()?;
         let key = self.key_bytes(key)?;
         self.bytes.put(&key, None);
         Ok(())

@@ -44,6 +44,7 @@ pub(crate) struct GraphBuilder {
     pub(crate) next_index: usize,
     /// Mistakes found while the DSL was used; `build` reports the first.
     pub(crate) errors: Vec<TopologyError>,
+    pub(crate) globals: Vec<crate::graph::GlobalStore>,
 }
 
 impl GraphBuilder {
@@ -153,7 +154,12 @@ impl StreamsBuilder {
         if !graph.errors.is_empty() {
             return Err(graph.errors.remove(0));
         }
-        Topology::new(graph.nodes, graph.internal_topics, graph.stores)
+        Topology::new(
+            graph.nodes,
+            graph.internal_topics,
+            graph.stores,
+            graph.globals,
+        )
     }
 }
 
