@@ -249,6 +249,19 @@ struct RevenueRow {
     avg_price: f64,
 }
 
+impl RevenueRow {
+    fn new(w: &Windowed<String>, r: &Revenue) -> Self {
+        RevenueRow {
+            category: w.key.clone(),
+            window_start: w.window.start,
+            window_end: w.window.end,
+            total_revenue: r.total,
+            purchase_count: r.count,
+            avg_price: r.total / r.count as f64,
+        }
+    }
+}
+
 /// Revenue per category: the whole topology, in well under 30 lines of DSL.
 fn revenue_per_category() -> Result<Topology, Box<dyn Error>> {
     let b = StreamsBuilder::new();
@@ -270,17 +283,7 @@ fn revenue_per_category() -> Result<Topology, Box<dyn Error>> {
         .suppress_until_window_closes("revenue-by-category-final")
         .to_stream()
         .flat_map(|w: Windowed<String>, r: Option<Revenue>| {
-            r.map(|r| {
-                let row = RevenueRow {
-                    category: w.key.clone(),
-                    window_start: w.window.start,
-                    window_end: w.window.end,
-                    total_revenue: r.total,
-                    purchase_count: r.count,
-                    avg_price: r.total / r.count as f64,
-                };
-                (w.key, row)
-            })
+            r.map(|r| (w.key.clone(), RevenueRow::new(&w, &r)))
         })
         .to(
             "revenue-per-category",
