@@ -613,3 +613,62 @@ fn a_record_that_would_reopen_a_final_session_is_late() -> TestResult {
     assert_eq!(driver.read_store::<Windowed<String>, i64>("s")?.len(), 2);
     Ok(())
 }
+
+#[test]
+fn sliding_windows_cover_each_distinct_set_of_records_within_the_difference() -> TestResult {
+    use brook_topology::sliding::SlidingWindows;
+    let b = StreamsBuilder::new();
+    b.stream("clicks", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by_sliding(SlidingWindows::with_time_difference(
+            Duration::from_secs(10),
+            Duration::ZERO,
+        ))
+        .count(Materialized::named("sliding", Utf8, Json::<i64>::new()))
+        .to_stream()
+        .to(
+            "sliding",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let driver = TopologyTestDriver::new(b.build()?)?;
+    let clicks = driver.input_topic("clicks", Utf8, Utf8);
+    let out = driver.output_topic("sliding", windowed(Utf8), Nullable(Json::<i64>::new()));
+    // Window [s, e] (inclusive, seconds) is reported as [s, e + 1 ms).
+    let w = |s: i64, e: i64| Window {
+        start: at(s),
+        end: at(e) + 1,
+    };
+    // The window just after a record at r s: [r s + 1 ms, r s + 1 ms + 10 s].
+    let after = |r: i64| Window {
+        start: at(r) + 1,
+        end: at(r + 10) + 2,
+    };
+    let read = |out: &brook_runtime::driver::TestOutputTopic<'_, Windowed<String>, Option<i64>>| {
+        out.read_key_values().map(|kv| {
+            kv.into_iter()
+                .map(|(k, c)| (k.window, c))
+                .collect::<Vec<_>>()
+        })
+    };
+
+    clicks.pipe_input("k".into(), "a".into(), at(10))?;
+    assert_eq!(read(&out)?, vec![(w(0, 10), Some(1))]);
+    // 15 s: its own window [5, 15] holds 10 and 15; the window just after
+    // 10 s now exists, holding 15.
+    clicks.pipe_input("k".into(), "b".into(), at(15))?;
+    assert_eq!(read(&out)?, vec![(w(5, 15), Some(2)), (after(10), Some(1))]);
+    // 30 s is more than 10 s from 15: a window of its own only.
+    clicks.pipe_input("k".into(), "c".into(), at(30))?;
+    assert_eq!(read(&out)?, vec![(w(20, 30), Some(1))]);
+    // 12 s at stream time 30 s: every window containing it has closed.
+    clicks.pipe_input("k".into(), "late".into(), at(12))?;
+    assert!(read(&out)?.is_empty());
+    assert_eq!(driver.metrics().late_records, 1);
+    let store = driver.read_store::<Windowed<String>, i64>("sliding")?;
+    let windows: Vec<(Window, i64)> = store.into_iter().map(|(k, c)| (k.window, c)).collect();
+    assert_eq!(
+        windows,
+        vec![(w(0, 10), 1), (w(5, 15), 2), (after(10), 1), (w(20, 30), 1)]
+    );
+    Ok(())
+}

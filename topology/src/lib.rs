@@ -15,6 +15,7 @@ pub mod processor;
 pub mod record;
 pub mod serdes;
 pub mod session;
+pub mod sliding;
 pub mod store;
 pub mod stream;
 pub mod stream_join;
