@@ -147,8 +147,35 @@ pub enum Isolation {
     ReadCommitted,
 }
 
+/// What a group rebalance changed for one consumer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebalance {
+    /// The group generation now in force.
+    pub generation: u64,
+    /// Partitions this consumer no longer owns (commit their work first).
+    pub revoked: Vec<TopicPartition>,
+    /// Partitions it now owns, read from the group's committed offsets.
+    pub assigned: Vec<TopicPartition>,
+}
+
 /// Reads assigned partitions from their committed offsets.
 pub trait ClusterConsumer: Send {
+    /// Joins the consumer group for `topics`; the group assigns partitions.
+    /// The resulting assignment arrives as a [`Rebalance`] from
+    /// [`take_rebalance`](Self::take_rebalance).
+    fn subscribe(&mut self, _topics: &[String]) -> Result<(), ClusterError> {
+        Err(ClusterError::Client(
+            "this consumer does not support group subscription".into(),
+        ))
+    }
+    /// The assignment change since the last call, if the group rebalanced.
+    fn take_rebalance(&mut self) -> Result<Option<Rebalance>, ClusterError> {
+        Ok(None)
+    }
+    /// Leaves the consumer group (the others get its partitions).
+    fn close(&mut self) -> Result<(), ClusterError> {
+        Ok(())
+    }
     /// Reads these partitions from now on, each from its committed offset or,
     /// without one, from the beginning.
     fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ClusterError>;

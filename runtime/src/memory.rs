@@ -23,7 +23,7 @@ use brook_topology::TopicSpec;
 
 use crate::cluster::{
     Cluster, ClusterConsumer, ClusterError, ClusterProducer, ConsumedRecord, Isolation,
-    ProducedRecord, TopicPartition,
+    ProducedRecord, Rebalance, TopicPartition,
 };
 use crate::partition::partition_for_key;
 
@@ -67,9 +67,48 @@ struct Transactional {
     open: Option<OpenTransaction>,
 }
 
+/// A consumer group's members and generation.
+#[derive(Debug, Default)]
+struct Group {
+    generation: u64,
+    /// Member id → subscribed topics.
+    members: BTreeMap<u64, Vec<String>>,
+}
+
+impl Group {
+    /// Deterministic assignment: partition `p` of every subscribed topic
+    /// goes to the `p % n`-th of the `n` members subscribed to it (by join
+    /// order), so partition `p` of co-partitioned topics stays together.
+    fn assignment(&self, member: u64, topics: &BTreeMap<String, Topic>) -> Vec<TopicPartition> {
+        let Some(subscribed) = self.members.get(&member) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for topic in subscribed {
+            let members: Vec<u64> = self
+                .members
+                .iter()
+                .filter(|(_, t)| t.contains(topic))
+                .map(|(id, _)| *id)
+                .collect();
+            let Some(index) = members.iter().position(|id| *id == member) else {
+                continue;
+            };
+            let partitions = topics.get(topic).map_or(0, |t| t.partitions.len());
+            for p in (0..partitions).filter(|p| p % members.len() == index) {
+                out.push(TopicPartition::new(topic.clone(), p as i32));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     topics: BTreeMap<String, Topic>,
+    groups: HashMap<String, Group>,
+    next_member: u64,
     committed: HashMap<String, BTreeMap<TopicPartition, i64>>,
     transactions: HashMap<String, Transactional>,
     next_sequence: u64,
@@ -282,6 +321,8 @@ impl Cluster for MemoryCluster {
             group: group.to_owned(),
             isolation,
             positions: BTreeMap::new(),
+            member: None,
+            generation: 0,
         }))
     }
 
@@ -320,9 +361,98 @@ struct MemoryConsumer {
     group: String,
     isolation: Isolation,
     positions: BTreeMap<TopicPartition, i64>,
+    /// Member id once subscribed.
+    member: Option<u64>,
+    /// The group generation this consumer's assignment is from.
+    generation: u64,
+}
+
+impl MemoryConsumer {
+    fn leave(&mut self) {
+        if let Some(member) = self.member.take() {
+            let mut state = self.cluster.lock();
+            if let Some(group) = state.groups.get_mut(&self.group)
+                && group.members.remove(&member).is_some()
+            {
+                group.generation += 1;
+            }
+        }
+    }
+}
+
+impl Drop for MemoryConsumer {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 impl ClusterConsumer for MemoryConsumer {
+    fn subscribe(&mut self, topics: &[String]) -> Result<(), ClusterError> {
+        let mut state = self.cluster.lock();
+        for topic in topics {
+            if !state.topics.contains_key(topic) {
+                return Err(ClusterError::UnknownTopic(topic.clone()));
+            }
+        }
+        let member = match self.member {
+            Some(member) => member,
+            None => {
+                state.next_member += 1;
+                state.next_member
+            }
+        };
+        let group = state.groups.entry(self.group.clone()).or_default();
+        group.members.insert(member, topics.to_vec());
+        group.generation += 1;
+        self.member = Some(member);
+        // Nothing owned until the rebalance is taken.
+        self.positions.clear();
+        self.generation = 0;
+        Ok(())
+    }
+
+    fn take_rebalance(&mut self) -> Result<Option<Rebalance>, ClusterError> {
+        let Some(member) = self.member else {
+            return Ok(None);
+        };
+        let state = self.cluster.lock();
+        let Some(group) = state.groups.get(&self.group) else {
+            return Ok(None);
+        };
+        if group.generation == self.generation {
+            return Ok(None);
+        }
+        let now = group.assignment(member, &state.topics);
+        let before: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+        let rebalance = Rebalance {
+            generation: group.generation,
+            revoked: before
+                .iter()
+                .filter(|tp| !now.contains(tp))
+                .cloned()
+                .collect(),
+            assigned: now
+                .iter()
+                .filter(|tp| !before.contains(tp))
+                .cloned()
+                .collect(),
+        };
+        let committed = state.committed.get(&self.group);
+        self.positions.retain(|tp, _| now.contains(tp));
+        for tp in &rebalance.assigned {
+            let start = committed.and_then(|c| c.get(tp)).copied().unwrap_or(0);
+            self.positions.insert(tp.clone(), start);
+        }
+        self.generation = group.generation;
+        Ok(Some(rebalance))
+    }
+
+    fn close(&mut self) -> Result<(), ClusterError> {
+        self.leave();
+        self.positions.clear();
+        Ok(())
+    }
+
     fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ClusterError> {
         let state = self.cluster.lock();
         let mut positions = BTreeMap::new();
@@ -677,6 +807,80 @@ mod tests {
         assert!(matches!(
             cluster.producer().unwrap().begin_transaction(),
             Err(ClusterError::TransactionState(_))
+        ));
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn tps(list: &[(&str, i32)]) -> Vec<TopicPartition> {
+        list.iter()
+            .map(|(t, p)| TopicPartition::new(*t, *p))
+            .collect()
+    }
+
+    #[test]
+    fn members_share_partitions_co_partitioned_and_rebalance_on_join_and_leave() {
+        let cluster = MemoryCluster::new();
+        cluster
+            .create_topics(&[TopicSpec::new("a", 4), TopicSpec::new("b", 4)])
+            .unwrap();
+        let topics = vec!["a".to_string(), "b".to_string()];
+        let mut first = cluster.consumer("g", Isolation::ReadCommitted).unwrap();
+        first.subscribe(&topics).unwrap();
+        let r = first.take_rebalance().unwrap().unwrap();
+        assert_eq!(r.assigned.len(), 8);
+        assert!(
+            first.take_rebalance().unwrap().is_none(),
+            "no change, no rebalance"
+        );
+
+        let mut second = cluster.consumer("g", Isolation::ReadCommitted).unwrap();
+        second.subscribe(&topics).unwrap();
+        let r1 = first.take_rebalance().unwrap().unwrap();
+        let r2 = second.take_rebalance().unwrap().unwrap();
+        assert_eq!(r1.revoked, tps(&[("a", 1), ("a", 3), ("b", 1), ("b", 3)]));
+        assert!(r1.assigned.is_empty());
+        // Partition p of both topics lands on the same member.
+        assert_eq!(r2.assigned, tps(&[("a", 1), ("a", 3), ("b", 1), ("b", 3)]));
+        assert_eq!(r1.generation, r2.generation);
+
+        // Committed offsets carry over to the new owner.
+        cluster
+            .produce(ProducedRecord {
+                topic: "a".into(),
+                partition: Some(1),
+                key: None,
+                value: Some(b"x".to_vec()),
+                timestamp: 0,
+                headers: Default::default(),
+            })
+            .unwrap();
+        second
+            .commit(&BTreeMap::from([(TopicPartition::new("a", 1), 1)]))
+            .unwrap();
+        drop(second);
+        let back = first.take_rebalance().unwrap().unwrap();
+        let assigned: BTreeSet<_> = back.assigned.into_iter().collect();
+        assert_eq!(
+            assigned,
+            tps(&[("a", 1), ("a", 3), ("b", 1), ("b", 3)])
+                .into_iter()
+                .collect()
+        );
+        assert!(
+            first.poll(10).unwrap().is_empty(),
+            "a[1] resumes after the committed offset"
+        );
+        assert!(matches!(
+            cluster
+                .consumer("g", Isolation::ReadCommitted)
+                .unwrap()
+                .subscribe(&["nope".into()]),
+            Err(ClusterError::UnknownTopic(_))
         ));
     }
 }
