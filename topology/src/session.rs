@@ -34,11 +34,10 @@ use std::time::Duration;
 
 use crate::processor::{Data, ProcessError, Processor, ProcessorContext, supplier};
 use crate::record::Record;
-use crate::serdes::Serde;
 use crate::store::Materialized;
 use crate::stream::KStream;
 use crate::table::{Change, KGroupedStream, KTable};
-use crate::window::{Window, Windowed, WindowedSerde};
+use crate::window::{Window, Windowed};
 use crate::windowed::WindowedKTable;
 
 fn millis(d: Duration) -> i64 {
@@ -75,13 +74,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// Aggregates per key and session.
     pub fn windowed_by_session(&self, windows: SessionWindows) -> SessionWindowedKStream<K, V> {
         SessionWindowedKStream {
-            grouped: KGroupedStream {
-                stream: self.stream.clone(),
-                grouped: crate::table::Grouped {
-                    key: self.grouped.key.clone(),
-                    value: self.grouped.value.clone(),
-                },
-            },
+            grouped: self.clone(),
             windows,
         }
     }
@@ -110,13 +103,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
             .max(windows.gap.saturating_add(windows.grace));
         let key_serde = materialized.key.clone();
         let value_serde = materialized.value.clone();
-        let store_spec = Materialized {
-            name: materialized.name.clone(),
-            key: Arc::new(WindowedSerde(materialized.key)) as Arc<dyn Serde<Windowed<K>>>,
-            value: materialized.value,
-            logged: materialized.logged,
-            retention: materialized.retention,
-        };
+        let store_spec = materialized.windowed();
         let store = store_spec.name.clone();
         let mut g = input.graph.borrow_mut();
         g.stores.push(store_spec.spec());

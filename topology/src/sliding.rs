@@ -39,11 +39,10 @@ use crate::processor::{
     Data, ProcessError, Processor, ProcessorContext, PunctuationType, ScheduleId, supplier,
 };
 use crate::record::{Record, Timestamp};
-use crate::serdes::Serde;
-use crate::store::Materialized;
+use crate::store::{Materialized, windowed_store};
 use crate::stream::KStream;
 use crate::table::{Change, KGroupedStream, KTable};
-use crate::window::{Window, Windowed, WindowedSerde};
+use crate::window::{Window, Windowed};
 use crate::windowed::WindowedKTable;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -74,13 +73,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// Aggregates per key over sliding windows.
     pub fn windowed_by_sliding(&self, windows: SlidingWindows) -> SlidingWindowedKStream<K, V> {
         SlidingWindowedKStream {
-            grouped: KGroupedStream {
-                stream: self.stream.clone(),
-                grouped: crate::table::Grouped {
-                    key: self.grouped.key.clone(),
-                    value: self.grouped.value.clone(),
-                },
-            },
+            grouped: self.clone(),
             windows,
         }
     }
@@ -110,22 +103,16 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         let input = self.grouped.partitioned(&materialized.name);
         let windows = self.windows;
         let records_store = format!("{}-records", materialized.name);
-        let records = Materialized {
-            name: records_store.clone(),
-            key: Arc::new(WindowedSerde(materialized.key.clone())) as Arc<dyn Serde<Windowed<K>>>,
-            value: self.grouped.grouped.value.clone(),
-            logged: materialized.logged,
-            retention: None,
-        };
+        let records = windowed_store(
+            &records_store,
+            materialized.key.clone(),
+            self.grouped.grouped.value.clone(),
+            materialized.logged,
+            None,
+        );
         let key_serde = materialized.key.clone();
         let value_serde = materialized.value.clone();
-        let window_store = Materialized {
-            name: materialized.name.clone(),
-            key: Arc::new(WindowedSerde(materialized.key)) as Arc<dyn Serde<Windowed<K>>>,
-            value: materialized.value,
-            logged: materialized.logged,
-            retention: materialized.retention,
-        };
+        let window_store = materialized.windowed();
         let store = window_store.name.clone();
         let init: Arc<dyn Fn() -> VA + Send + Sync> = Arc::new(init);
         let fold: Fold<K, V, VA> = Arc::new(aggregator);

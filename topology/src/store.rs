@@ -141,6 +141,17 @@ impl<K: Data, V: Data> Materialized<K, V> {
         self
     }
 
+    /// The same store, keyed by windowed keys (window and session stores).
+    pub(crate) fn windowed(self) -> Materialized<crate::window::Windowed<K>, V> {
+        windowed_store(
+            &self.name,
+            self.key,
+            self.value,
+            self.logged,
+            self.retention,
+        )
+    }
+
     pub(crate) fn spec(&self) -> StoreSpec {
         StoreSpec {
             name: self.name.clone(),
@@ -149,6 +160,24 @@ impl<K: Data, V: Data> Materialized<K, V> {
             value_serde: erase_serde(self.value.clone()),
             global: false,
         }
+    }
+}
+
+/// A store keyed by [`Windowed`](crate::window::Windowed) keys through the
+/// one windowed-key encoding ([`WindowedSerde`](crate::window::WindowedSerde)).
+pub(crate) fn windowed_store<K: Data, V: Data>(
+    name: &str,
+    key: Arc<dyn Serde<K>>,
+    value: Arc<dyn Serde<V>>,
+    logged: bool,
+    retention: Option<std::time::Duration>,
+) -> Materialized<crate::window::Windowed<K>, V> {
+    Materialized {
+        name: name.to_owned(),
+        key: Arc::new(crate::window::WindowedSerde(key)),
+        value,
+        logged,
+        retention,
     }
 }
 

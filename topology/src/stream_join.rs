@@ -40,9 +40,9 @@ use crate::processor::{
 };
 use crate::record::{Record, Timestamp};
 use crate::serdes::{Serde, SerdeError};
-use crate::store::Materialized;
+use crate::store::windowed_store;
 use crate::stream::{KStream, Repartitioned};
-use crate::window::{Window, Windowed, WindowedSerde};
+use crate::window::{Window, Windowed};
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -215,26 +215,12 @@ impl<K: Data, V: Data> KStream<K, V> {
         let this_store = format!("{name}-this-store");
         let other_store = format!("{name}-other-store");
         let mut g = self.graph.borrow_mut();
-        g.stores.push(
-            Materialized {
-                name: this_store.clone(),
-                key: Arc::new(WindowedSerde(joined.key.clone())) as Arc<dyn Serde<Windowed<K>>>,
-                value: Arc::new(HeldSerde(joined.this)) as Arc<dyn Serde<Held<V>>>,
-                logged: true,
-                retention: None,
-            }
-            .spec(),
-        );
-        g.stores.push(
-            Materialized {
-                name: other_store.clone(),
-                key: Arc::new(WindowedSerde(joined.key)) as Arc<dyn Serde<Windowed<K>>>,
-                value: Arc::new(HeldSerde(joined.other)) as Arc<dyn Serde<Held<VO>>>,
-                logged: true,
-                retention: None,
-            }
-            .spec(),
-        );
+        let this_values: Arc<dyn Serde<Held<V>>> = Arc::new(HeldSerde(joined.this));
+        let other_values: Arc<dyn Serde<Held<VO>>> = Arc::new(HeldSerde(joined.other));
+        g.stores
+            .push(windowed_store(&this_store, joined.key.clone(), this_values, true, None).spec());
+        g.stores
+            .push(windowed_store(&other_store, joined.key, other_values, true, None).spec());
         let stores = vec![this_store.clone(), other_store.clone()];
         let (this_joiner, other_joiner) = (joiner.clone(), joiner);
         let (ts, os) = (this_store.clone(), other_store.clone());

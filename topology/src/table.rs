@@ -86,6 +86,24 @@ impl<K: Data, V: Data> KStream<K, V> {
     }
 }
 
+impl<K, V> Clone for Grouped<K, V> {
+    fn clone(&self) -> Self {
+        Grouped {
+            key: self.key.clone(),
+            value: self.value.clone(),
+        }
+    }
+}
+
+impl<K, V> Clone for KGroupedStream<K, V> {
+    fn clone(&self) -> Self {
+        KGroupedStream {
+            stream: self.stream.clone(),
+            grouped: self.grouped.clone(),
+        }
+    }
+}
+
 /// A stream grouped by key, ready to aggregate.
 pub struct KGroupedStream<K, V> {
     pub(crate) stream: KStream<K, V>,

@@ -33,10 +33,10 @@ use crate::processor::{
 };
 use crate::record::{Record, Timestamp};
 use crate::serdes::Serde;
-use crate::store::Materialized;
+use crate::store::{Materialized, windowed_store};
 use crate::stream::{KStream, Produced};
 use crate::table::{Change, KGroupedStream, KTable, Step};
-use crate::window::{TimeWindows, Windowed, WindowedSerde};
+use crate::window::{TimeWindows, Windowed};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -44,13 +44,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// Aggregates per key and time window.
     pub fn windowed_by(&self, windows: TimeWindows) -> TimeWindowedKStream<K, V> {
         TimeWindowedKStream {
-            grouped: KGroupedStream {
-                stream: self.stream.clone(),
-                grouped: crate::table::Grouped {
-                    key: self.grouped.key.clone(),
-                    value: self.grouped.value.clone(),
-                },
-            },
+            grouped: self.clone(),
             windows,
             late: None,
         }
@@ -98,13 +92,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
             .max(windows.size() + windows.grace());
         let key_serde = materialized.key.clone();
         let value_serde = materialized.value.clone();
-        let window_store = Materialized {
-            name: materialized.name.clone(),
-            key: Arc::new(WindowedSerde(materialized.key)) as Arc<dyn Serde<Windowed<K>>>,
-            value: materialized.value,
-            logged: materialized.logged,
-            retention: materialized.retention,
-        };
+        let window_store = materialized.windowed();
         let store = window_store.name.clone();
         let mut g = input.graph.borrow_mut();
         g.stores.push(window_store.spec());
@@ -294,13 +282,7 @@ impl<K: Data, V: Data> WindowedKTable<K, V> {
     /// end plus grace), then forwards exactly one final result per window.
     /// The buffer is a store named `name` (with a changelog).
     pub fn suppress_until_window_closes(&self, name: &str) -> KTable<Windowed<K>, V> {
-        let buffer = Materialized {
-            name: name.to_owned(),
-            key: Arc::new(WindowedSerde(self.key.clone())) as Arc<dyn Serde<Windowed<K>>>,
-            value: self.value.clone(),
-            logged: true,
-            retention: None,
-        };
+        let buffer = windowed_store(name, self.key.clone(), self.value.clone(), true, None);
         let changes = &self.table.changes;
         let mut g = changes.graph.borrow_mut();
         g.stores.push(buffer.spec());
