@@ -359,34 +359,8 @@ impl StreamTask {
         self.state.wall_clock = now;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            if let Some(Instance::Processor {
-                name,
-                processor,
-                children,
-                child_names,
-                stores,
-            }) = self.nodes.get_mut(&id)
-            {
-                let mut ctx = Ctx {
-                    state: &mut self.state,
-                    node: id,
-                    name,
-                    children,
-                    child_names,
-                    stores,
-                    forwards: Vec::new(),
-                };
-                processor
-                    .init(&mut ctx)
-                    .map_err(|source| TaskError::Process {
-                        node: name.clone(),
-                        source,
-                    })?;
-                // Records forwarded from init have no source record; drop
-                // nothing silently: process them like any other.
-                let forwards = std::mem::take(&mut ctx.forwards);
-                let children = children.clone();
-                self.route(&children, forwards)?;
+            // Records forwarded from init are processed like any other.
+            if self.run_processor(id, |processor, ctx| processor.init(ctx))? {
                 self.log_changes(now);
             }
         }
@@ -504,38 +478,48 @@ impl StreamTask {
                 };
                 (s.id, s.node)
             };
-            if let Some(Instance::Processor {
-                name,
-                processor,
-                children,
-                child_names,
-                stores,
-            }) = self.nodes.get_mut(&node)
-            {
-                let mut ctx = Ctx {
-                    state: &mut self.state,
-                    node,
-                    name,
-                    children,
-                    child_names,
-                    stores,
-                    forwards: Vec::new(),
-                };
-                processor
-                    .punctuate(&mut ctx, id, now)
-                    .map_err(|source| TaskError::Process {
-                        node: name.clone(),
-                        source,
-                    })?;
-                let forwards = std::mem::take(&mut ctx.forwards);
-                let children = children.clone();
+            if self.run_processor(node, |processor, ctx| processor.punctuate(ctx, id, now))? {
                 self.state.metrics.punctuations += 1;
-                let routed = self.route(&children, forwards);
                 self.log_changes(now);
-                routed?;
             }
         }
         Ok(())
+    }
+
+    /// Calls `call` on processor `node` with a context, then routes what it
+    /// forwarded. `false` when `node` is not a processor of this task.
+    fn run_processor(
+        &mut self,
+        node: NodeId,
+        call: impl FnOnce(&mut dyn DynProcessor, &mut Ctx<'_>) -> Result<(), ProcessError>,
+    ) -> Result<bool, TaskError> {
+        let Some(Instance::Processor {
+            name,
+            processor,
+            children,
+            child_names,
+            stores,
+        }) = self.nodes.get_mut(&node)
+        else {
+            return Ok(false);
+        };
+        let mut ctx = Ctx {
+            state: &mut self.state,
+            node,
+            name,
+            children,
+            child_names,
+            stores,
+            forwards: Vec::new(),
+        };
+        call(processor.as_mut(), &mut ctx).map_err(|source| TaskError::Process {
+            node: name.clone(),
+            source,
+        })?;
+        let forwards = std::mem::take(&mut ctx.forwards);
+        let children = children.clone();
+        self.route(&children, forwards)?;
+        Ok(true)
     }
 
     fn route(
@@ -563,31 +547,9 @@ impl StreamTask {
 
     fn dispatch(&mut self, node: NodeId, record: DynRecord) -> Result<(), TaskError> {
         match self.nodes.get_mut(&node) {
-            Some(Instance::Processor {
-                name,
-                processor,
-                children,
-                child_names,
-                stores,
-            }) => {
-                let mut ctx = Ctx {
-                    state: &mut self.state,
-                    node,
-                    name,
-                    children,
-                    child_names,
-                    stores,
-                    forwards: Vec::new(),
-                };
-                processor
-                    .process(&mut ctx, record)
-                    .map_err(|source| TaskError::Process {
-                        node: name.clone(),
-                        source,
-                    })?;
-                let forwards = std::mem::take(&mut ctx.forwards);
-                let children = children.clone();
-                self.route(&children, forwards)
+            Some(Instance::Processor { .. }) => {
+                self.run_processor(node, |processor, ctx| processor.process(ctx, record))?;
+                Ok(())
             }
             Some(Instance::Sink {
                 name,
