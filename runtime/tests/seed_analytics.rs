@@ -591,6 +591,7 @@ fn a_record_that_would_reopen_a_final_session_is_late() -> TestResult {
     b.stream("views", Consumed::with(Utf8, Utf8))
         .group_by_key(Grouped::with(Utf8, Utf8))
         .windowed_by_session(SessionWindows::with_inactivity_gap(minutes(5), minutes(1)))
+        .late_records_to("late-views", Produced::with(Utf8, Utf8))
         .count(Materialized::named("s", Utf8, Json::<i64>::new()))
         .suppress_until_window_closes("s-final")
         .to_stream()
@@ -608,8 +609,12 @@ fn a_record_that_would_reopen_a_final_session_is_late() -> TestResult {
     assert_eq!(finals.read_values()?, vec![Some(2)]);
     // Minute 6 would merge that final session with [10, 10]: 4 minutes out
     // of order with 1 minute of grace, so it is late.
-    views.pipe_input("u1".into(), "v".into(), at(6 * 60))?;
+    views.pipe_input("u1".into(), "bridge".into(), at(6 * 60))?;
     assert_eq!(driver.metrics().late_records, 1);
+    let late = driver
+        .output_topic("late-views", Utf8, Utf8)
+        .read_values()?;
+    assert_eq!(late, vec!["bridge"]);
     assert_eq!(driver.read_store::<Windowed<String>, i64>("s")?.len(), 2);
     Ok(())
 }
@@ -624,6 +629,7 @@ fn sliding_windows_cover_each_distinct_set_of_records_within_the_difference() ->
             Duration::from_secs(10),
             Duration::ZERO,
         ))
+        .late_records_to("late-clicks", Produced::with(Utf8, Utf8))
         .count(Materialized::named("sliding", Utf8, Json::<i64>::new()))
         .to_stream()
         .to(
@@ -664,6 +670,10 @@ fn sliding_windows_cover_each_distinct_set_of_records_within_the_difference() ->
     clicks.pipe_input("k".into(), "late".into(), at(12))?;
     assert!(read(&out)?.is_empty());
     assert_eq!(driver.metrics().late_records, 1);
+    let late = driver
+        .output_topic("late-clicks", Utf8, Utf8)
+        .read_values()?;
+    assert_eq!(late, vec!["late"]);
     let store = driver.read_store::<Windowed<String>, i64>("sliding")?;
     let windows: Vec<(Window, i64)> = store.into_iter().map(|(k, c)| (k.window, c)).collect();
     assert_eq!(

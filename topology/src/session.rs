@@ -34,8 +34,10 @@ use std::time::Duration;
 
 use crate::processor::{Data, ProcessError, Processor, ProcessorContext, supplier};
 use crate::record::Record;
-use crate::store::Materialized;
+use crate::record::Timestamp;
+use crate::store::{KeyValueStore, Materialized};
 use crate::stream::KStream;
+use crate::stream::Produced;
 use crate::table::{Change, KGroupedStream, KTable};
 use crate::window::{Window, Windowed};
 use crate::windowed::WindowedKTable;
@@ -52,6 +54,44 @@ pub struct SessionWindows {
 }
 
 impl SessionWindows {
+    /// The sessions of `key` a record at `t` touches: those starting at or
+    /// before `t + gap` whose last record (`end - 1`) is at or after `t - gap`.
+    fn touched<K: Data, VA: Data>(
+        &self,
+        store: &KeyValueStore<'_, Windowed<K>, VA>,
+        key: &K,
+        t: Timestamp,
+    ) -> Result<Vec<(Windowed<K>, VA)>, ProcessError> {
+        let bound = |start| Windowed {
+            key: key.clone(),
+            window: Window {
+                start,
+                end: i64::MIN,
+            },
+        };
+        let upper = bound(t.saturating_add(self.gap).saturating_add(1));
+        Ok(store
+            .range(&bound(i64::MIN), &upper)?
+            .into_iter()
+            .filter(|(k, _)| k.window.end > t.saturating_sub(self.gap))
+            .collect())
+    }
+
+    /// Whether a record at `t` touching `touched` is late: the earliest-ending
+    /// session it touches (or its own new one) is already final.
+    fn is_late<K, VA>(
+        &self,
+        touched: &[(Windowed<K>, VA)],
+        t: Timestamp,
+        stream_time: Timestamp,
+    ) -> bool {
+        let earliest_end = touched
+            .iter()
+            .map(|(k, _)| k.window.end)
+            .fold(t + 1, i64::min);
+        earliest_end.saturating_add(self.close_after()) <= stream_time
+    }
+
     /// How long after its end a session becomes final: gap plus grace.
     fn close_after(&self) -> i64 {
         self.gap.saturating_add(self.grace)
@@ -76,6 +116,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         SessionWindowedKStream {
             grouped: self.clone(),
             windows,
+            late: None,
         }
     }
 }
@@ -84,9 +125,17 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
 pub struct SessionWindowedKStream<K, V> {
     grouped: KGroupedStream<K, V>,
     windows: SessionWindows,
+    late: Option<(String, Produced<K, V>)>,
 }
 
 impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
+    /// Writes records that arrive after the sessions they touch became
+    /// final to `topic` (they are dropped and counted either way).
+    pub fn late_records_to(mut self, topic: &str, produced: Produced<K, V>) -> Self {
+        self.late = Some((topic.to_owned(), produced));
+        self
+    }
+
     fn build<VA: Data>(
         self,
         materialized: Materialized<K, VA>,
@@ -105,8 +154,31 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         let value_serde = materialized.value.clone();
         let store_spec = materialized.windowed();
         let store = store_spec.name.clone();
+        let mut input = input;
+        if let Some((topic, produced)) = self.late {
+            let split = |late| {
+                let store = store.clone();
+                supplier::<_, K, V, K, V>(move || LateSessions::<VA> {
+                    store: store.clone(),
+                    windows,
+                    late,
+                    _value: std::marker::PhantomData,
+                })
+            };
+            input.graph.borrow_mut().stores.push(store_spec.spec());
+            let on_time = input.then_stateful("KSTREAM-FILTER", split(false), vec![store.clone()]);
+            let late = input.then_stateful("KSTREAM-FILTER", split(true), vec![store.clone()]);
+            late.add_sink(
+                crate::graph::TopicName::User(topic),
+                produced.key,
+                produced.value,
+                produced.name,
+            );
+            input = on_time;
+        } else {
+            input.graph.borrow_mut().stores.push(store_spec.spec());
+        }
         let mut g = input.graph.borrow_mut();
-        g.stores.push(store_spec.spec());
         let store_name = store.clone();
         let node = g.add_stateful(
             "KSTREAM-SESSION-AGGREGATE",
@@ -210,7 +282,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         &mut self,
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
         _id: crate::processor::ScheduleId,
-        stream_time: crate::record::Timestamp,
+        stream_time: Timestamp,
     ) -> Result<(), ProcessError> {
         let mut store = ctx.key_value_store::<Windowed<K>, VA>(&self.store)?;
         for (key, _) in store.all()? {
@@ -227,30 +299,13 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         record: Record<K, V>,
     ) -> Result<(), ProcessError> {
         let t = record.timestamp;
-        let gap = self.windows.gap;
         let stream_time = ctx.stream_time();
         let mut store = ctx.key_value_store::<Windowed<K>, VA>(&self.store)?;
-        // Sessions of this key starting at or before t + gap ...
-        let from = Windowed {
-            key: record.key.clone(),
-            window: Window {
-                start: i64::MIN,
-                end: i64::MIN,
-            },
-        };
-        let to = Windowed {
-            key: record.key.clone(),
-            window: Window {
-                start: t.saturating_add(gap).saturating_add(1),
-                end: i64::MIN,
-            },
-        };
-        // ... whose last record (end - 1) is at or after t - gap.
-        let overlapping: Vec<(Windowed<K>, VA)> = store
-            .range(&from, &to)?
-            .into_iter()
-            .filter(|(k, _)| k.window.end > t.saturating_sub(gap))
-            .collect();
+        let overlapping = self.windows.touched(&store, &record.key, t)?;
+        if self.windows.is_late(&overlapping, t, stream_time) {
+            ctx.record_late();
+            return Ok(());
+        }
         let mut window = Window {
             start: t,
             end: t + 1,
@@ -258,15 +313,6 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         for (k, _) in &overlapping {
             window.start = window.start.min(k.window.start);
             window.end = window.end.max(k.window.end);
-        }
-        // The earliest-ending session this record touches decides lateness.
-        let earliest_end = overlapping
-            .iter()
-            .map(|(k, _)| k.window.end)
-            .fold(t + 1, i64::min);
-        if earliest_end.saturating_add(self.windows.close_after()) <= stream_time {
-            ctx.record_late();
-            return Ok(());
         }
         let mut aggregate = (self.init)();
         for (_, value) in &overlapping {
@@ -303,6 +349,38 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
                 timestamp: t,
                 headers: record.headers.clone(),
             });
+        }
+        Ok(())
+    }
+}
+
+/// Passes on-time (`late == false`) or late records (`late == true`, counted).
+struct LateSessions<VA> {
+    store: String,
+    windows: SessionWindows,
+    late: bool,
+    _value: std::marker::PhantomData<fn() -> VA>,
+}
+
+impl<K: Data, V: Data, VA: Data> Processor<K, V, K, V> for LateSessions<VA> {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, K, V>,
+        record: Record<K, V>,
+    ) -> Result<(), ProcessError> {
+        let stream_time = ctx.stream_time();
+        let store = ctx.key_value_store::<Windowed<K>, VA>(&self.store)?;
+        let touched = self
+            .windows
+            .touched(&store, &record.key, record.timestamp)?;
+        let late = self
+            .windows
+            .is_late(&touched, record.timestamp, stream_time);
+        if late == self.late {
+            if late {
+                ctx.record_late();
+            }
+            ctx.forward(record);
         }
         Ok(())
     }

@@ -39,8 +39,8 @@ use crate::processor::{
     Data, ProcessError, Processor, ProcessorContext, PunctuationType, ScheduleId, supplier,
 };
 use crate::record::{Record, Timestamp};
-use crate::store::{Materialized, windowed_store};
-use crate::stream::KStream;
+use crate::store::{KeyValueStore, Materialized, windowed_store};
+use crate::stream::{KStream, Produced};
 use crate::table::{Change, KGroupedStream, KTable};
 use crate::window::{Window, Windowed};
 use crate::windowed::WindowedKTable;
@@ -75,6 +75,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         SlidingWindowedKStream {
             grouped: self.clone(),
             windows,
+            late: None,
         }
     }
 }
@@ -83,11 +84,19 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
 pub struct SlidingWindowedKStream<K, V> {
     grouped: KGroupedStream<K, V>,
     windows: SlidingWindows,
+    late: Option<(String, Produced<K, V>)>,
 }
 
 type Fold<K, V, VA> = Arc<dyn Fn(&K, V, VA) -> VA + Send + Sync>;
 
 impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
+    /// Writes records that arrive after every window containing them closed
+    /// to `topic` (they are dropped and counted either way).
+    pub fn late_records_to(mut self, topic: &str, produced: Produced<K, V>) -> Self {
+        self.late = Some((topic.to_owned(), produced));
+        self
+    }
+
     /// Counts records per key and window.
     pub fn count(self, materialized: Materialized<K, i64>) -> WindowedKTable<K, i64> {
         self.aggregate(|| 0, |_, _, n| n + 1, materialized)
@@ -100,7 +109,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
         materialized: Materialized<K, VA>,
     ) -> WindowedKTable<K, VA> {
-        let input = self.grouped.partitioned(&materialized.name);
+        let mut input = self.grouped.partitioned(&materialized.name);
         let windows = self.windows;
         let records_store = format!("{}-records", materialized.name);
         let records = windowed_store(
@@ -116,8 +125,29 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         let store = window_store.name.clone();
         let init: Arc<dyn Fn() -> VA + Send + Sync> = Arc::new(init);
         let fold: Fold<K, V, VA> = Arc::new(aggregator);
+        input.graph.borrow_mut().stores.push(records.spec());
+        if let Some((topic, produced)) = self.late {
+            let split = |late| {
+                let records = records_store.clone();
+                supplier::<_, K, V, K, V>(move || LateSliding {
+                    records: records.clone(),
+                    windows,
+                    late,
+                })
+            };
+            let on_time =
+                input.then_stateful("KSTREAM-FILTER", split(false), vec![records_store.clone()]);
+            let late =
+                input.then_stateful("KSTREAM-FILTER", split(true), vec![records_store.clone()]);
+            late.add_sink(
+                crate::graph::TopicName::User(topic),
+                produced.key,
+                produced.value,
+                produced.name,
+            );
+            input = on_time;
+        }
         let mut g = input.graph.borrow_mut();
-        g.stores.push(records.spec());
         g.stores.push(window_store.spec());
         let (rs, ws) = (records_store.clone(), store.clone());
         let node = g.add_stateful(
@@ -142,6 +172,84 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
     }
 }
 
+/// The kept records of `key` with `from <= timestamp <= to`, in timestamp order.
+fn records_between<K: Data, V: Data>(
+    store: &KeyValueStore<'_, Windowed<K>, V>,
+    key: &K,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<(Timestamp, V)>, ProcessError> {
+    let bound = |t| Windowed {
+        key: key.clone(),
+        window: Window {
+            start: t,
+            end: i64::MIN,
+        },
+    };
+    Ok(store
+        .range(&bound(from), &bound(to.saturating_add(1)))?
+        .into_iter()
+        .map(|(k, v)| (k.window.start, v))
+        .collect())
+}
+
+impl SlidingWindows {
+    /// The windows (inclusive `[start, end]`) a record at `t` affects, given
+    /// the timestamps of the key's records within `d + 1` of it: its own,
+    /// the one just after it, those ending at later records within `d`, and
+    /// those just after earlier records within `d + 1`.
+    fn affected(
+        &self,
+        t: Timestamp,
+        neighbours: impl IntoIterator<Item = Timestamp>,
+    ) -> BTreeSet<(i64, i64)> {
+        let d = self.difference;
+        let mut affected = BTreeSet::from([(t - d, t), (t + 1, t + 1 + d)]);
+        for r in neighbours {
+            if r > t && r <= t + d {
+                affected.insert((r - d, r));
+            }
+            if r < t && r >= t - d - 1 {
+                affected.insert((r + 1, r + 1 + d));
+            }
+        }
+        affected
+    }
+
+    /// Whether the window ending (inclusively) at `end` is final.
+    fn closed(&self, end: Timestamp, stream_time: Timestamp) -> bool {
+        end.saturating_add(1).saturating_add(self.grace) <= stream_time
+    }
+
+    /// Late: no open window among `affected` contains `t`.
+    fn is_late(
+        &self,
+        affected: &BTreeSet<(i64, i64)>,
+        t: Timestamp,
+        stream_time: Timestamp,
+    ) -> bool {
+        !affected
+            .iter()
+            .any(|&(s, e)| s <= t && t <= e && !self.closed(e, stream_time))
+    }
+
+    /// The timestamps of `key`'s kept records within `d + 1` of `t`.
+    fn neighbours<K: Data, V: Data>(
+        &self,
+        store: &KeyValueStore<'_, Windowed<K>, V>,
+        key: &K,
+        t: Timestamp,
+    ) -> Result<Vec<Timestamp>, ProcessError> {
+        let d = self.difference;
+        Ok(
+            records_between(store, key, t.saturating_sub(d + 1), t.saturating_add(d + 1))?
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect(),
+        )
+    }
+}
+
 struct SlidingAggregate<K, V, VA> {
     records: String,
     windows_store: String,
@@ -159,24 +267,6 @@ impl<K: Data, V: Data, VA: Data> SlidingAggregate<K, V, VA> {
                 end: seq,
             },
         }
-    }
-
-    /// The records of `key` with `from <= timestamp <= to`, in timestamp order.
-    fn records_between(
-        &self,
-        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
-        key: &K,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<(Timestamp, V)>, ProcessError> {
-        let store = ctx.key_value_store::<Windowed<K>, V>(&self.records)?;
-        let lo = Self::record_key(key, from, i64::MIN);
-        let hi = Self::record_key(key, to.saturating_add(1), i64::MIN);
-        Ok(store
-            .range(&lo, &hi)?
-            .into_iter()
-            .map(|(k, v)| (k.window.start, v))
-            .collect())
     }
 }
 
@@ -197,42 +287,27 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
         record: Record<K, V>,
     ) -> Result<(), ProcessError> {
-        let (t, d, grace) = (
-            record.timestamp,
-            self.windows.difference,
-            self.windows.grace,
-        );
+        let t = record.timestamp;
         let stream_time = ctx.stream_time();
         let seq = ctx.record_metadata().map_or(0, |m| m.offset);
         let key = record.key.clone();
-        // Neighbours within d + 1 on either side decide the affected windows.
-        let neighbours =
-            self.records_between(ctx, &key, t.saturating_sub(d + 1), t.saturating_add(d + 1))?;
-        // Affected windows, as inclusive [start, end] with end - start = d.
-        let mut affected = BTreeSet::new();
-        affected.insert((t - d, t));
-        affected.insert((t + 1, t + 1 + d));
-        for (r, _) in &neighbours {
-            if *r > t && *r <= t + d {
-                affected.insert((r - d, *r));
-            }
-            if *r < t && *r >= t - d - 1 {
-                affected.insert((r + 1, r + 1 + d));
-            }
-        }
-        let closed = |end: Timestamp| end.saturating_add(1).saturating_add(grace) <= stream_time;
+        let records = ctx.key_value_store::<Windowed<K>, V>(&self.records)?;
+        let affected = self
+            .windows
+            .affected(t, self.windows.neighbours(&records, &key, t)?);
         // Late: no open window contains the record. Nothing changes then.
-        if !affected
-            .iter()
-            .any(|&(s, e)| s <= t && t <= e && !closed(e))
-        {
+        if self.windows.is_late(&affected, t, stream_time) {
             ctx.record_late();
             return Ok(());
         }
         ctx.key_value_store::<Windowed<K>, V>(&self.records)?
             .put(&Self::record_key(&key, t, seq), &record.value)?;
-        for (start, end) in affected.into_iter().filter(|&(_, e)| !closed(e)) {
-            let members = self.records_between(ctx, &key, start, end)?;
+        for (start, end) in affected
+            .into_iter()
+            .filter(|&(_, e)| !self.windows.closed(e, stream_time))
+        {
+            let records = ctx.key_value_store::<Windowed<K>, V>(&self.records)?;
+            let members = records_between(&records, &key, start, end)?;
             if members.is_empty() {
                 continue;
             }
@@ -289,6 +364,35 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             if key.window.end.saturating_add(retention) <= stream_time {
                 windows.delete(&key)?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// Passes on-time (`late == false`) or late records (`late == true`, counted).
+struct LateSliding {
+    records: String,
+    windows: SlidingWindows,
+    late: bool,
+}
+
+impl<K: Data, V: Data> Processor<K, V, K, V> for LateSliding {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, K, V>,
+        record: Record<K, V>,
+    ) -> Result<(), ProcessError> {
+        let (t, stream_time) = (record.timestamp, ctx.stream_time());
+        let records = ctx.key_value_store::<Windowed<K>, V>(&self.records)?;
+        let affected = self
+            .windows
+            .affected(t, self.windows.neighbours(&records, &record.key, t)?);
+        let late = self.windows.is_late(&affected, t, stream_time);
+        if late == self.late {
+            if late {
+                ctx.record_late();
+            }
+            ctx.forward(record);
         }
         Ok(())
     }

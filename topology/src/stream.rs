@@ -318,6 +318,20 @@ impl<K: Data, V: Data> KStream<K, V> {
         KStream::new(self.graph.clone(), node, self.key_changed || key_changed)
     }
 
+    /// Adds a processor connected to `stores` after this stream.
+    pub(crate) fn then_stateful<KR: Data, VR: Data>(
+        &self,
+        prefix: &str,
+        supplier: ProcessorSupplier,
+        stores: Vec<String>,
+    ) -> KStream<KR, VR> {
+        let node = self
+            .graph
+            .borrow_mut()
+            .add_stateful(prefix, supplier, &[self.node], stores);
+        KStream::new(self.graph.clone(), node, self.key_changed)
+    }
+
     /// Renames the node that produces this stream (processor names are
     /// otherwise generated, as in Kafka Streams).
     pub fn name(self, name: impl Into<String>) -> Self {
