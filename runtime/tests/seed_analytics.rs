@@ -682,3 +682,57 @@ fn sliding_windows_cover_each_distinct_set_of_records_within_the_difference() ->
     );
     Ok(())
 }
+
+#[test]
+fn session_reduce_and_aggregate_merge_the_sessions_a_record_bridges() -> TestResult {
+    use brook_topology::session::SessionWindows;
+    let b = StreamsBuilder::new();
+    let grouped = b
+        .stream("amounts", Consumed::with(Utf8, Json::<i64>::new()))
+        .group_by_key(Grouped::with(Utf8, Json::<i64>::new()));
+    let sessions = SessionWindows::with_inactivity_gap(minutes(5), minutes(5));
+    grouped
+        .windowed_by_session(sessions)
+        .reduce(
+            i64::max,
+            Materialized::named("max-per-session", Utf8, Json::<i64>::new()),
+        )
+        .to_stream()
+        .to(
+            "max",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    grouped
+        .windowed_by_session(sessions)
+        .aggregate(
+            || 0,
+            |_, v, sum| sum + v,
+            |_, a, b| a + b,
+            Materialized::named("sum-per-session", Utf8, Json::<i64>::new()),
+        )
+        .to_stream()
+        .to(
+            "sum",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let driver = TopologyTestDriver::new(b.build()?)?;
+    let amounts = driver.input_topic("amounts", Utf8, Json::<i64>::new());
+    for (minute, amount) in [(0, 3), (2, 7), (10, 1), (6, 2)] {
+        amounts.pipe_input("u1".into(), amount, at(minute * 60))?;
+    }
+    let last =
+        |topic: &str| -> Result<Vec<(Window, Option<i64>)>, brook_runtime::driver::DriverError> {
+            let latest = driver
+                .output_topic(topic, windowed(Utf8), Nullable(Json::<i64>::new()))
+                .read_latest_by_key()?;
+            Ok(latest
+                .into_iter()
+                .filter(|(_, v)| v.is_some())
+                .map(|(k, v)| (k.window, v))
+                .collect())
+        };
+    let whole = session(0, 10);
+    assert_eq!(last("max")?, vec![(whole, Some(7))]);
+    assert_eq!(last("sum")?, vec![(whole, Some(13))]);
+    Ok(())
+}

@@ -107,7 +107,8 @@ impl SessionWindows {
     }
 }
 
-type SessionStep<K, V, VA> = Arc<dyn Fn(&K, V, VA) -> VA + Send + Sync>;
+/// Adds a value to a session's aggregate (`None`: a session with no records yet).
+type SessionStep<K, V, VA> = Arc<dyn Fn(&K, V, Option<VA>) -> VA + Send + Sync>;
 type Merger<K, VA> = Arc<dyn Fn(&K, VA, VA) -> VA + Send + Sync>;
 
 impl<K: Data, V: Data> KGroupedStream<K, V> {
@@ -139,7 +140,6 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     fn build<VA: Data>(
         self,
         materialized: Materialized<K, VA>,
-        init: Arc<dyn Fn() -> VA + Send + Sync>,
         step: SessionStep<K, V, VA>,
         merge: Merger<K, VA>,
     ) -> WindowedKTable<K, VA> {
@@ -186,7 +186,6 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                 store: store_name.clone(),
                 windows,
                 retention,
-                init: init.clone(),
                 step: step.clone(),
                 merge: merge.clone(),
             }),
@@ -207,34 +206,27 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     pub fn count(self, materialized: Materialized<K, i64>) -> WindowedKTable<K, i64> {
         self.build(
             materialized,
-            Arc::new(|| 0),
-            Arc::new(|_, _, n| n + 1),
+            Arc::new(|_, _, n: Option<i64>| n.unwrap_or(0) + 1),
             Arc::new(|_, a, b| a + b),
         )
     }
 
-    /// Combines the values of each session with `reducer` (also used to
-    /// merge sessions).
+    /// Combines the values of each session with `reducer`, which also
+    /// combines the results of sessions a record merges.
     pub fn reduce(
         self,
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
-        materialized: Materialized<K, Option<V>>,
-    ) -> WindowedKTable<K, Option<V>> {
+        materialized: Materialized<K, V>,
+    ) -> WindowedKTable<K, V> {
         let reducer = Arc::new(reducer);
-        let (r1, r2) = (reducer.clone(), reducer);
+        let merge = reducer.clone();
         self.build(
             materialized,
-            Arc::new(|| None),
-            Arc::new(move |_, v, acc: Option<V>| {
-                Some(match acc {
-                    Some(acc) => r1(acc, v),
-                    None => v,
-                })
+            Arc::new(move |_, v, acc: Option<V>| match acc {
+                Some(acc) => reducer(acc, v),
+                None => v,
             }),
-            Arc::new(move |_, a: Option<V>, b: Option<V>| match (a, b) {
-                (Some(a), Some(b)) => Some(r2(a, b)),
-                (a, b) => a.or(b),
-            }),
+            Arc::new(move |_, a, b| merge(a, b)),
         )
     }
 
@@ -249,8 +241,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     ) -> WindowedKTable<K, VA> {
         self.build(
             materialized,
-            Arc::new(init),
-            Arc::new(aggregator),
+            Arc::new(move |k, v, acc: Option<VA>| aggregator(k, v, acc.unwrap_or_else(&init))),
             Arc::new(merger),
         )
     }
@@ -260,7 +251,6 @@ struct SessionAggregate<K, V, VA> {
     store: String,
     windows: SessionWindows,
     retention: i64,
-    init: Arc<dyn Fn() -> VA + Send + Sync>,
     step: SessionStep<K, V, VA>,
     merge: Merger<K, VA>,
 }
@@ -314,11 +304,15 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             window.start = window.start.min(k.window.start);
             window.end = window.end.max(k.window.end);
         }
-        let mut aggregate = (self.init)();
+        // Merge the touched sessions' aggregates, then add the record.
+        let mut merged: Option<VA> = None;
         for (_, value) in &overlapping {
-            aggregate = (self.merge)(&record.key, aggregate, value.clone());
+            merged = Some(match merged {
+                Some(acc) => (self.merge)(&record.key, acc, value.clone()),
+                None => value.clone(),
+            });
         }
-        aggregate = (self.step)(&record.key, record.value, aggregate);
+        let aggregate = (self.step)(&record.key, record.value, merged);
         let mut forwards = Vec::new();
         for (k, old) in overlapping {
             store.delete(&k)?;
