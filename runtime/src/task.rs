@@ -42,6 +42,14 @@ pub enum TaskError {
         /// Its error.
         source: ProcessError,
     },
+    /// A store failed while restoring.
+    #[error("store {store} failed")]
+    Store {
+        /// The store.
+        store: String,
+        /// What failed.
+        source: brook_topology::store::StoreError,
+    },
     /// A sink could not serialize a record.
     #[error("sink {node} could not serialize the {part} of a record for topic {topic}")]
     Serialize {
@@ -630,10 +638,21 @@ impl StreamTask {
     }
 
     /// Applies one changelog record to store `store` (restore; not logged again).
-    pub fn restore(&mut self, store: &str, key: &[u8], value: Option<&[u8]>) {
+    pub fn restore(
+        &mut self,
+        store: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), TaskError> {
         if let Some(s) = self.state.stores.get_mut(store) {
-            s.store.restore(key, value);
+            s.store
+                .restore(key, value)
+                .map_err(|source| TaskError::Store {
+                    store: store.to_owned(),
+                    source,
+                })?;
         }
+        Ok(())
     }
 
     /// A store of this task, for reads from outside the topology

@@ -88,6 +88,14 @@ pub enum RuntimeError {
         /// `topic: partitions` for each input.
         counts: String,
     },
+    /// A store failed outside a task (global stores).
+    #[error("store {store} failed")]
+    Store {
+        /// The store.
+        store: String,
+        /// What failed.
+        source: brook_topology::store::StoreError,
+    },
     /// A task failed.
     #[error("task {task} failed")]
     Task {
@@ -214,11 +222,12 @@ fn restore(
                 }
                 for record in records {
                     position = record.offset + 1;
-                    task.restore(
-                        &store,
-                        record.key.as_deref().unwrap_or_default(),
-                        record.value.as_deref(),
-                    );
+                    let key = record.key.as_deref().unwrap_or_default();
+                    task.restore(&store, key, record.value.as_deref())
+                        .map_err(|source| RuntimeError::Task {
+                            task: task.id(),
+                            source: Box::new(source),
+                        })?;
                 }
             }
         }
@@ -281,7 +290,7 @@ impl GlobalUpdater {
             for record in &records {
                 positions.insert(record.tp.clone(), record.offset + 1);
             }
-            updater.apply(records);
+            updater.apply(records)?;
         }
         Ok(Some(updater))
     }
@@ -290,10 +299,13 @@ impl GlobalUpdater {
     /// records that cannot be decoded.
     fn update(&mut self) -> Result<Vec<crate::cluster::ProducedRecord>, RuntimeError> {
         let records = self.consumer.poll(10_000)?;
-        Ok(self.apply(records))
+        self.apply(records)
     }
 
-    fn apply(&mut self, records: Vec<ConsumedRecord>) -> Vec<crate::cluster::ProducedRecord> {
+    fn apply(
+        &mut self,
+        records: Vec<ConsumedRecord>,
+    ) -> Result<Vec<crate::cluster::ProducedRecord>, RuntimeError> {
         let mut letters = Vec::new();
         for record in records {
             let Some((global, store)) = self.stores.get_mut(&record.tp.topic) else {
@@ -316,9 +328,17 @@ impl GlobalUpdater {
                 continue;
             }
             match record.value.as_deref() {
-                None => store.put(key, None),
+                None => store.put(key, None).map_err(|source| RuntimeError::Store {
+                    store: global.store.clone(),
+                    source,
+                })?,
                 Some(value) => match (global.value)(Some(value)) {
-                    Ok(_) => store.put(key, Some(value)),
+                    Ok(_) => store
+                        .put(key, Some(value))
+                        .map_err(|source| RuntimeError::Store {
+                            store: global.store.clone(),
+                            source,
+                        })?,
                     Err(e) => letters.push(dead_letter_record(
                         &record,
                         &format!("cannot deserialize the value: {e}"),
@@ -327,7 +347,7 @@ impl GlobalUpdater {
                 },
             }
         }
-        letters
+        Ok(letters)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use brook_topology::store::KeyValueBytes;
+use brook_topology::store::{KeyValueBytes, StoreResult};
 
 /// An in-memory, ordered key-value store.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,11 +20,11 @@ impl InMemoryKeyValueStore {
 }
 
 impl KeyValueBytes for InMemoryKeyValueStore {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.entries.get(key).cloned()
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.entries.get(key).cloned())
     }
 
-    fn put(&mut self, key: &[u8], value: Option<&[u8]>) {
+    fn put(&mut self, key: &[u8], value: Option<&[u8]>) -> StoreResult<()> {
         match value {
             Some(value) => {
                 self.entries.insert(key.to_vec(), value.to_vec());
@@ -33,24 +33,30 @@ impl KeyValueBytes for InMemoryKeyValueStore {
                 self.entries.remove(key);
             }
         }
+        Ok(())
     }
 
-    fn range(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn range(
+        &self,
+        from: Option<&[u8]>,
+        to: Option<&[u8]>,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let lower = from.map_or(Bound::Unbounded, Bound::Included);
         let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
         if let (Some(from), Some(to)) = (from, to)
             && from >= to
         {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        self.entries
+        Ok(self
+            .entries
             .range::<[u8], _>((lower, upper))
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+            .collect())
     }
 
-    fn len(&self) -> usize {
-        self.entries.len()
+    fn len(&self) -> StoreResult<usize> {
+        Ok(self.entries.len())
     }
 }
 
@@ -59,24 +65,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn put_get_delete_and_ordered_half_open_ranges() {
-        let mut store = InMemoryKeyValueStore::new();
-        for key in [&b"b"[..], b"a", b"c", b"ab"] {
-            store.put(key, Some(key));
-        }
-        assert_eq!(store.get(b"ab"), Some(b"ab".to_vec()));
-        let keys = |r: Vec<(Vec<u8>, Vec<u8>)>| r.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        assert_eq!(
-            keys(store.range(None, None)),
-            vec![b"a".to_vec(), b"ab".to_vec(), b"b".to_vec(), b"c".to_vec()]
-        );
-        assert_eq!(
-            keys(store.range(Some(b"ab"), Some(b"c"))),
-            vec![b"ab".to_vec(), b"b".to_vec()]
-        );
-        assert!(store.range(Some(b"c"), Some(b"a")).is_empty());
-        store.put(b"a", None);
-        assert_eq!(store.get(b"a"), None);
-        assert_eq!(store.len(), 3);
+    fn in_memory_store_behaves_like_every_store() -> StoreResult<()> {
+        crate::conformance::check(&mut InMemoryKeyValueStore::new())
     }
 }

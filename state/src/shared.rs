@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use brook_topology::store::KeyValueBytes;
+use brook_topology::store::{KeyValueBytes, StoreResult};
 
 use crate::InMemoryKeyValueStore;
 
@@ -27,19 +27,23 @@ impl SharedStore {
 }
 
 impl KeyValueBytes for SharedStore {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         self.lock().get(key)
     }
 
-    fn put(&mut self, key: &[u8], value: Option<&[u8]>) {
-        self.lock().put(key, value);
+    fn put(&mut self, key: &[u8], value: Option<&[u8]>) -> StoreResult<()> {
+        self.lock().put(key, value)
     }
 
-    fn range(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn range(
+        &self,
+        from: Option<&[u8]>,
+        to: Option<&[u8]>,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         self.lock().range(from, to)
     }
 
-    fn len(&self) -> usize {
+    fn len(&self) -> StoreResult<usize> {
         self.lock().len()
     }
 }
@@ -49,12 +53,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clones_share_the_same_entries() {
+    fn clones_share_the_same_entries() -> StoreResult<()> {
         let mut writer = SharedStore::new();
         let reader = writer.clone();
-        writer.put(b"k", Some(b"v"));
-        assert_eq!(reader.get(b"k"), Some(b"v".to_vec()));
-        writer.put(b"k", None);
-        assert!(reader.is_empty());
+        writer.put(b"k", Some(b"v"))?;
+        assert_eq!(reader.get(b"k")?, Some(b"v".to_vec()));
+        writer.put(b"k", None)?;
+        assert!(reader.is_empty()?);
+        Ok(())
     }
 }

@@ -150,6 +150,14 @@ pub enum ProcessError {
         /// The name asked for.
         store: String,
     },
+    /// A store operation failed (I/O, corruption).
+    #[error("store {store:?}")]
+    Store {
+        /// The store.
+        store: String,
+        /// What failed.
+        source: crate::store::StoreError,
+    },
     /// A processor tried to write a read-only (global) store.
     #[error("store {store:?} is a global store: read-only for processors")]
     ReadOnlyStore {

@@ -14,36 +14,65 @@ use std::sync::Arc;
 use crate::processor::{Data, ProcessError};
 use crate::serdes::Serde;
 
+/// A storage failure (I/O, corruption, a closed store). The task cannot
+/// continue; its uncommitted work is discarded and restarts from the last commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} failed: {message}")]
+pub struct StoreError {
+    /// What was attempted (`get`, `put`, `range`, `open`, ...).
+    pub operation: &'static str,
+    /// What the storage engine said.
+    pub message: String,
+}
+
+impl StoreError {
+    /// A failure of `operation`.
+    pub fn new(operation: &'static str, message: impl Into<String>) -> Self {
+        StoreError {
+            operation,
+            message: message.into(),
+        }
+    }
+}
+
+/// The result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
 /// A byte-level key-value store, ordered by key bytes.
 pub trait KeyValueBytes: Send {
     /// The value of `key`.
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
     /// Sets `key` to `value`, or deletes it when `value` is `None`.
-    fn put(&mut self, key: &[u8], value: Option<&[u8]>);
+    fn put(&mut self, key: &[u8], value: Option<&[u8]>) -> StoreResult<()>;
     /// The entries with `from <= key < to` (unbounded where `None`), in key order.
-    fn range(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)>;
-    /// Number of entries.
-    fn len(&self) -> usize;
+    fn range(&self, from: Option<&[u8]>, to: Option<&[u8]>)
+    -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Number of entries (may scan the store).
+    fn len(&self) -> StoreResult<usize>;
     /// Whether the store is empty.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn is_empty(&self) -> StoreResult<bool> {
+        Ok(self.len()? == 0)
     }
 }
 
 impl<S: KeyValueBytes + ?Sized> KeyValueBytes for Box<S> {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         (**self).get(key)
     }
 
-    fn put(&mut self, key: &[u8], value: Option<&[u8]>) {
-        (**self).put(key, value);
+    fn put(&mut self, key: &[u8], value: Option<&[u8]>) -> StoreResult<()> {
+        (**self).put(key, value)
     }
 
-    fn range(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn range(
+        &self,
+        from: Option<&[u8]>,
+        to: Option<&[u8]>,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         (**self).range(from, to)
     }
 
-    fn len(&self) -> usize {
+    fn len(&self) -> StoreResult<usize> {
         (**self).len()
     }
 }
@@ -236,6 +265,7 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
         let key = self.key_bytes(key)?;
         self.bytes
             .get(&key)
+            .map_err(|e| self.store_err(e))?
             .map(|v| self.decode_value(&v))
             .transpose()
     }
@@ -260,7 +290,9 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
                 context: format!("serializing a value for store {}", self.name),
                 source,
             })?;
-        self.bytes.put(&key, value.as_deref());
+        self.bytes
+            .put(&key, value.as_deref())
+            .map_err(|e| self.store_err(e))?;
         Ok(())
     }
 
@@ -268,20 +300,28 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
     pub fn delete(&mut self, key: &K) -> Result<(), ProcessError> {
         self.check_writable()?;
         let key = self.key_bytes(key)?;
-        self.bytes.put(&key, None);
+        self.bytes.put(&key, None).map_err(|e| self.store_err(e))?;
         Ok(())
     }
 
     /// Every entry, in key-byte order.
     pub fn all(&self) -> Result<Vec<(K, V)>, ProcessError> {
-        self.decode_entries(self.bytes.range(None, None))
+        let entries = self
+            .bytes
+            .range(None, None)
+            .map_err(|e| self.store_err(e))?;
+        self.decode_entries(entries)
     }
 
     /// The entries with `from <= key < to` in key-byte order (meaningful
     /// for keys whose encoding preserves order, such as windowed keys).
     pub fn range(&self, from: &K, to: &K) -> Result<Vec<(K, V)>, ProcessError> {
         let (from, to) = (self.key_bytes(from)?, self.key_bytes(to)?);
-        self.decode_entries(self.bytes.range(Some(&from), Some(&to)))
+        let entries = self
+            .bytes
+            .range(Some(&from), Some(&to))
+            .map_err(|e| self.store_err(e))?;
+        self.decode_entries(entries)
     }
 
     fn decode_entries(
@@ -304,12 +344,19 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
     }
 
     /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.bytes.len()
+    pub fn len(&self) -> Result<usize, ProcessError> {
+        self.bytes.len().map_err(|e| self.store_err(e))
     }
 
     /// Whether the store is empty.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+    pub fn is_empty(&self) -> Result<bool, ProcessError> {
+        self.bytes.is_empty().map_err(|e| self.store_err(e))
+    }
+
+    fn store_err(&self, source: StoreError) -> ProcessError {
+        ProcessError::Store {
+            store: self.name.to_owned(),
+            source,
+        }
     }
 }
