@@ -154,30 +154,17 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         let value_serde = materialized.value.clone();
         let store_spec = materialized.windowed();
         let store = store_spec.name.clone();
-        let mut input = input;
-        if let Some((topic, produced)) = self.late {
-            let split = |late| {
-                let store = store.clone();
-                supplier::<_, K, V, K, V>(move || LateSessions::<VA> {
-                    store: store.clone(),
-                    windows,
-                    late,
-                    _value: std::marker::PhantomData,
-                })
-            };
-            input.graph.borrow_mut().stores.push(store_spec.spec());
-            let on_time = input.then_stateful("KSTREAM-FILTER", split(false), vec![store.clone()]);
-            let late = input.then_stateful("KSTREAM-FILTER", split(true), vec![store.clone()]);
-            late.add_sink(
-                crate::graph::TopicName::User(topic),
-                produced.key,
-                produced.value,
-                produced.name,
-            );
-            input = on_time;
-        } else {
-            input.graph.borrow_mut().stores.push(store_spec.spec());
-        }
+        input.graph.borrow_mut().stores.push(store_spec.spec());
+        let split = |late| {
+            let store = store.clone();
+            supplier::<_, K, V, K, V>(move || LateSessions::<VA> {
+                store: store.clone(),
+                windows,
+                late,
+                _value: std::marker::PhantomData,
+            })
+        };
+        let input = input.route_late(self.late, split, vec![store.clone()]);
         let mut g = input.graph.borrow_mut();
         let store_name = store.clone();
         let node = g.add_stateful(

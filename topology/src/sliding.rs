@@ -109,7 +109,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
         materialized: Materialized<K, VA>,
     ) -> WindowedKTable<K, VA> {
-        let mut input = self.grouped.partitioned(&materialized.name);
+        let input = self.grouped.partitioned(&materialized.name);
         let windows = self.windows;
         let records_store = format!("{}-records", materialized.name);
         let records = windowed_store(
@@ -126,27 +126,15 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         let init: Arc<dyn Fn() -> VA + Send + Sync> = Arc::new(init);
         let fold: Fold<K, V, VA> = Arc::new(aggregator);
         input.graph.borrow_mut().stores.push(records.spec());
-        if let Some((topic, produced)) = self.late {
-            let split = |late| {
-                let records = records_store.clone();
-                supplier::<_, K, V, K, V>(move || LateSliding {
-                    records: records.clone(),
-                    windows,
-                    late,
-                })
-            };
-            let on_time =
-                input.then_stateful("KSTREAM-FILTER", split(false), vec![records_store.clone()]);
-            let late =
-                input.then_stateful("KSTREAM-FILTER", split(true), vec![records_store.clone()]);
-            late.add_sink(
-                crate::graph::TopicName::User(topic),
-                produced.key,
-                produced.value,
-                produced.name,
-            );
-            input = on_time;
-        }
+        let split = |late| {
+            let records = records_store.clone();
+            supplier::<_, K, V, K, V>(move || LateSliding {
+                records: records.clone(),
+                windows,
+                late,
+            })
+        };
+        let input = input.route_late(self.late, split, vec![records_store.clone()]);
         let mut g = input.graph.borrow_mut();
         g.stores.push(window_store.spec());
         let (rs, ws) = (records_store.clone(), store.clone());

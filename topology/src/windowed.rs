@@ -71,20 +71,10 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         materialized: Materialized<K, VA>,
         step: Step<K, V, VA>,
     ) -> WindowedKTable<K, VA> {
-        let mut input = self.grouped.partitioned(&materialized.name);
+        let input = self.grouped.partitioned(&materialized.name);
         let windows = self.windows;
-        if let Some((topic, produced)) = self.late {
-            let split = |late| supplier::<_, K, V, K, V>(move || LateFilter { windows, late });
-            let on_time = input.then("KSTREAM-FILTER", split(false), false);
-            let late = input.then("KSTREAM-FILTER", split(true), false);
-            late.add_sink(
-                TopicName::User(topic),
-                produced.key,
-                produced.value,
-                produced.name,
-            );
-            input = on_time;
-        }
+        let split = |late| supplier::<_, K, V, K, V>(move || LateFilter { windows, late });
+        let input = input.route_late(self.late, split, Vec::new());
         let retention = materialized
             .retention
             .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX))
@@ -151,6 +141,32 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
             materialized,
             Arc::new(move |key, value, old| aggregator(key, value, old.unwrap_or_else(&init))),
         )
+    }
+}
+
+impl<K: Data, V: Data> KStream<K, V> {
+    /// Splits records late for a windowed aggregation off to `late`'s topic:
+    /// `split(true)` makes the filter passing late records, `split(false)`
+    /// the one passing on-time records; both may read `stores`. Returns the
+    /// on-time stream (this one itself when there is no late topic).
+    pub(crate) fn route_late(
+        &self,
+        late: Option<(String, Produced<K, V>)>,
+        split: impl Fn(bool) -> crate::processor::ProcessorSupplier,
+        stores: Vec<String>,
+    ) -> KStream<K, V> {
+        let Some((topic, produced)) = late else {
+            return self.clone();
+        };
+        let on_time = self.then_stateful("KSTREAM-FILTER", split(false), stores.clone());
+        let late = self.then_stateful("KSTREAM-FILTER", split(true), stores);
+        late.add_sink(
+            TopicName::User(topic),
+            produced.key,
+            produced.value,
+            produced.name,
+        );
+        on_time
     }
 }
 
