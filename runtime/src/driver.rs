@@ -333,6 +333,16 @@ impl TopologyTestDriver {
     }
 }
 
+/// Maps a serde error of a test record on `topic` to a `DriverError`.
+fn serde_error(topic: &str, what: &'static str) -> impl FnOnce(SerdeError) -> DriverError {
+    let topic = topic.to_owned();
+    move |source| DriverError::Serde {
+        what,
+        topic,
+        source,
+    }
+}
+
 /// Writes test records into a topic; see [`TopologyTestDriver::input_topic`].
 pub struct TestInputTopic<'d, K, V> {
     driver: &'d TopologyTestDriver,
@@ -349,14 +359,7 @@ impl<K: 'static, V: 'static> TestInputTopic<'_, K, V> {
         value: Option<&V>,
         timestamp: Timestamp,
     ) -> Result<(), DriverError> {
-        let serde_err = |what| {
-            let topic = self.topic.clone();
-            move |source| DriverError::Serde {
-                what,
-                topic,
-                source,
-            }
-        };
+        let serde_err = |what| serde_error(&self.topic, what);
         let key = self
             .key
             .serialize(key)
@@ -450,14 +453,7 @@ impl<K: 'static, V: 'static> TestOutputTopic<'_, K, V> {
     pub fn read_records(&self) -> Result<Vec<TestRecord<K, V>>, DriverError> {
         let all = self.driver.cluster.records(&self.topic)?;
         let new = &all[self.read.get().min(all.len())..];
-        let serde_err = |what| {
-            let topic = self.topic.clone();
-            move |source| DriverError::Serde {
-                what,
-                topic,
-                source,
-            }
-        };
+        let serde_err = |what| serde_error(&self.topic, what);
         let records = new
             .iter()
             .map(|stored| {
