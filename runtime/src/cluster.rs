@@ -120,6 +120,10 @@ pub trait Cluster: Send + Sync {
     fn create_topics(&self, specs: &[TopicSpec]) -> Result<(), ClusterError>;
     /// The partition count of `topic`.
     fn partition_count(&self, topic: &str) -> Result<i32, ClusterError>;
+    /// The names of all topics.
+    fn list_topics(&self) -> Result<Vec<String>, ClusterError>;
+    /// Deletes topics and their data; absent ones are ignored.
+    fn delete_topics(&self, topics: &[String]) -> Result<(), ClusterError>;
     /// A consumer in consumer group `group` (for committed offsets).
     fn consumer(
         &self,
@@ -181,6 +185,19 @@ pub trait ClusterConsumer: Send {
     fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ClusterError>;
     /// Up to `max` records available now, in partition order (no waiting).
     fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClusterError>;
+    /// Reads an assigned partition from `offset` on.
+    fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClusterError>;
+    /// The offset of the next record [`poll`](Self::poll) considers in an
+    /// assigned partition (past records a read-committed consumer skips).
+    fn position(&self, tp: &TopicPartition) -> Result<i64, ClusterError>;
+    /// For each partition, the first offset whose timestamp is at or after
+    /// `timestamp` (ms), or the end offset when there is none; `i64::MIN`
+    /// gives the earliest offset.
+    fn offsets_for_times(
+        &mut self,
+        partitions: &[TopicPartition],
+        timestamp: i64,
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClusterError>;
     /// The end offset (the offset the next written record will get) of each partition.
     fn end_offsets(
         &mut self,
@@ -196,6 +213,11 @@ pub trait ClusterProducer: Send {
     fn send(&mut self, record: ProducedRecord) -> Result<(), ClusterError>;
     /// Waits until every queued record is written.
     fn flush(&mut self) -> Result<(), ClusterError>;
+    /// For each partition this producer wrote to, the offset after the last
+    /// of its records the cluster acknowledged (for a transactional
+    /// producer, records of committed and open transactions). Changelog
+    /// checkpoints are taken from these.
+    fn written_offsets(&self) -> BTreeMap<TopicPartition, i64>;
     /// Starts a transaction.
     fn begin_transaction(&mut self) -> Result<(), ClusterError> {
         Err(ClusterError::TransactionState(

@@ -109,6 +109,19 @@ impl DriverBuilder {
         self
     }
 
+    /// Keeps stores in RocksDB under `dir` (default: in memory), so tests
+    /// can exercise checkpoints and restore as production does.
+    pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs with exactly-once transactions (default: at-least-once).
+    pub fn exactly_once(mut self) -> Self {
+        self.config.guarantee = crate::thread::ProcessingGuarantee::ExactlyOnceV2;
+        self
+    }
+
     /// The wall clock at start, ms (default 0).
     pub fn wall_clock(mut self, now: Timestamp) -> Self {
         self.wall_clock = now;
@@ -216,8 +229,11 @@ impl TopologyTestDriver {
             topology,
             config,
             wall_clock,
+            thread,
             ..
         } = self;
+        // Gone before the new one starts (it releases the state directory).
+        drop(thread);
         TopologyTestDriver::start(cluster, topology, config, wall_clock.get())
     }
 
@@ -276,6 +292,16 @@ impl TopologyTestDriver {
     /// Counters summed over all tasks.
     pub fn metrics(&self) -> TaskMetrics {
         self.thread.borrow().metrics()
+    }
+
+    /// What restoring the stores took when the runtime (re)started.
+    pub fn restore_metrics(&self) -> crate::thread::RestoreMetrics {
+        self.thread.borrow().restore_metrics()
+    }
+
+    /// Store operation counts per store, summed over tasks.
+    pub fn store_metrics(&self) -> BTreeMap<String, brook_state::StoreMetrics> {
+        self.thread.borrow().store_metrics()
     }
 
     /// Stream time of each task, by `subtopology_partition`.

@@ -21,3 +21,4 @@ pub mod memory;
 pub mod partition;
 pub mod task;
 pub mod thread;
+pub mod tools;

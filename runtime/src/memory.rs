@@ -161,7 +161,7 @@ impl State {
         &mut self,
         record: ProducedRecord,
         visibility: Visibility,
-    ) -> Result<TopicPartition, ClusterError> {
+    ) -> Result<(TopicPartition, i64), ClusterError> {
         let sequence = self.next_sequence;
         let round_robin = self.round_robin;
         let topic = self
@@ -197,7 +197,7 @@ impl State {
         if round_robin_used {
             self.round_robin += 1;
         }
-        Ok(tp)
+        Ok((tp, offset))
     }
 
     /// The first offset a read-committed consumer cannot read yet.
@@ -279,8 +279,7 @@ impl MemoryCluster {
     /// Writes one record now, outside any transaction; returns partition and offset.
     pub fn produce(&self, record: ProducedRecord) -> Result<(i32, i64), ClusterError> {
         let mut state = self.lock();
-        let tp = state.write(record, Visibility::Committed)?;
-        let offset = state.partition(&tp)?.len() as i64 - 1;
+        let (tp, offset) = state.write(record, Visibility::Committed)?;
         Ok((tp.partition, offset))
     }
 }
@@ -299,6 +298,21 @@ impl Cluster for MemoryCluster {
                     spec: Some(spec.clone()),
                     partitions: vec![Vec::new(); spec.partitions as usize],
                 });
+        }
+        Ok(())
+    }
+
+    fn list_topics(&self) -> Result<Vec<String>, ClusterError> {
+        Ok(self.lock().topics.keys().cloned().collect())
+    }
+
+    fn delete_topics(&self, topics: &[String]) -> Result<(), ClusterError> {
+        let mut state = self.lock();
+        for topic in topics {
+            state.topics.remove(topic);
+            for committed in state.committed.values_mut() {
+                committed.retain(|tp, _| &tp.topic != topic);
+            }
         }
         Ok(())
     }
@@ -331,6 +345,7 @@ impl Cluster for MemoryCluster {
             cluster: self.clone(),
             queued: Vec::new(),
             transactional: None,
+            written: BTreeMap::new(),
         }))
     }
 
@@ -352,6 +367,7 @@ impl Cluster for MemoryCluster {
             cluster: self.clone(),
             queued: Vec::new(),
             transactional: Some((transactional_id.to_owned(), epoch)),
+            written: BTreeMap::new(),
         }))
     }
 }
@@ -489,6 +505,41 @@ impl ClusterConsumer for MemoryConsumer {
         Ok(out)
     }
 
+    fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClusterError> {
+        let position = self
+            .positions
+            .get_mut(tp)
+            .ok_or_else(|| ClusterError::Client(format!("seek on {tp}, which is not assigned")))?;
+        *position = offset.max(0);
+        Ok(())
+    }
+
+    fn position(&self, tp: &TopicPartition) -> Result<i64, ClusterError> {
+        self.positions
+            .get(tp)
+            .copied()
+            .ok_or_else(|| ClusterError::Client(format!("position of {tp}, which is not assigned")))
+    }
+
+    fn offsets_for_times(
+        &mut self,
+        partitions: &[TopicPartition],
+        timestamp: i64,
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClusterError> {
+        let state = self.cluster.lock();
+        partitions
+            .iter()
+            .map(|tp| {
+                let log = state.partition(tp)?;
+                let offset = log
+                    .iter()
+                    .position(|r| r.record.timestamp >= timestamp)
+                    .unwrap_or(log.len());
+                Ok((tp.clone(), offset as i64))
+            })
+            .collect()
+    }
+
     fn end_offsets(
         &mut self,
         partitions: &[TopicPartition],
@@ -521,6 +572,8 @@ struct MemoryProducer {
     queued: Vec<ProducedRecord>,
     /// Transactional id and this producer's epoch.
     transactional: Option<(String, u32)>,
+    /// Offset after the last record written, per partition.
+    written: BTreeMap<TopicPartition, i64>,
 }
 
 impl MemoryProducer {
@@ -574,7 +627,8 @@ impl ClusterProducer for MemoryProducer {
             None => Visibility::Committed,
         };
         for record in self.queued.drain(..) {
-            let tp = state.write(record, visibility.clone())?;
+            let (tp, offset) = state.write(record, visibility.clone())?;
+            self.written.insert(tp.clone(), offset + 1);
             if let Visibility::Open(id) = &visibility
                 && let Some(open) = state.transactions.get_mut(id).and_then(|t| t.open.as_mut())
             {
@@ -582,6 +636,10 @@ impl ClusterProducer for MemoryProducer {
             }
         }
         Ok(())
+    }
+
+    fn written_offsets(&self) -> BTreeMap<TopicPartition, i64> {
+        self.written.clone()
     }
 
     fn begin_transaction(&mut self) -> Result<(), ClusterError> {

@@ -16,17 +16,23 @@
 //!
 //! Processors forward depth-first: a forwarded record is processed by the
 //! whole downstream chain before the forwarding processor's next output.
+//!
+//! Stores: each store of the task is a byte store (RocksDB or in-memory)
+//! under a metered transaction buffer. Writes stay in the buffer until the
+//! commit: [`StreamTask::prepare_commit`] turns them into changelog records
+//! (one per key written), [`StreamTask::commit_local`] applies them after
+//! the cluster committed, [`StreamTask::abort_local`] drops them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-use brook_state::{ChangeLogged, InMemoryKeyValueStore, SharedStore};
+use brook_state::{BufferedStore, MeteredStore, SharedStore, StoreMetrics};
 use brook_topology::graph::{NodeId, NodeKind, SerializeFn, SourceNode, Subtopology, TopicName};
 use brook_topology::processor::{
     DynContext, DynProcessor, DynRecord, ProcessError, PunctuationType, ScheduleId, TaskId,
 };
 use brook_topology::serdes::SerdeError;
-use brook_topology::store::{KeyValueBytes, StoreSpec};
+use brook_topology::store::{KeyValueBytes, StoreResult, StoreSpec};
 use brook_topology::{Headers, RecordMetadata, Timestamp, Topology};
 
 use crate::cluster::{ConsumedRecord, ProducedRecord, TopicPartition};
@@ -106,12 +112,32 @@ struct Schedule {
     cancelled: bool,
 }
 
-/// A store of this task, with its changelog topic if it is logged.
+/// Layers of a task's store: metered, over the transaction buffer, over
+/// the byte store.
+type Layered = MeteredStore<BufferedStore<Box<dyn KeyValueBytes>>>;
+
+/// A store of this task, with its changelog partition if it is logged.
 struct TaskStore {
     spec: StoreSpec,
-    store: ChangeLogged<Box<dyn KeyValueBytes>>,
-    changelog: Option<String>,
+    store: Layered,
+    changelog: Option<TopicPartition>,
+    /// The changelog offset local state reflects (next record to restore).
+    position: i64,
 }
+
+/// Advances a store's changelog position to what the producer wrote.
+fn continue_position(store: &mut TaskStore, written: &BTreeMap<TopicPartition, i64>) {
+    if let Some(end) = store.changelog.as_ref().and_then(|tp| written.get(tp)) {
+        store.position = store.position.max(*end);
+    }
+}
+
+fn layered(base: Box<dyn KeyValueBytes>) -> Layered {
+    MeteredStore::new(BufferedStore::new(base))
+}
+
+/// Creates the byte store under each of a task's stores.
+pub type StoreFactory<'a> = dyn FnMut(&StoreSpec) -> StoreResult<Box<dyn KeyValueBytes>> + 'a;
 
 struct TaskState {
     id: TaskId,
@@ -123,6 +149,9 @@ struct TaskState {
     next_schedule: u64,
     output: Vec<ProducedRecord>,
     metrics: TaskMetrics,
+    /// Timestamp given to store writes: the current record's, or the
+    /// punctuation's time.
+    write_time: Timestamp,
 }
 
 enum Target {
@@ -219,7 +248,9 @@ impl DynContext for Ctx<'_> {
         if !self.stores.iter().any(|s| s == name) {
             return Err(unknown());
         }
+        let write_time = self.state.write_time;
         let store = self.state.stores.get_mut(name).ok_or_else(unknown)?;
+        store.store.inner_mut().set_timestamp(write_time);
         Ok((&store.spec, &mut store.store))
     }
 }
@@ -236,7 +267,8 @@ pub struct StreamTask {
 
 impl StreamTask {
     /// The task for `partition` of `subtopology`; topic names are resolved
-    /// for `application_id`.
+    /// for `application_id`. `open_store` creates the byte store of each of
+    /// its stores (in memory, or RocksDB in the task's directory).
     pub fn new(
         topology: &Topology,
         subtopology: &Subtopology,
@@ -244,7 +276,8 @@ impl StreamTask {
         application_id: &str,
         dead_letter_topic: &str,
         globals: &BTreeMap<String, SharedStore>,
-    ) -> Self {
+        open_store: &mut StoreFactory<'_>,
+    ) -> Result<Self, TaskError> {
         let all = topology.nodes();
         let mut nodes = BTreeMap::new();
         let mut sources = HashMap::new();
@@ -282,25 +315,31 @@ impl StreamTask {
             };
             nodes.insert(id, instance);
         }
-        let stores = subtopology
+        let mut stores = BTreeMap::new();
+        for spec in subtopology
             .stores
             .iter()
             .filter_map(|name| topology.store(name))
-            .map(|spec| {
-                let changelog = spec
-                    .logged
-                    .then(|| TopicName::Internal(spec.changelog_suffix()).resolve(application_id));
-                let local: Box<dyn KeyValueBytes> = Box::new(InMemoryKeyValueStore::new());
-                let store = TaskStore {
-                    spec: spec.clone(),
-                    store: ChangeLogged::new(local, spec.logged),
-                    changelog,
-                };
-                (spec.name.clone(), store)
-            })
-            .collect::<BTreeMap<_, _>>();
+        {
+            let changelog = spec.logged.then(|| {
+                TopicPartition::new(
+                    TopicName::Internal(spec.changelog_suffix()).resolve(application_id),
+                    partition,
+                )
+            });
+            let base = open_store(spec).map_err(|source| TaskError::Store {
+                store: spec.name.clone(),
+                source,
+            })?;
+            let store = TaskStore {
+                spec: spec.clone(),
+                store: layered(base),
+                changelog,
+                position: 0,
+            };
+            stores.insert(spec.name.clone(), store);
+        }
         // Global stores this sub-topology's processors read: shared, not logged.
-        let mut stores = stores;
         for node in subtopology.nodes.iter().map(|&id| &all[id]) {
             if let NodeKind::Processor(p) = &node.kind {
                 for name in &p.stores {
@@ -310,15 +349,16 @@ impl StreamTask {
                             name.clone(),
                             TaskStore {
                                 spec: spec.clone(),
-                                store: ChangeLogged::new(shared, false),
+                                store: layered(shared),
                                 changelog: None,
+                                position: 0,
                             },
                         );
                     }
                 }
             }
         }
-        StreamTask {
+        Ok(StreamTask {
             nodes,
             sources,
             queues,
@@ -337,8 +377,9 @@ impl StreamTask {
                 next_schedule: 0,
                 output: Vec::new(),
                 metrics: TaskMetrics::default(),
+                write_time: 0,
             },
-        }
+        })
     }
 
     /// This task's id.
@@ -366,11 +407,10 @@ impl StreamTask {
     pub fn init(&mut self, now: Timestamp) -> Result<(), TaskError> {
         self.state.wall_clock = now;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        self.state.write_time = now.max(0);
         for id in ids {
             // Records forwarded from init are processed like any other.
-            if self.run_processor(id, |processor, ctx| processor.init(ctx))? {
-                self.log_changes(now);
-            }
+            self.run_processor(id, |processor, ctx| processor.init(ctx))?;
         }
         Ok(())
     }
@@ -444,9 +484,9 @@ impl StreamTask {
             timestamp,
             headers: raw.headers,
         };
+        self.state.write_time = timestamp;
         let result = self.route(&children, vec![(Target::All, record)]);
         self.state.metadata = None;
-        self.log_changes(timestamp);
         result?;
         self.state.metrics.processed += 1;
         self.punctuate(PunctuationType::StreamTime, self.state.stream_time)?;
@@ -486,9 +526,9 @@ impl StreamTask {
                 };
                 (s.id, s.node)
             };
+            self.state.write_time = now.max(0);
             if self.run_processor(node, |processor, ctx| processor.punctuate(ctx, id, now))? {
                 self.state.metrics.punctuations += 1;
-                self.log_changes(now);
             }
         }
         Ok(())
@@ -597,62 +637,158 @@ impl StreamTask {
         self.state.metrics.dead_lettered += 1;
     }
 
-    /// Sends the stores' writes since the last call to their changelogs,
-    /// into this task's partition of each.
-    fn log_changes(&mut self, timestamp: Timestamp) {
-        let TaskState {
-            stores, output, id, ..
-        } = &mut self.state;
-        for store in stores.values_mut() {
-            let changes = store.store.take_changes();
-            let Some(topic) = &store.changelog else {
+    /// Turns the stores' uncommitted writes into changelog records (one
+    /// per key, its last value), into this task's partition of each
+    /// changelog; they are part of the output the commit writes.
+    pub fn prepare_commit(&mut self) {
+        let TaskState { stores, output, .. } = &mut self.state;
+        for store in stores.values() {
+            let Some(changelog) = &store.changelog else {
                 continue;
             };
-            for (key, value) in changes {
+            for (key, pending) in store.store.inner().pending() {
                 output.push(ProducedRecord {
-                    topic: topic.clone(),
-                    partition: Some(id.partition),
-                    key: Some(key),
-                    value,
-                    timestamp: timestamp.max(0),
+                    topic: changelog.topic.clone(),
+                    partition: Some(changelog.partition),
+                    key: Some(key.to_vec()),
+                    value: pending.value.clone(),
+                    timestamp: pending.timestamp.max(0),
                     headers: Headers::new(),
                 });
             }
         }
     }
 
-    /// Each logged store with the changelog partition that restores it.
-    pub fn changelog_partitions(&self) -> Vec<(String, TopicPartition)> {
-        self.state
-            .stores
-            .iter()
-            .filter_map(|(name, s)| {
-                s.changelog.as_ref().map(|topic| {
-                    (
-                        name.clone(),
-                        TopicPartition::new(topic.clone(), self.state.id.partition),
-                    )
-                })
-            })
-            .collect()
+    /// After the cluster committed: applies the uncommitted writes to the
+    /// stores (one batch per store) and advances each changelog position
+    /// to what the producer wrote (`written`, offsets after the last
+    /// record per partition). Returns the keys written.
+    pub fn commit_local(
+        &mut self,
+        written: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<usize, TaskError> {
+        let mut total = 0;
+        for (name, store) in &mut self.state.stores {
+            let entries = store.store.inner().pending_len();
+            if entries == 0 {
+                continue_position(store, written);
+                continue;
+            }
+            total += store
+                .store
+                .batch_below(entries, BufferedStore::commit)
+                .map_err(|source| TaskError::Store {
+                    store: name.clone(),
+                    source,
+                })?;
+            continue_position(store, written);
+        }
+        Ok(total)
     }
 
-    /// Applies one changelog record to store `store` (restore; not logged again).
-    pub fn restore(
-        &mut self,
-        store: &str,
-        key: &[u8],
-        value: Option<&[u8]>,
-    ) -> Result<(), TaskError> {
-        if let Some(s) = self.state.stores.get_mut(store) {
-            s.store
-                .restore(key, value)
+    /// Discards the uncommitted writes (the transaction aborted).
+    pub fn abort_local(&mut self) {
+        for store in self.state.stores.values_mut() {
+            let _ = store.store.inner_mut().commit();
+        }
+    }
+
+    /// Memory held by uncommitted writes, bytes.
+    pub fn uncommitted_bytes(&self) -> usize {
+        self.state
+            .stores
+            .values()
+            .map(|s| s.store.inner().pending_bytes())
+            .sum()
+    }
+
+    /// Makes the stores' committed state durable (before a checkpoint).
+    pub fn flush_stores(&mut self) -> Result<(), TaskError> {
+        for (name, store) in &mut self.state.stores {
+            store
+                .store
+                .flush_below(|buffered| buffered.inner_mut().flush())
                 .map_err(|source| TaskError::Store {
-                    store: store.to_owned(),
+                    store: name.clone(),
                     source,
                 })?;
         }
         Ok(())
+    }
+
+    /// Each logged store with its changelog partition and the offset its
+    /// local state reflects.
+    pub fn changelog_positions(&self) -> Vec<(String, TopicPartition, i64)> {
+        self.state
+            .stores
+            .iter()
+            .filter_map(|(name, s)| {
+                s.changelog
+                    .as_ref()
+                    .map(|tp| (name.clone(), tp.clone(), s.position))
+            })
+            .collect()
+    }
+
+    /// Each logged store with the changelog partition that restores it.
+    pub fn changelog_partitions(&self) -> Vec<(String, TopicPartition)> {
+        self.changelog_positions()
+            .into_iter()
+            .map(|(store, tp, _)| (store, tp))
+            .collect()
+    }
+
+    /// Applies changelog records to store `store` in one batch, bypassing
+    /// the transaction buffer (restore), and sets its position to `next`.
+    pub fn restore_batch(
+        &mut self,
+        store: &str,
+        batch: &[(Vec<u8>, Option<Vec<u8>>)],
+        next: i64,
+    ) -> Result<(), TaskError> {
+        if let Some(s) = self.state.stores.get_mut(store) {
+            s.store
+                .inner_mut()
+                .inner_mut()
+                .write_batch(batch)
+                .map_err(|source| TaskError::Store {
+                    store: store.to_owned(),
+                    source,
+                })?;
+            s.position = next;
+        }
+        Ok(())
+    }
+
+    /// Deletes every entry of `store` (its local state cannot be trusted)
+    /// and sets its position to 0.
+    pub fn clear_store(&mut self, store: &str) -> Result<(), TaskError> {
+        if let Some(s) = self.state.stores.get_mut(store) {
+            let err = |source| TaskError::Store {
+                store: store.to_owned(),
+                source,
+            };
+            s.store.inner_mut().abort();
+            let base = s.store.inner_mut().inner_mut();
+            let keys: Vec<(Vec<u8>, Option<Vec<u8>>)> = base
+                .range(None, None)
+                .map_err(err)?
+                .into_iter()
+                .map(|(k, _)| (k, None))
+                .collect();
+            base.write_batch(&keys).map_err(err)?;
+            s.position = 0;
+        }
+        Ok(())
+    }
+
+    /// Operation counts per store.
+    pub fn store_metrics(&self) -> BTreeMap<String, StoreMetrics> {
+        self.state
+            .stores
+            .iter()
+            .map(|(name, s)| (name.clone(), s.store.metrics()))
+            .collect()
     }
 
     /// A store of this task, for reads from outside the topology
@@ -667,6 +803,11 @@ impl StreamTask {
     /// The records produced since the last call.
     pub fn take_output(&mut self) -> Vec<ProducedRecord> {
         std::mem::take(&mut self.state.output)
+    }
+
+    /// Whether records wait to be taken with [`take_output`](Self::take_output).
+    pub fn has_output(&self) -> bool {
+        !self.state.output.is_empty()
     }
 
     /// For each input partition, the offset of the next record to process.

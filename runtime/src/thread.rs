@@ -10,14 +10,33 @@
 //! from their changelog partitions, and only then assigns the input
 //! partitions to its consumer.
 //!
-//! Commit (at-least-once): flush the producer, so every output of the
-//! processed records is written, then commit the consumed offsets. A crash
-//! between the two re-processes records after restart but loses none.
-//! Exactly-once (transactions) arrives with the Kafka runtime.
+//! State: with a state directory, each store is a RocksDB database in its
+//! task's directory and restore replays only the changelog past the task's
+//! checkpoint; without one, stores live in memory and are rebuilt from their
+//! changelogs on every start. Writes stay in each store's transaction buffer
+//! until the commit, so local state only ever holds committed changes.
+//!
+//! The commit cycle:
+//!
+//! 1. every task turns its buffered store writes into changelog records
+//!    (one per key written since the last commit);
+//! 2. all output — results, dead letters, changelog records — is sent;
+//! 3. at-least-once: the producer is flushed, then the consumed offsets are
+//!    committed (a crash between the two re-processes records but loses
+//!    none). Exactly-once: the consumed offsets are added to the open
+//!    transaction, which then commits outputs, changelog records and offsets
+//!    atomically (a crash before the commit aborts all of them);
+//! 4. only then are the buffered writes applied to the stores, and every
+//!    `checkpoint_interval_records` changelog records the stores are flushed
+//!    and the task's checkpoint written.
+//!
+//! A crash anywhere leaves local state a prefix of the committed changelog,
+//! not ahead of its checkpoint, so a restart restores only the tail.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use brook_topology::graph::{InternalTopicKind, NodeKind, TopicName};
 use brook_topology::processor::TaskId;
@@ -26,11 +45,24 @@ use brook_topology::{CleanupPolicy, Timestamp, TopicSpec, Topology};
 use crate::cluster::{
     Cluster, ClusterConsumer, ClusterError, ClusterProducer, Isolation, TopicPartition,
 };
-use brook_state::{KeyValueBytes, SharedStore};
+use brook_state::{
+    Checkpoint, CheckpointError, InMemoryKeyValueStore, KeyValueBytes, RocksDbConfig, RocksDbEnv,
+    RocksDbKeyValueStore, SharedStore, StateDirectory, StoreMetrics,
+};
 use brook_topology::graph::GlobalStore;
 
 use crate::cluster::ConsumedRecord;
 use crate::task::{StreamTask, TaskError, TaskMetrics, dead_letter_record};
+
+/// What a crash may do to results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingGuarantee {
+    /// Nothing is lost; after a crash some records are processed again.
+    AtLeastOnce,
+    /// Outputs, changelog records and input offsets commit atomically in
+    /// one transaction per commit (Kafka's exactly_once_v2).
+    ExactlyOnceV2,
+}
 
 /// Settings of a streams application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,18 +75,62 @@ pub struct StreamsConfig {
     pub max_poll_records: usize,
     /// Where undeserializable records go; default `<application.id>-dead-letters`.
     pub dead_letter_topic: Option<String>,
+    /// At-least-once (default) or exactly-once.
+    pub guarantee: ProcessingGuarantee,
+    /// Names this instance's transactional producer:
+    /// `<application.id>-<instance_id>`. A restarted instance must keep
+    /// its id, so that it fences its predecessor.
+    pub instance_id: String,
+    /// Where RocksDB stores and checkpoints live; `None`: stores in memory,
+    /// rebuilt from their changelogs on every start.
+    pub state_dir: Option<PathBuf>,
+    /// Memory budget of all RocksDB stores of the instance.
+    pub rocksdb: RocksDbConfig,
+    /// Uncommitted store writes held per thread before a commit is forced,
+    /// bytes.
+    pub max_uncommitted_bytes: usize,
+    /// Changelog records written between two checkpoints of a task (0:
+    /// checkpoint at every commit). Fewer checkpoints cost less I/O; more
+    /// shorten the restore after a crash.
+    pub checkpoint_interval_records: u64,
 }
 
 impl StreamsConfig {
-    /// Defaults for `application_id`: commit every 30 s (Kafka Streams'
-    /// at-least-once default), 500 records per poll.
+    /// Defaults for `application_id`: at-least-once, commit every 30 s
+    /// (Kafka Streams' at-least-once default), 500 records per poll, stores
+    /// in memory, 64 MiB of uncommitted writes, a checkpoint every 10 000
+    /// changelog records.
     pub fn new(application_id: impl Into<String>) -> Self {
         StreamsConfig {
             application_id: application_id.into(),
             commit_interval: Duration::from_secs(30),
             max_poll_records: 500,
             dead_letter_topic: None,
+            guarantee: ProcessingGuarantee::AtLeastOnce,
+            instance_id: "0".into(),
+            state_dir: None,
+            rocksdb: RocksDbConfig::default(),
+            max_uncommitted_bytes: 64 << 20,
+            checkpoint_interval_records: 10_000,
         }
+    }
+
+    /// Exactly-once, committing every 100 ms (Kafka Streams' default for it).
+    pub fn exactly_once(mut self) -> Self {
+        self.guarantee = ProcessingGuarantee::ExactlyOnceV2;
+        self.commit_interval = Duration::from_millis(100);
+        self
+    }
+
+    /// RocksDB stores under `dir`.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// The transactional id of this instance's producer.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.application_id, self.instance_id)
     }
 
     /// The dead-letter topic's name.
@@ -104,6 +180,174 @@ pub enum RuntimeError {
         /// What went wrong.
         source: Box<TaskError>,
     },
+    /// A checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A [`FaultInjector`] stopped the thread here (tests).
+    #[error("injected fault at {0:?}")]
+    InjectedFault(FaultPoint),
+}
+
+/// A step of the commit cycle or of restore where a test can make the
+/// thread fail as if the process had crashed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultPoint {
+    /// Records were processed; nothing of this commit was sent yet.
+    BeforeProduce,
+    /// Outputs and changelog records were sent (and flushed, at-least-once).
+    AfterProduce,
+    /// Exactly-once: the offsets were added to the transaction.
+    AfterSendOffsets,
+    /// Right before the transaction (or the offsets) commit.
+    BeforeCommit,
+    /// The cluster committed; local stores were not updated yet.
+    AfterCommit,
+    /// Local stores were updated; the checkpoint was not written yet.
+    AfterLocalApply,
+    /// A checkpoint was written.
+    AfterCheckpoint,
+    /// In the middle of restoring a store (after its first batch).
+    DuringRestore,
+}
+
+impl FaultPoint {
+    /// Every point, in cycle order.
+    pub const ALL: [FaultPoint; 8] = [
+        FaultPoint::BeforeProduce,
+        FaultPoint::AfterProduce,
+        FaultPoint::AfterSendOffsets,
+        FaultPoint::BeforeCommit,
+        FaultPoint::AfterCommit,
+        FaultPoint::AfterLocalApply,
+        FaultPoint::AfterCheckpoint,
+        FaultPoint::DuringRestore,
+    ];
+}
+
+/// Decides whether the thread fails at a [`FaultPoint`] (for crash tests;
+/// production threads have none).
+pub trait FaultInjector: Send + Sync {
+    /// `true`: fail now.
+    fn inject(&self, point: FaultPoint) -> bool;
+}
+
+/// Hears about restoration progress (as Kafka Streams' `StateRestoreListener`).
+pub trait RestoreListener: Send + Sync {
+    /// Restoring `store` of `task` from `changelog`, offsets `from..to`.
+    fn on_restore_start(
+        &self,
+        _task: TaskId,
+        _store: &str,
+        _changelog: &TopicPartition,
+        _from: i64,
+        _to: i64,
+    ) {
+    }
+    /// A batch was written; `restored` records so far, `remaining` to go.
+    fn on_batch_restored(
+        &self,
+        _task: TaskId,
+        _store: &str,
+        _changelog: &TopicPartition,
+        _restored: u64,
+        _remaining: u64,
+    ) {
+    }
+    /// Done: `restored` records in `elapsed`.
+    fn on_restore_end(
+        &self,
+        _task: TaskId,
+        _store: &str,
+        _changelog: &TopicPartition,
+        _restored: u64,
+        _elapsed: Duration,
+    ) {
+    }
+}
+
+/// The default listener: logs start, progress (at most every 5 s) and end,
+/// with records per second.
+#[derive(Debug, Default)]
+pub struct LoggingRestoreListener {
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+impl RestoreListener for LoggingRestoreListener {
+    fn on_restore_start(
+        &self,
+        task: TaskId,
+        store: &str,
+        changelog: &TopicPartition,
+        from: i64,
+        to: i64,
+    ) {
+        tracing::info!(%task, store, %changelog, from, to, "restoring {} records", to - from);
+    }
+
+    fn on_batch_restored(
+        &self,
+        task: TaskId,
+        store: &str,
+        _changelog: &TopicPartition,
+        restored: u64,
+        remaining: u64,
+    ) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+            *last = Some(Instant::now());
+            tracing::info!(%task, store, restored, remaining, "restoring");
+        }
+    }
+
+    fn on_restore_end(
+        &self,
+        task: TaskId,
+        store: &str,
+        changelog: &TopicPartition,
+        restored: u64,
+        elapsed: Duration,
+    ) {
+        let rate = restored as f64 / elapsed.as_secs_f64().max(1e-9);
+        tracing::info!(%task, store, %changelog, restored, records_per_sec = rate as u64, "restored");
+    }
+}
+
+/// Restoration so far, over all stores of a thread.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RestoreMetrics {
+    /// Changelog records applied.
+    pub records: u64,
+    /// Time spent restoring.
+    pub elapsed: Duration,
+    /// Stores restored (including ones with nothing to replay).
+    pub stores: u64,
+}
+
+impl RestoreMetrics {
+    /// Records per second while restoring.
+    pub fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// What a thread is given besides its configuration.
+#[derive(Clone, Default)]
+pub struct ThreadOptions {
+    /// Restoration progress goes here; default: [`LoggingRestoreListener`].
+    pub restore_listener: Option<Arc<dyn RestoreListener>>,
+    /// Crash tests: where to fail.
+    pub faults: Option<Arc<dyn FaultInjector>>,
+    /// The RocksDB memory budget shared with other threads of the instance;
+    /// default: one made from the configuration.
+    pub rocksdb: Option<RocksDbEnv>,
+}
+
+impl std::fmt::Debug for ThreadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadOptions")
+            .field("faults", &self.faults.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Resolves partition counts of every source topic, creating internal
@@ -189,48 +433,103 @@ fn prepare_topics(
     Ok(counts)
 }
 
-/// Rebuilds every task's logged stores from their changelog partitions,
-/// reading each to its end offset.
-fn restore(
-    cluster: &dyn Cluster,
-    application_id: &str,
-    tasks: &mut BTreeMap<TaskId, StreamTask>,
+/// Where a store's restore starts: its checkpointed offset if its local
+/// state survived, else the beginning.
+fn restore_start(
+    checkpoint: Option<&Checkpoint>,
+    existed: &dyn Fn(&str) -> bool,
+    store: &str,
+    tp: &TopicPartition,
+) -> i64 {
+    match checkpoint.and_then(|c| c.offset(&tp.topic, tp.partition)) {
+        Some(entry) if existed(store) => entry.offset,
+        _ => 0,
+    }
+}
+
+/// Replays the changelog of every logged store of `task` from where its
+/// local state ends to the changelog's end, in batches.
+#[allow(clippy::too_many_arguments)]
+fn restore_task(
+    consumer: &mut dyn ClusterConsumer,
+    task: &mut StreamTask,
+    checkpoint: Option<&Checkpoint>,
+    existed: &dyn Fn(&str) -> bool,
+    listener: &dyn RestoreListener,
+    faults: Option<&dyn FaultInjector>,
+    metrics: &mut RestoreMetrics,
 ) -> Result<(), RuntimeError> {
-    // A group that never commits: restoration always reads from the start
-    // (checkpoints that skip what local state already has come with
-    // persistent stores).
-    let mut consumer = cluster.consumer(
-        &format!("{application_id}-restore"),
-        Isolation::ReadCommitted,
-    )?;
-    for task in tasks.values_mut() {
-        for (store, tp) in task.changelog_partitions() {
-            let end = consumer.end_offsets(std::slice::from_ref(&tp))?[&tp];
-            if end == 0 {
-                continue;
+    const BATCH: usize = 10_000;
+    let task_err = |id, source| RuntimeError::Task {
+        task: id,
+        source: Box::new(source),
+    };
+    let id = task.id();
+    for (store, tp) in task.changelog_partitions() {
+        let started = Instant::now();
+        let end = consumer.end_offsets(std::slice::from_ref(&tp))?[&tp];
+        let mut from = restore_start(checkpoint, existed, &store, &tp);
+        if from > end {
+            // The changelog is shorter than local state says (it was
+            // deleted and recreated): local state cannot be trusted.
+            tracing::warn!(task = %id, store, %tp, checkpoint = from, end, "changelog is behind the checkpoint; rebuilding the store from scratch");
+            task.clear_store(&store).map_err(|e| task_err(id, e))?;
+            from = 0;
+        }
+        metrics.stores += 1;
+        if from == end {
+            task.restore_batch(&store, &[], end)
+                .map_err(|e| task_err(id, e))?;
+            continue;
+        }
+        listener.on_restore_start(id, &store, &tp, from, end);
+        consumer.assign(std::slice::from_ref(&tp))?;
+        consumer.seek(&tp, from)?;
+        let mut restored = 0u64;
+        let mut idle_polls = 0;
+        loop {
+            let position = consumer.position(&tp)?;
+            if position >= end {
+                break;
             }
-            consumer.assign(std::slice::from_ref(&tp))?;
-            let mut position = 0;
-            while position < end {
-                let records = consumer.poll(10_000)?;
-                if records.is_empty() {
+            let records = consumer.poll(BATCH)?;
+            if records.is_empty() {
+                idle_polls += 1;
+                if idle_polls > 100 {
                     return Err(ClusterError::Client(format!(
-                        "restoring store {store} of task {}: {tp} ended at offset {position}, expected {end}",
-                        task.id()
+                        "restoring store {store} of task {id}: {tp} stopped at offset {position}, expected {end}"
                     ))
                     .into());
                 }
-                for record in records {
-                    position = record.offset + 1;
-                    let key = record.key.as_deref().unwrap_or_default();
-                    task.restore(&store, key, record.value.as_deref())
-                        .map_err(|source| RuntimeError::Task {
-                            task: task.id(),
-                            source: Box::new(source),
-                        })?;
-                }
+                continue;
+            }
+            idle_polls = 0;
+            let batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
+                .into_iter()
+                .filter(|r| r.offset < end)
+                .map(|r| (r.key.unwrap_or_default(), r.value))
+                .collect();
+            restored += batch.len() as u64;
+            let next = consumer.position(&tp)?.min(end);
+            task.restore_batch(&store, &batch, next)
+                .map_err(|e| task_err(id, e))?;
+            listener.on_batch_restored(
+                id,
+                &store,
+                &tp,
+                restored,
+                u64::try_from(end - next).unwrap_or(0),
+            );
+            if faults.is_some_and(|f| f.inject(FaultPoint::DuringRestore)) {
+                return Err(RuntimeError::InjectedFault(FaultPoint::DuringRestore));
             }
         }
+        task.restore_batch(&store, &[], end)
+            .map_err(|e| task_err(id, e))?;
+        let elapsed = started.elapsed();
+        metrics.records += restored;
+        metrics.elapsed += elapsed;
+        listener.on_restore_end(id, &store, &tp, restored, elapsed);
     }
     Ok(())
 }
@@ -361,6 +660,23 @@ pub struct StreamThread {
     wall_clock: Timestamp,
     last_commit: Timestamp,
     globals: Option<GlobalUpdater>,
+    state: Option<StateDirectory>,
+    faults: Option<Arc<dyn FaultInjector>>,
+    /// Exactly-once: a transaction is open.
+    in_transaction: bool,
+    /// Records processed or output sent since the last commit.
+    dirty: bool,
+    /// Offsets committed last, to skip empty commits.
+    committed: BTreeMap<TopicPartition, i64>,
+    /// Changelog positions at each task's last checkpoint.
+    checkpointed: BTreeMap<TaskId, i64>,
+    restore_metrics: RestoreMetrics,
+}
+
+/// Sum of the changelog positions of a task (to tell how many changelog
+/// records it wrote since the last checkpoint).
+fn position_sum(task: &StreamTask) -> i64 {
+    task.changelog_positions().iter().map(|(_, _, p)| *p).sum()
 }
 
 impl StreamThread {
@@ -374,6 +690,26 @@ impl StreamThread {
         assigned: impl Fn(TaskId) -> bool,
         now: Timestamp,
     ) -> Result<Self, RuntimeError> {
+        Self::with_options(
+            topology,
+            config,
+            cluster,
+            assigned,
+            now,
+            ThreadOptions::default(),
+        )
+    }
+
+    /// [`new`](Self::new) with a restore listener, fault injection or a
+    /// shared RocksDB budget.
+    pub fn with_options(
+        topology: &Arc<Topology>,
+        config: StreamsConfig,
+        cluster: &dyn Cluster,
+        assigned: impl Fn(TaskId) -> bool,
+        now: Timestamp,
+        options: ThreadOptions,
+    ) -> Result<Self, RuntimeError> {
         let counts = prepare_topics(topology, &config, cluster)?;
         let globals = GlobalUpdater::start(cluster, topology, &config, &counts)?;
         let global_stores: BTreeMap<String, SharedStore> = globals
@@ -382,9 +718,25 @@ impl StreamThread {
             .map(|(spec, store)| (spec.store.clone(), store.clone()))
             .collect();
         let app = config.application_id.clone();
+        let state = config
+            .state_dir
+            .as_deref()
+            .map(|dir| StateDirectory::open(dir, &app))
+            .transpose()
+            .map_err(|source| RuntimeError::Store {
+                store: "(state directory)".into(),
+                source,
+            })?;
+        let env = match (&state, options.rocksdb) {
+            (Some(_), Some(env)) => Some(env),
+            (Some(_), None) => Some(RocksDbEnv::new(config.rocksdb)),
+            (None, _) => None,
+        };
         let dead_letters = config.dead_letter_topic();
         let mut tasks = BTreeMap::new();
         let mut routes = HashMap::new();
+        // Per task: its checkpoint and which stores had local state.
+        let mut local: BTreeMap<TaskId, (Option<Checkpoint>, Vec<String>)> = BTreeMap::new();
         for sub in topology.subtopologies() {
             let inputs: Vec<(String, i32)> = sub
                 .source_topics
@@ -412,6 +764,39 @@ impl StreamThread {
                 if !assigned(id) {
                     continue;
                 }
+                let task_name = id.to_string();
+                let mut existed = Vec::new();
+                let checkpoint = match &state {
+                    Some(state) => {
+                        state
+                            .task_dir(&task_name)
+                            .map_err(|source| RuntimeError::Store {
+                                store: format!("(task {id} directory)"),
+                                source,
+                            })?;
+                        match Checkpoint::read(&state.checkpoint_path(&task_name)) {
+                            Ok(c) => c,
+                            Err(CheckpointError::Corrupt { path, reason }) => {
+                                tracing::warn!(task = %id, path = %path.display(), reason, "ignoring a corrupt checkpoint; restoring from the beginning of the changelogs");
+                                None
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    None => None,
+                };
+                let mut open_store = |spec: &brook_topology::store::StoreSpec| -> brook_state::StoreResult<Box<dyn KeyValueBytes>> {
+                    match (&state, &env) {
+                        (Some(state), Some(env)) => {
+                            let path = state.store_path(&task_name, &spec.name);
+                            if path.exists() {
+                                existed.push(spec.name.clone());
+                            }
+                            Ok(Box::new(RocksDbKeyValueStore::open(path, env)?))
+                        }
+                        _ => Ok(Box::new(InMemoryKeyValueStore::new())),
+                    }
+                };
                 let task = StreamTask::new(
                     topology,
                     sub,
@@ -419,11 +804,17 @@ impl StreamThread {
                     &app,
                     &dead_letters,
                     &global_stores,
-                );
+                    &mut open_store,
+                )
+                .map_err(|source| RuntimeError::Task {
+                    task: id,
+                    source: Box::new(source),
+                })?;
                 for tp in task.partitions() {
                     routes.insert(tp.clone(), id);
                 }
                 tasks.insert(id, task);
+                local.insert(id, (checkpoint, existed));
             }
         }
         // Changelogs: compacted, one partition per task of the sub-topology.
@@ -446,29 +837,63 @@ impl StreamThread {
             }
         }
         cluster.create_topics(&changelogs)?;
-        // Stores first, then processors: init may read its stores.
-        restore(cluster, &app, &mut tasks)?;
-        for (id, task) in &mut tasks {
-            task.init(now).map_err(|source| RuntimeError::Task {
-                task: *id,
-                source: Box::new(source),
-            })?;
-        }
 
-        let mut consumer = cluster.consumer(&app, Isolation::ReadCommitted)?;
-        let partitions: Vec<TopicPartition> = routes.keys().cloned().collect();
-        consumer.assign(&partitions)?;
-        let producer = cluster.producer()?;
+        let producer = match config.guarantee {
+            // Fences a predecessor with the same id and aborts what it left
+            // open, before restore reads the changelogs.
+            ProcessingGuarantee::ExactlyOnceV2 => {
+                cluster.transactional_producer(&config.transactional_id())?
+            }
+            ProcessingGuarantee::AtLeastOnce => cluster.producer()?,
+        };
         let mut thread = StreamThread {
-            config,
-            consumer,
+            consumer: cluster.consumer(&app, Isolation::ReadCommitted)?,
             producer,
             tasks,
             routes,
             wall_clock: now,
             last_commit: now,
             globals,
+            state,
+            faults: options.faults,
+            in_transaction: false,
+            dirty: false,
+            committed: BTreeMap::new(),
+            checkpointed: BTreeMap::new(),
+            restore_metrics: RestoreMetrics::default(),
+            config,
         };
+        // Stores first, then processors: init may read its stores.
+        let listener = options
+            .restore_listener
+            .unwrap_or_else(|| Arc::new(LoggingRestoreListener::default()));
+        let mut restorer = cluster.consumer(&format!("{app}-restore"), Isolation::ReadCommitted)?;
+        let ids: Vec<TaskId> = thread.tasks.keys().copied().collect();
+        for id in ids {
+            let (checkpoint, existed) = local.remove(&id).unwrap_or_default();
+            let Some(task) = thread.tasks.get_mut(&id) else {
+                continue;
+            };
+            restore_task(
+                restorer.as_mut(),
+                task,
+                checkpoint.as_ref(),
+                &|store: &str| existed.iter().any(|s| s == store),
+                listener.as_ref(),
+                thread.faults.as_deref(),
+                &mut thread.restore_metrics,
+            )?;
+            thread.checkpoint(id)?;
+        }
+        drop(restorer);
+        for (id, task) in &mut thread.tasks {
+            task.init(now).map_err(|source| RuntimeError::Task {
+                task: *id,
+                source: Box::new(source),
+            })?;
+        }
+        let partitions: Vec<TopicPartition> = thread.routes.keys().cloned().collect();
+        thread.consumer.assign(&partitions)?;
         // Records forwarded during init (rare) are written like any others.
         thread.send_output()?;
         Ok(thread)
@@ -503,14 +928,32 @@ impl StreamThread {
             })
     }
 
+    /// What restoring the stores took, so far.
+    pub fn restore_metrics(&self) -> RestoreMetrics {
+        self.restore_metrics
+    }
+
+    /// Store operation counts per store, summed over tasks.
+    pub fn store_metrics(&self) -> BTreeMap<String, StoreMetrics> {
+        let mut all: BTreeMap<String, StoreMetrics> = BTreeMap::new();
+        for task in self.tasks.values() {
+            for (name, m) in task.store_metrics() {
+                all.entry(name).or_default().add(&m);
+            }
+        }
+        all
+    }
+
     /// One iteration: poll, process everything buffered, send the output,
     /// fire wall-clock punctuations at `now`, and commit if the commit
-    /// interval has passed. Returns the number of records polled.
+    /// interval has passed (or uncommitted store writes exceed their
+    /// budget). Returns the number of records polled.
     pub fn run_once(&mut self, now: Timestamp) -> Result<usize, RuntimeError> {
         // Global stores first, so joins see every update written before.
         if let Some(globals) = &mut self.globals {
-            for letter in globals.update()? {
-                self.producer.send(letter)?;
+            let letters = globals.update()?;
+            for letter in letters {
+                self.send(letter)?;
             }
         }
         let records = self.consumer.poll(self.config.max_poll_records)?;
@@ -520,6 +963,7 @@ impl StreamThread {
                 && let Some(task) = self.tasks.get_mut(id)
             {
                 task.add_record(record);
+                self.dirty = true;
             }
         }
         for (id, task) in &mut self.tasks {
@@ -531,7 +975,10 @@ impl StreamThread {
         self.advance_wall_clock(now)?;
         self.send_output()?;
         let interval = i64::try_from(self.config.commit_interval.as_millis()).unwrap_or(i64::MAX);
-        if now.saturating_sub(self.last_commit) >= interval {
+        let uncommitted: usize = self.tasks.values().map(StreamTask::uncommitted_bytes).sum();
+        if now.saturating_sub(self.last_commit) >= interval
+            || uncommitted > self.config.max_uncommitted_bytes
+        {
             self.commit()?;
         }
         Ok(polled)
@@ -550,19 +997,45 @@ impl StreamThread {
         self.send_output()
     }
 
+    fn exactly_once(&self) -> bool {
+        self.config.guarantee == ProcessingGuarantee::ExactlyOnceV2
+    }
+
+    fn fault(&self, point: FaultPoint) -> Result<(), RuntimeError> {
+        match &self.faults {
+            Some(f) if f.inject(point) => Err(RuntimeError::InjectedFault(point)),
+            _ => Ok(()),
+        }
+    }
+
+    fn send(&mut self, record: crate::cluster::ProducedRecord) -> Result<(), RuntimeError> {
+        if self.exactly_once() && !self.in_transaction {
+            self.producer.begin_transaction()?;
+            self.in_transaction = true;
+        }
+        self.dirty = true;
+        self.producer.send(record)?;
+        Ok(())
+    }
+
     fn send_output(&mut self) -> Result<(), RuntimeError> {
+        let mut output = Vec::new();
         for task in self.tasks.values_mut() {
-            for record in task.take_output() {
-                self.producer.send(record)?;
-            }
+            output.extend(task.take_output());
+        }
+        for record in output {
+            self.send(record)?;
         }
         Ok(())
     }
 
-    /// Writes all output, then commits the consumed offsets.
+    /// Commits: writes all output and the stores' changelog records, then
+    /// commits the consumed offsets (in the transaction, exactly-once),
+    /// then applies the stores' buffered writes locally and checkpoints.
     pub fn commit(&mut self) -> Result<(), RuntimeError> {
-        self.send_output()?;
-        self.producer.flush()?;
+        for task in self.tasks.values_mut() {
+            task.prepare_commit();
+        }
         let offsets: BTreeMap<TopicPartition, i64> = self
             .tasks
             .values()
@@ -572,16 +1045,97 @@ impl StreamThread {
                     .map(|(tp, o)| (tp.clone(), *o))
             })
             .collect();
-        if !offsets.is_empty() {
-            self.consumer.commit(&offsets)?;
+        let has_output = self.tasks.values().any(|t| t.has_output());
+        if !self.dirty && !has_output && offsets == self.committed {
+            self.last_commit = self.wall_clock;
+            return Ok(());
+        }
+        self.fault(FaultPoint::BeforeProduce)?;
+        self.send_output()?;
+        let app = self.config.application_id.clone();
+        if self.exactly_once() {
+            if !self.in_transaction {
+                self.producer.begin_transaction()?;
+                self.in_transaction = true;
+            }
+            self.producer.flush()?;
+            self.fault(FaultPoint::AfterProduce)?;
+            if !offsets.is_empty() {
+                self.producer.send_offsets_to_transaction(&app, &offsets)?;
+            }
+            self.fault(FaultPoint::AfterSendOffsets)?;
+            self.fault(FaultPoint::BeforeCommit)?;
+            self.producer.commit_transaction()?;
+            self.in_transaction = false;
+        } else {
+            self.producer.flush()?;
+            self.fault(FaultPoint::AfterProduce)?;
+            self.fault(FaultPoint::BeforeCommit)?;
+            if !offsets.is_empty() {
+                self.consumer.commit(&offsets)?;
+            }
+        }
+        self.committed = offsets;
+        self.dirty = false;
+        self.fault(FaultPoint::AfterCommit)?;
+        let written = self.producer.written_offsets();
+        for (id, task) in &mut self.tasks {
+            task.commit_local(&written)
+                .map_err(|source| RuntimeError::Task {
+                    task: *id,
+                    source: Box::new(source),
+                })?;
+        }
+        self.fault(FaultPoint::AfterLocalApply)?;
+        let due: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(id, task)| {
+                let since = position_sum(task) - self.checkpointed.get(id).copied().unwrap_or(0);
+                since > 0
+                    && u64::try_from(since).unwrap_or(0) >= self.config.checkpoint_interval_records
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &due {
+            self.checkpoint(*id)?;
+        }
+        if !due.is_empty() {
+            self.fault(FaultPoint::AfterCheckpoint)?;
         }
         self.last_commit = self.wall_clock;
         Ok(())
     }
 
-    /// Commits and closes every task.
+    /// Flushes a task's stores and writes its checkpoint (with a state
+    /// directory; a no-op for in-memory stores).
+    fn checkpoint(&mut self, id: TaskId) -> Result<(), RuntimeError> {
+        let (Some(state), Some(task)) = (&self.state, self.tasks.get_mut(&id)) else {
+            return Ok(());
+        };
+        task.flush_stores().map_err(|source| RuntimeError::Task {
+            task: id,
+            source: Box::new(source),
+        })?;
+        let mut checkpoint = Checkpoint::default();
+        for (store, tp, position) in task.changelog_positions() {
+            checkpoint.set(&store, &tp.topic, tp.partition, position);
+        }
+        checkpoint.write(&state.checkpoint_path(&id.to_string()))?;
+        self.checkpointed.insert(id, position_sum(task));
+        Ok(())
+    }
+
+    /// Commits, checkpoints and closes every task (a clean shutdown: the
+    /// next start restores nothing).
     pub fn close(mut self) -> Result<(), RuntimeError> {
-        let result = self.commit();
+        let mut result = self.commit();
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            if result.is_ok() {
+                result = self.checkpoint(id);
+            }
+        }
         for task in self.tasks.values_mut() {
             task.close();
         }

@@ -6,13 +6,19 @@
 //! [`RocksDbEnv`] shares one LRU block cache, and memtables are charged to
 //! that cache through one write-buffer manager, so adding stores or keys
 //! does not add memory beyond the configured budget.
+//!
+//! Writes skip RocksDB's write-ahead log, as in Kafka Streams: the changelog
+//! is the log. [`flush`](KeyValueBytes::flush) writes memtables to disk
+//! before a checkpoint names the changelog offset they reflect, so after a
+//! crash the store holds at least what its checkpoint says (a prefix of the
+//! changelog) and restore replays the rest.
 
 use std::path::{Path, PathBuf};
 
 use brook_topology::store::{KeyValueBytes, StoreError, StoreResult};
 use rocksdb::{
-    BlockBasedOptions, Cache, DBCompressionType, IteratorMode, Options, ReadOptions,
-    WriteBufferManager,
+    BlockBasedOptions, Cache, DBCompressionType, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteBufferManager, WriteOptions,
 };
 
 /// Memory budget shared by all RocksDB stores of an instance.
@@ -92,6 +98,7 @@ impl RocksDbEnv {
 pub struct RocksDbKeyValueStore {
     db: rocksdb::DB,
     path: PathBuf,
+    write: WriteOptions,
 }
 
 impl std::fmt::Debug for RocksDbKeyValueStore {
@@ -108,17 +115,29 @@ impl RocksDbKeyValueStore {
         let path = path.as_ref().to_path_buf();
         let db = rocksdb::DB::open(&env.options(), &path)
             .map_err(|e| StoreError::new("open", format!("RocksDB at {}: {e}", path.display())))?;
-        Ok(RocksDbKeyValueStore { db, path })
+        Ok(Self::wrap(db, path))
+    }
+
+    /// Opens an existing store for reading only (inspection tools); fails
+    /// if there is no store at `path`. Works while the application runs.
+    pub fn open_read_only(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut options = Options::default();
+        options.create_if_missing(false);
+        let db = rocksdb::DB::open_for_read_only(&options, &path, false)
+            .map_err(|e| StoreError::new("open", format!("RocksDB at {}: {e}", path.display())))?;
+        Ok(Self::wrap(db, path))
+    }
+
+    fn wrap(db: rocksdb::DB, path: PathBuf) -> Self {
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        RocksDbKeyValueStore { db, path, write }
     }
 
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Writes memtables to disk.
-    pub fn flush(&self) -> StoreResult<()> {
-        self.db.flush().map_err(|e| self.error("flush", e))
     }
 
     fn error(&self, operation: &'static str, e: rocksdb::Error) -> StoreError {
@@ -136,9 +155,32 @@ impl KeyValueBytes for RocksDbKeyValueStore {
 
     fn put(&mut self, key: &[u8], value: Option<&[u8]>) -> StoreResult<()> {
         match value {
-            Some(value) => self.db.put(key, value).map_err(|e| self.error("put", e)),
-            None => self.db.delete(key).map_err(|e| self.error("delete", e)),
+            Some(value) => self
+                .db
+                .put_opt(key, value, &self.write)
+                .map_err(|e| self.error("put", e)),
+            None => self
+                .db
+                .delete_opt(key, &self.write)
+                .map_err(|e| self.error("delete", e)),
         }
+    }
+
+    fn write_batch(&mut self, batch: &[(Vec<u8>, Option<Vec<u8>>)]) -> StoreResult<()> {
+        let mut write = WriteBatch::default();
+        for (key, value) in batch {
+            match value {
+                Some(value) => write.put(key, value),
+                None => write.delete(key),
+            }
+        }
+        self.db
+            .write_opt(write, &self.write)
+            .map_err(|e| self.error("write_batch", e))
+    }
+
+    fn flush(&mut self) -> StoreResult<()> {
+        self.db.flush().map_err(|e| self.error("flush", e))
     }
 
     fn range(
@@ -199,11 +241,21 @@ mod tests {
             store.put(b"k", Some(b"v"))?;
             store.put(b"gone", Some(b"x"))?;
             store.put(b"gone", None)?;
+            store.write_batch(&[
+                (b"b1".to_vec(), Some(b"1".to_vec())),
+                (b"b2".to_vec(), Some(b"2".to_vec())),
+                (b"b1".to_vec(), None),
+            ])?;
+            store.flush()?;
         }
+        let read_only = RocksDbKeyValueStore::open_read_only(dir.path().join("s"))?;
+        assert_eq!(read_only.get(b"b2")?, Some(b"2".to_vec()));
+        drop(read_only);
         let store = RocksDbKeyValueStore::open(dir.path().join("s"), &env)?;
         assert_eq!(store.get(b"k")?, Some(b"v".to_vec()));
         assert_eq!(store.get(b"gone")?, None);
-        assert_eq!(store.len()?, 1);
+        assert_eq!(store.get(b"b1")?, None);
+        assert_eq!(store.len()?, 2);
         Ok(())
     }
 

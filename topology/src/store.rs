@@ -53,6 +53,19 @@ pub trait KeyValueBytes: Send {
     fn is_empty(&self) -> StoreResult<bool> {
         Ok(self.len()? == 0)
     }
+    /// Applies several writes, in order; persistent stores apply them
+    /// atomically (all or none survive a crash).
+    fn write_batch(&mut self, batch: &[(Vec<u8>, Option<Vec<u8>>)]) -> StoreResult<()> {
+        for (key, value) in batch {
+            self.put(key, value.as_deref())?;
+        }
+        Ok(())
+    }
+    /// Makes every write so far durable (persistent stores write their
+    /// memory buffers to disk); a no-op for in-memory stores.
+    fn flush(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 impl<S: KeyValueBytes + ?Sized> KeyValueBytes for Box<S> {
@@ -74,6 +87,14 @@ impl<S: KeyValueBytes + ?Sized> KeyValueBytes for Box<S> {
 
     fn len(&self) -> StoreResult<usize> {
         (**self).len()
+    }
+
+    fn write_batch(&mut self, batch: &[(Vec<u8>, Option<Vec<u8>>)]) -> StoreResult<()> {
+        (**self).write_batch(batch)
+    }
+
+    fn flush(&mut self) -> StoreResult<()> {
+        (**self).flush()
     }
 }
 

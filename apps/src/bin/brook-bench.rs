@@ -17,21 +17,34 @@
 //!   brook's producer defaults (idempotent), records/s;
 //! - `mock_produce_plain`: the same with `enable.idempotence=false`, side by
 //!   side, to show what idempotence costs;
-//! - `mock_consume`: reading them back with an assigned consumer, records/s.
+//! - `mock_consume`: reading them back with an assigned consumer, records/s;
+//! - `restore_rocksdb`: rebuilding a RocksDB store from a changelog of
+//!   `--state-records` records (default 1M, distinct keys, 100-byte values)
+//!   on the Memory cluster, records/s;
+//! - `count_rocksdb_distinct_keys`: counting `--state-records` records with
+//!   distinct keys into a RocksDB store through the engine (Memory cluster,
+//!   at-least-once), records/s;
+//! - `rss_growth_count_1m_keys`: how much the process RSS grew during that
+//!   count (the store then holds one key per record), MiB; and
+//!   `rocksdb_cache_usage`: the shared block cache and memtables, MiB.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use brook_apps::args::Args;
+use brook_runtime::cluster::{Cluster, ProducedRecord};
 use brook_runtime::kafka::{KafkaConfig, send_blocking};
+use brook_runtime::memory::MemoryCluster;
 use brook_runtime::partition::partition_for_key;
+use brook_runtime::thread::{StreamThread, StreamsConfig, ThreadOptions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-const USAGE: &str = "usage: brook-bench [--runs N] [--records N] [--out DIR] [--label TEXT]";
+const USAGE: &str =
+    "usage: brook-bench [--runs N] [--records N] [--state-records N] [--out DIR] [--label TEXT]";
 const PARTITIONS: i32 = 16;
 const VALUE_BYTES: usize = 100;
 
@@ -71,7 +84,7 @@ impl Sample {
 fn main() {
     let args = match Args::parse(
         std::env::args().skip(1),
-        &["runs", "records", "out", "label"],
+        &["runs", "records", "state-records", "out", "label"],
         USAGE,
     ) {
         Ok(args) => args,
@@ -89,8 +102,9 @@ fn main() {
 fn run(args: &Args) -> Result<()> {
     let runs: usize = args.parse_or("runs", 5)?;
     let records: usize = args.parse_or("records", 200_000)?;
-    if runs == 0 || records == 0 {
-        bail!("--runs and --records must be positive");
+    let state_records: usize = args.parse_or("state-records", 1_000_000)?;
+    if runs == 0 || records == 0 || state_records == 0 {
+        bail!("--runs, --records and --state-records must be positive");
     }
     let out_dir = args.get("out").unwrap_or("bench/results").to_owned();
     let label = args.get("label").unwrap_or("unlabelled").to_owned();
@@ -99,6 +113,10 @@ fn run(args: &Args) -> Result<()> {
     let mut produce = Sample::new("mock_produce", "records/s");
     let mut produce_plain = Sample::new("mock_produce_plain", "records/s");
     let mut consume = Sample::new("mock_consume", "records/s");
+    let mut restore = Sample::new("restore_rocksdb", "records/s");
+    let mut count = Sample::new("count_rocksdb_distinct_keys", "records/s");
+    let mut rss = Sample::new("rss_growth_count_1m_keys", "MiB");
+    let mut cache = Sample::new("rocksdb_cache_usage", "MiB");
     let keys: Vec<String> = (0..1_000_000).map(|i| format!("customer-{i:08}")).collect();
     for run in 1..=runs {
         partition.runs.push(bench_partition(&keys));
@@ -107,10 +125,27 @@ fn run(args: &Args) -> Result<()> {
         consume.runs.push(c);
         let (p, _) = bench_mock_roundtrip(records, false).with_context(|| format!("run {run}"))?;
         produce_plain.runs.push(p);
+        restore
+            .runs
+            .push(bench_restore(state_records).with_context(|| format!("run {run}: restore"))?);
+        let (rate, grew, used) =
+            bench_count(state_records).with_context(|| format!("run {run}: count"))?;
+        count.runs.push(rate);
+        rss.runs.push(grew);
+        cache.runs.push(used);
         eprintln!("run {run}/{runs} done");
     }
 
-    let samples = [partition, produce, produce_plain, consume];
+    let samples = [
+        partition,
+        produce,
+        produce_plain,
+        consume,
+        restore,
+        count,
+        rss,
+        cache,
+    ];
     let table = render_table(&samples, runs, records, &label);
     println!("{table}");
     write_results(&out_dir, &samples, &table, runs, records, &label)
@@ -169,6 +204,126 @@ fn bench_mock_roundtrip(records: usize, idempotent: bool) -> Result<(f64, f64)> 
     }
     let consume_rate = records as f64 / started.elapsed().as_secs_f64();
     Ok((produce_rate, consume_rate))
+}
+
+/// The process's resident set size, MiB (Linux).
+fn rss_mib() -> Result<f64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kib / 1024.0)
+}
+
+fn count_topology(logged: bool) -> Result<std::sync::Arc<brook_topology::Topology>> {
+    use brook_topology::serdes::{Json, Utf8};
+    use brook_topology::{Consumed, Grouped, Materialized, StreamsBuilder};
+    let b = StreamsBuilder::new();
+    let materialized = Materialized::named("counts", Utf8, Json::<i64>::new());
+    let materialized = if logged {
+        materialized
+    } else {
+        materialized.without_logging()
+    };
+    b.stream("bench-in", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .count(materialized);
+    Ok(std::sync::Arc::new(b.build()?))
+}
+
+fn record(topic: &str, key: String, value: Vec<u8>) -> ProducedRecord {
+    ProducedRecord {
+        topic: topic.to_owned(),
+        partition: Some(0),
+        key: Some(key.into_bytes()),
+        value: Some(value),
+        timestamp: 0,
+        headers: brook_topology::Headers::new(),
+    }
+}
+
+/// Restores a RocksDB store from a changelog of `n` records with distinct
+/// keys on the Memory cluster; records/s.
+fn bench_restore(n: usize) -> Result<f64> {
+    let cluster = MemoryCluster::new();
+    cluster.create_topics(&[
+        brook_topology::TopicSpec::new("bench-in", 1),
+        brook_topology::TopicSpec::new("bench-counts-changelog", 1),
+    ])?;
+    let value = vec![b'x'; VALUE_BYTES];
+    for i in 0..n {
+        cluster.produce(record(
+            "bench-counts-changelog",
+            format!("customer-{i:08}"),
+            value.clone(),
+        ))?;
+    }
+    let dir = tempfile::tempdir()?;
+    let config = StreamsConfig::new("bench").state_dir(dir.path());
+    let thread = StreamThread::with_options(
+        &count_topology(true)?,
+        config,
+        &cluster,
+        |_| true,
+        0,
+        ThreadOptions::default(),
+    )?;
+    let metrics = thread.restore_metrics();
+    if metrics.records != n as u64 {
+        bail!("restored {} records, expected {n}", metrics.records);
+    }
+    Ok(metrics.records_per_sec())
+}
+
+/// Counts `n` records with distinct keys into a RocksDB store; returns
+/// records/s, RSS growth (MiB) and the RocksDB cache usage (MiB).
+fn bench_count(n: usize) -> Result<(f64, f64, f64)> {
+    let cluster = MemoryCluster::new();
+    cluster.create_topics(&[brook_topology::TopicSpec::new("bench-in", 1)])?;
+    for i in 0..n {
+        cluster.produce(record(
+            "bench-in",
+            format!("customer-{i:08}"),
+            b"v".to_vec(),
+        ))?;
+    }
+    let dir = tempfile::tempdir()?;
+    let mut config = StreamsConfig::new("bench").state_dir(dir.path());
+    config.max_poll_records = 10_000;
+    let env = brook_state::RocksDbEnv::new(config.rocksdb);
+    let before = rss_mib()?;
+    let started = Instant::now();
+    let mut thread = StreamThread::with_options(
+        &count_topology(false)?,
+        config,
+        &cluster,
+        |_| true,
+        0,
+        ThreadOptions {
+            rocksdb: Some(env.clone()),
+            ..ThreadOptions::default()
+        },
+    )?;
+    let mut now = 0;
+    while thread.metrics().processed < n as u64 {
+        now += 1_000;
+        thread.run_once(now)?;
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "counted only {} of {n} records in 600 s",
+                thread.metrics().processed
+            );
+        }
+    }
+    thread.commit()?;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let grew = rss_mib()? - before;
+    let cache = env.cache_usage() as f64 / (1024.0 * 1024.0);
+    drop(thread);
+    Ok((rate, grew, cache))
 }
 
 fn render_table(samples: &[Sample], runs: usize, records: usize, label: &str) -> String {

@@ -1,0 +1,177 @@
+//! brook-state: look at and manage an application's local state.
+//!
+//! ```text
+//! brook-state stores  --state-dir DIR --application-id ID
+//! brook-state inspect --state-dir DIR --application-id ID --store NAME [--task T]
+//!                     [--op count|get|range] [--key K] [--from K] [--to K] [--limit N]
+//! brook-state wipe    --state-dir DIR --application-id ID [--task T]
+//! ```
+//!
+//! - `stores` lists the stores of each task with the changelog offset of
+//!   their checkpoint;
+//! - `inspect` opens a store read-only (safe while the application runs)
+//!   and prints its entry count, one key's value, or a key range (keys are
+//!   given as UTF-8 text; bytes that are not printable are shown as hex);
+//! - `wipe` deletes local state (refused while an instance holds the state
+//!   directory); the next start rebuilds it from the changelogs, replaying
+//!   them in full.
+//!
+//! Exit codes: 0 done, 1 the operation failed (the message says why),
+//! 2 bad arguments.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use brook_apps::args::Args;
+use brook_runtime::tools;
+use brook_state::{KeyValueBytes, StateDirectory};
+
+const USAGE: &str = "usage:
+  brook-state stores  --state-dir DIR --application-id ID
+  brook-state inspect --state-dir DIR --application-id ID --store NAME [--task T]
+                      [--op count|get|range] [--key K] [--from K] [--to K] [--limit N]
+  brook-state wipe    --state-dir DIR --application-id ID [--task T]";
+
+const OPTIONS: &[&str] = &[
+    "state-dir",
+    "application-id",
+    "store",
+    "task",
+    "op",
+    "key",
+    "from",
+    "to",
+    "limit",
+];
+
+fn main() {
+    let mut argv = std::env::args().skip(1);
+    let command = argv.next().unwrap_or_default();
+    let args = match Args::parse(argv, OPTIONS, USAGE) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("brook-state: {error:#}");
+            std::process::exit(2);
+        }
+    };
+    let result = match command.as_str() {
+        "stores" => stores(&args),
+        "inspect" => inspect(&args),
+        "wipe" => wipe(&args),
+        "" | "--help" | "-h" | "help" => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+        other => {
+            eprintln!("brook-state: unknown command {other:?}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(error) = result {
+        eprintln!("brook-state: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn required<'a>(args: &'a Args, name: &str) -> Result<&'a str> {
+    args.get(name)
+        .with_context(|| format!("--{name} is required\n\n{USAGE}"))
+}
+
+fn location(args: &Args) -> Result<(PathBuf, String)> {
+    Ok((
+        PathBuf::from(required(args, "state-dir")?),
+        required(args, "application-id")?.to_owned(),
+    ))
+}
+
+/// Printable UTF-8 as is, anything else as `0x<hex>`.
+fn show(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.chars().all(|c| !c.is_control()) => text.to_owned(),
+        _ => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x{hex}")
+        }
+    }
+}
+
+fn stores(args: &Args) -> Result<()> {
+    let (dir, app) = location(args)?;
+    let stores = tools::list_stores(&dir, &app)?;
+    if stores.is_empty() {
+        bail!("no stores under {}", dir.join(&app).display());
+    }
+    println!("task\tstore\tcheckpoint");
+    for s in stores {
+        let checkpoint = s
+            .checkpoint
+            .map_or_else(|| "-".to_owned(), |o| o.to_string());
+        println!("{}\t{}\t{checkpoint}", s.task, s.store);
+    }
+    Ok(())
+}
+
+fn inspect(args: &Args) -> Result<()> {
+    let (dir, app) = location(args)?;
+    let store = required(args, "store")?;
+    let tasks: Vec<String> = match args.get("task") {
+        Some(task) => vec![task.to_owned()],
+        None => tools::list_stores(&dir, &app)?
+            .into_iter()
+            .filter(|s| s.store == store)
+            .map(|s| s.task)
+            .collect(),
+    };
+    if tasks.is_empty() {
+        bail!(
+            "no task of {app} under {} has a store {store:?}",
+            dir.display()
+        );
+    }
+    let op = args.get("op").unwrap_or("count");
+    let limit: usize = args.parse_or("limit", 100)?;
+    let mut total = 0;
+    for task in &tasks {
+        let db = tools::open_store_read_only(&dir, &app, task, store)?;
+        match op {
+            "count" => {
+                let n = db.len()?;
+                total += n;
+                println!("{task}\t{n}");
+            }
+            "get" => {
+                let key = required(args, "key")?;
+                if let Some(value) = db.get(key.as_bytes())? {
+                    println!("{task}\t{key}\t{}", show(&value));
+                }
+            }
+            "range" => {
+                let from = args.get("from").map(str::as_bytes);
+                let to = args.get("to").map(str::as_bytes);
+                for (key, value) in db.range(from, to)?.into_iter().take(limit) {
+                    println!("{task}\t{}\t{}", show(&key), show(&value));
+                }
+            }
+            other => bail!("unknown --op {other:?}: count, get or range"),
+        }
+    }
+    if op == "count" && tasks.len() > 1 {
+        println!("total\t{total}");
+    }
+    Ok(())
+}
+
+fn wipe(args: &Args) -> Result<()> {
+    let (dir, app) = location(args)?;
+    let state = StateDirectory::open(&dir, &app)?;
+    let tasks = match args.get("task") {
+        Some(task) => vec![task.to_owned()],
+        None => state.tasks()?,
+    };
+    for task in &tasks {
+        state.wipe_task(task)?;
+        println!("wiped {}", state.root().join(task).display());
+    }
+    Ok(())
+}
