@@ -637,6 +637,17 @@ impl StreamTask {
         self.state.metrics.dead_lettered += 1;
     }
 
+    /// Lets every processor forward what it held back (caches), before a
+    /// commit; what they forward is processed downstream as usual.
+    pub fn flush_processors(&mut self) -> Result<(), TaskError> {
+        self.state.write_time = self.state.stream_time.max(0);
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.run_processor(id, |processor, ctx| processor.flush(ctx))?;
+        }
+        Ok(())
+    }
+
     /// Turns the stores' uncommitted writes into changelog records (one
     /// per key, its last value), into this task's partition of each
     /// changelog; they are part of the output the commit writes.

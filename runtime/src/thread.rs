@@ -1033,7 +1033,12 @@ impl StreamThread {
     /// commits the consumed offsets (in the transaction, exactly-once),
     /// then applies the stores' buffered writes locally and checkpoints.
     pub fn commit(&mut self) -> Result<(), RuntimeError> {
-        for task in self.tasks.values_mut() {
+        for (id, task) in &mut self.tasks {
+            task.flush_processors()
+                .map_err(|source| RuntimeError::Task {
+                    task: *id,
+                    source: Box::new(source),
+                })?;
             task.prepare_commit();
         }
         let offsets: BTreeMap<TopicPartition, i64> = self

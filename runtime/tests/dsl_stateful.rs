@@ -158,6 +158,40 @@ fn with_rocksdb_a_restart_restores_only_the_changelog_past_the_checkpoint() -> T
     Ok(())
 }
 
+#[test]
+fn a_cached_table_forwards_one_update_per_key_and_commit() -> TestResult {
+    let b = StreamsBuilder::new();
+    b.stream("lines", Consumed::with(Utf8, Utf8))
+        .flat_map_values(|line: String| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .group_by(|_, word| word.clone(), Grouped::with(Utf8, Utf8))
+        .count(Materialized::named("cached-counts", Utf8, Json::<i64>::new()).with_caching())
+        .to_stream()
+        .to("counts", Produced::with(Utf8, Nullable(Json::<i64>::new())));
+    let driver = TopologyTestDriver::new(b.build()?)?;
+    let lines = driver.input_topic("lines", Utf8, Utf8);
+    // One line is one commit here: "a" twice in it is one update.
+    lines.pipe_input("d".into(), "a b a a".into(), 1)?;
+    let counts = driver.output_topic("counts", Utf8, Nullable(Json::<i64>::new()));
+    assert_eq!(
+        counts.read_key_values()?,
+        vec![("a".to_string(), Some(3)), ("b".to_string(), Some(1))]
+    );
+    lines.pipe_input("d".into(), "b".into(), 2)?;
+    assert_eq!(counts.read_key_values()?, vec![("b".to_string(), Some(2))]);
+    assert_eq!(
+        driver
+            .cluster()
+            .records("test-app-cached-counts-changelog")?
+            .len(),
+        3
+    );
+    Ok(())
+}
+
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Default)]
 struct Revenue {
     count: u64,

@@ -252,6 +252,9 @@ pub trait DynProcessor: Send {
         id: ScheduleId,
         timestamp: Timestamp,
     ) -> Result<(), ProcessError>;
+    /// Called before every commit: a processor holding updates back (a
+    /// cache) forwards them now, so the commit includes them.
+    fn flush(&mut self, ctx: &mut dyn DynContext) -> Result<(), ProcessError>;
     /// Called once when the task closes.
     fn close(&mut self);
 }
@@ -280,6 +283,12 @@ pub trait Processor<KIn, VIn, KOut, VOut>: Send + 'static {
         _id: ScheduleId,
         _timestamp: Timestamp,
     ) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    /// Called before every commit: forward whatever was held back (caches
+    /// coalescing updates between commits do).
+    fn flush(&mut self, _ctx: &mut ProcessorContext<'_, KOut, VOut>) -> Result<(), ProcessError> {
         Ok(())
     }
 
@@ -398,6 +407,10 @@ where
     ) -> Result<(), ProcessError> {
         self.inner
             .punctuate(&mut ProcessorContext::new(ctx), id, timestamp)
+    }
+
+    fn flush(&mut self, ctx: &mut dyn DynContext) -> Result<(), ProcessError> {
+        self.inner.flush(&mut ProcessorContext::new(ctx))
     }
 
     fn close(&mut self) {

@@ -163,6 +163,7 @@ pub struct Materialized<K, V> {
     pub(crate) value: Arc<dyn Serde<V>>,
     pub(crate) logged: bool,
     pub(crate) retention: Option<std::time::Duration>,
+    pub(crate) caching: bool,
 }
 
 impl<K: Data, V: Data> Materialized<K, V> {
@@ -174,7 +175,19 @@ impl<K: Data, V: Data> Materialized<K, V> {
             value: Arc::new(value),
             logged: true,
             retention: None,
+            caching: false,
         }
+    }
+
+    /// Caches a table's updates between commits: of several updates to a
+    /// key before a commit, only the last is forwarded downstream (with
+    /// the value before the first as `old`), as Kafka Streams' record
+    /// cache does. Fewer downstream records and writes, at the cost of
+    /// results arriving at commit time rather than per record. Changelog
+    /// records are coalesced per commit either way.
+    pub fn with_caching(mut self) -> Self {
+        self.caching = true;
+        self
     }
 
     /// For window stores: how long windows are kept after they end (default:
@@ -228,6 +241,7 @@ pub(crate) fn windowed_store<K: Data, V: Data>(
         value,
         logged,
         retention,
+        caching: false,
     }
 }
 

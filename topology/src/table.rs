@@ -30,6 +30,7 @@
 //! assert!(described.contains("(stores: [word-counts])"));
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::graph::TopicName;
@@ -136,11 +137,16 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         let mut g = input.graph.borrow_mut();
         g.stores.push(materialized.spec());
         let store_name = store.clone();
+        let cache_key = materialized.caching.then(|| materialized.key.clone());
         let node = g.add_stateful(
             prefix,
             supplier::<_, K, V, K, Change<VA>>(move || Aggregate {
                 store: store_name.clone(),
                 step: step.clone(),
+                cache: cache_key.clone().map(|key| RecordCache {
+                    key,
+                    dirty: BTreeMap::new(),
+                }),
             }),
             &[input.node],
             vec![store.clone()],
@@ -195,6 +201,22 @@ pub(crate) type Step<K, V, VA> = Arc<dyn Fn(&K, V, Option<VA>) -> VA + Send + Sy
 struct Aggregate<K, V, VA> {
     store: String,
     step: Step<K, V, VA>,
+    cache: Option<RecordCache<K, VA>>,
+}
+
+/// Keys updated since the last commit, by key bytes: the key, the value
+/// before the first update, and the last update's timestamp and headers.
+struct RecordCache<K, VA> {
+    key: Arc<dyn Serde<K>>,
+    dirty: BTreeMap<
+        Vec<u8>,
+        (
+            K,
+            Option<VA>,
+            crate::record::Timestamp,
+            crate::record::Headers,
+        ),
+    >,
 }
 
 impl<K: Data, V: Data, VA: Data> Processor<K, V, K, Change<VA>> for Aggregate<K, V, VA> {
@@ -207,6 +229,23 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, K, Change<VA>> for Aggregate<K,
         let old = store.get(&record.key)?;
         let new = (self.step)(&record.key, record.value, old.clone());
         store.put(&record.key, &new)?;
+        if let Some(cache) = &mut self.cache {
+            let bytes = cache
+                .key
+                .serialize(&record.key)
+                .map_err(|source| ProcessError::Serde {
+                    context: format!("caching a key of store {}", self.store),
+                    source,
+                })?
+                .unwrap_or_default();
+            let entry = cache
+                .dirty
+                .entry(bytes)
+                .or_insert_with(|| (record.key, old, record.timestamp, record.headers.clone()));
+            entry.2 = entry.2.max(record.timestamp);
+            entry.3 = record.headers;
+            return Ok(());
+        }
         ctx.forward(Record {
             key: record.key,
             value: Change {
@@ -216,6 +255,23 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, K, Change<VA>> for Aggregate<K,
             timestamp: record.timestamp,
             headers: record.headers,
         });
+        Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_, K, Change<VA>>) -> Result<(), ProcessError> {
+        let Some(cache) = &mut self.cache else {
+            return Ok(());
+        };
+        let dirty = std::mem::take(&mut cache.dirty);
+        for (_, (key, old, timestamp, headers)) in dirty {
+            let new = ctx.key_value_store::<K, VA>(&self.store)?.get(&key)?;
+            ctx.forward(Record {
+                key,
+                value: Change { new, old },
+                timestamp,
+                headers,
+            });
+        }
         Ok(())
     }
 }

@@ -5,6 +5,10 @@
 //! brook-state inspect --state-dir DIR --application-id ID --store NAME [--task T]
 //!                     [--op count|get|range] [--key K] [--from K] [--to K] [--limit N]
 //! brook-state wipe    --state-dir DIR --application-id ID [--task T]
+//! brook-state rebuild --bootstrap HOST:PORT --state-dir DIR --application-id ID
+//!                     [--task T] [--store NAME]
+//! brook-state reset   --bootstrap HOST:PORT --application-id ID --input-topic T...
+//!                     [--to earliest|<ms since the epoch>] [--state-dir DIR]
 //! ```
 //!
 //! - `stores` lists the stores of each task with the changelog offset of
@@ -14,7 +18,14 @@
 //!   given as UTF-8 text; bytes that are not printable are shown as hex);
 //! - `wipe` deletes local state (refused while an instance holds the state
 //!   directory); the next start rebuilds it from the changelogs, replaying
-//!   them in full.
+//!   them in full;
+//! - `rebuild` rebuilds local stores from their changelogs alone, without
+//!   processing input, and checkpoints them;
+//! - `reset` makes the application recompute from its inputs: rewinds its
+//!   consumer group on the input topics, deletes its changelog and
+//!   repartition topics, and removes its local state.
+//!
+//! Stop the application's instances before `wipe`, `rebuild` or `reset`.
 //!
 //! Exit codes: 0 done, 1 the operation failed (the message says why),
 //! 2 bad arguments.
@@ -23,14 +34,18 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use brook_apps::args::Args;
-use brook_runtime::tools;
+use brook_runtime::kafka::{KafkaCluster, KafkaConfig};
+use brook_runtime::tools::{self, ResetTo};
 use brook_state::{KeyValueBytes, StateDirectory};
 
 const USAGE: &str = "usage:
   brook-state stores  --state-dir DIR --application-id ID
   brook-state inspect --state-dir DIR --application-id ID --store NAME [--task T]
                       [--op count|get|range] [--key K] [--from K] [--to K] [--limit N]
-  brook-state wipe    --state-dir DIR --application-id ID [--task T]";
+  brook-state wipe    --state-dir DIR --application-id ID [--task T]
+  brook-state rebuild --bootstrap HOST:PORT --state-dir DIR --application-id ID [--task T] [--store NAME]
+  brook-state reset   --bootstrap HOST:PORT --application-id ID --input-topic T...
+                      [--to earliest|<ms since the epoch>] [--state-dir DIR]";
 
 const OPTIONS: &[&str] = &[
     "state-dir",
@@ -42,6 +57,8 @@ const OPTIONS: &[&str] = &[
     "from",
     "to",
     "limit",
+    "bootstrap",
+    "input-topic",
 ];
 
 fn main() {
@@ -58,6 +75,8 @@ fn main() {
         "stores" => stores(&args),
         "inspect" => inspect(&args),
         "wipe" => wipe(&args),
+        "rebuild" => rebuild(&args),
+        "reset" => reset(&args),
         "" | "--help" | "-h" | "help" => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -172,6 +191,66 @@ fn wipe(args: &Args) -> Result<()> {
     for task in &tasks {
         state.wipe_task(task)?;
         println!("wiped {}", state.root().join(task).display());
+    }
+    Ok(())
+}
+
+fn cluster(args: &Args) -> Result<KafkaCluster> {
+    let bootstrap = required(args, "bootstrap")?;
+    KafkaCluster::new(KafkaConfig::new(bootstrap))
+        .with_context(|| format!("connecting to Kafka at {bootstrap}"))
+}
+
+fn rebuild(args: &Args) -> Result<()> {
+    let (dir, app) = location(args)?;
+    let cluster = cluster(args)?;
+    let tasks: Vec<String> = args.all("task").to_vec();
+    let stores: Vec<String> = args.all("store").to_vec();
+    let rebuilt = tools::rebuild_state(
+        &cluster,
+        &app,
+        &dir,
+        &tasks,
+        &stores,
+        brook_state::RocksDbConfig::default(),
+    )?;
+    if rebuilt.is_empty() {
+        bail!("no stores to rebuild under {}", dir.join(&app).display());
+    }
+    for r in rebuilt {
+        let rate = r.records as f64 / r.elapsed.as_secs_f64().max(1e-9);
+        println!(
+            "{}\t{}\t{} records from {} in {:.2?} ({rate:.0} records/s)",
+            r.task, r.store, r.records, r.changelog, r.elapsed
+        );
+    }
+    Ok(())
+}
+
+fn reset(args: &Args) -> Result<()> {
+    let app = required(args, "application-id")?;
+    let inputs = args.all("input-topic");
+    if inputs.is_empty() {
+        bail!("--input-topic is required (repeat it for each input topic)\n\n{USAGE}");
+    }
+    let to =
+        match args.get("to").unwrap_or("earliest") {
+            "earliest" => ResetTo::Earliest,
+            ms => ResetTo::Timestamp(ms.parse().with_context(|| {
+                format!("--to {ms:?}: earliest or milliseconds since the epoch")
+            })?),
+        };
+    let cluster = cluster(args)?;
+    let state_dir = args.get("state-dir").map(PathBuf::from);
+    let report = tools::reset_application(&cluster, app, inputs, to, state_dir.as_deref())?;
+    for (tp, offset) in &report.input_offsets {
+        println!("{tp}\tcommitted offset now {offset}");
+    }
+    for topic in &report.deleted_topics {
+        println!("deleted topic {topic}");
+    }
+    if let Some(dir) = &report.wiped_state {
+        println!("removed local state under {}", dir.display());
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Kafka clients: configuration and topic administration.
+//! Kafka clients: configuration, topic administration, and
+//! [`KafkaCluster`], the Kafka adapter of the runtime's `Cluster` port.
 //!
 //! [`KafkaConfig`] is the single place where brook's defaults for librdkafka
 //! live; [`KafkaAdmin`] creates, describes and deletes topics through the
@@ -6,9 +7,11 @@
 //! handled by their own adapters, so nothing here assumes one exists.
 
 mod admin;
+mod cluster;
 mod config;
 mod produce;
 
 pub use admin::{AdminError, CreateOutcome, KafkaAdmin};
+pub use cluster::KafkaCluster;
 pub use config::{BOOTSTRAP_ENV, KafkaConfig};
 pub use produce::send_blocking;

@@ -1,0 +1,592 @@
+//! The Kafka adapter of the [`Cluster`] port, on librdkafka.
+//!
+//! Consumers here are assign-mode consumers in a consumer group (for
+//! committed offsets): they read the partitions they are given, from the
+//! group's committed offsets or the beginning. Producers track the offsets
+//! the brokers acknowledged, per partition, from delivery reports (the
+//! runtime checkpoints changelogs with them). Transactional producers run
+//! Kafka's transaction protocol: `init_transactions` on creation fences
+//! earlier producers with the same transactional id.
+//!
+//! Calls block up to the cluster's timeout (30 s by default).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use brook_topology::{Headers, TopicSpec};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{AdminError, KafkaAdmin, KafkaConfig};
+use crate::cluster::{
+    Cluster, ClusterConsumer, ClusterError, ClusterProducer, ConsumedRecord, Isolation,
+    ProducedRecord, TopicPartition,
+};
+
+/// A Kafka cluster reached through librdkafka.
+pub struct KafkaCluster {
+    config: KafkaConfig,
+    admin: KafkaAdmin,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for KafkaCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaCluster")
+            .field("bootstrap", &self.config.bootstrap())
+            .finish_non_exhaustive()
+    }
+}
+
+fn client_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Client(format!("{what}: {e}"))
+}
+
+fn admin_err(e: AdminError) -> ClusterError {
+    match e {
+        AdminError::InvalidSpec(spec) => ClusterError::InvalidSpec(spec),
+        AdminError::Topic {
+            topic,
+            code: RDKafkaErrorCode::UnknownTopicOrPartition,
+            ..
+        } => ClusterError::UnknownTopic(topic),
+        other => {
+            let mut message = other.to_string();
+            let mut source = std::error::Error::source(&other);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            ClusterError::Client(message)
+        }
+    }
+}
+
+fn block_on<F: Future>(future: F) -> Result<F::Output, ClusterError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| client_err("starting an admin runtime", e))?;
+    Ok(runtime.block_on(future))
+}
+
+impl KafkaCluster {
+    /// The cluster of `config`.
+    pub fn new(config: KafkaConfig) -> Result<Self, ClusterError> {
+        let timeout = Duration::from_secs(30);
+        let admin = KafkaAdmin::new(&config)
+            .map_err(admin_err)?
+            .with_timeout(timeout);
+        Ok(KafkaCluster {
+            config,
+            admin,
+            timeout,
+        })
+    }
+
+    /// How long calls wait for the brokers (default 30 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.admin = self.admin.with_timeout(timeout);
+        self
+    }
+
+    fn new_producer(&self, transactional_id: Option<&str>) -> Result<KafkaProducer, ClusterError> {
+        let mut config = self.config.producer();
+        if let Some(id) = transactional_id {
+            config.set("transactional.id", id);
+        }
+        let tracker = DeliveryTracker::default();
+        let producer: BaseProducer<DeliveryTracker> =
+            config
+                .create_with_context(tracker.clone())
+                .map_err(|e| client_err("creating a producer", e))?;
+        if let Some(id) = transactional_id {
+            producer
+                .init_transactions(self.timeout)
+                .map_err(|e| txn_err(id, "init_transactions", e))?;
+        }
+        Ok(KafkaProducer {
+            producer,
+            tracker,
+            transactional_id: transactional_id.map(str::to_owned),
+            group_metadata: BTreeMap::new(),
+            config: self.config.clone(),
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl Cluster for KafkaCluster {
+    fn create_topics(&self, specs: &[TopicSpec]) -> Result<(), ClusterError> {
+        block_on(self.admin.create_topics(specs))?.map_err(admin_err)?;
+        Ok(())
+    }
+
+    fn partition_count(&self, topic: &str) -> Result<i32, ClusterError> {
+        self.admin.partition_count(topic).map_err(admin_err)
+    }
+
+    fn list_topics(&self) -> Result<Vec<String>, ClusterError> {
+        let consumer: BaseConsumer = self
+            .config
+            .client()
+            .create()
+            .map_err(|e| client_err("creating a metadata client", e))?;
+        let metadata = consumer
+            .fetch_metadata(None, self.timeout)
+            .map_err(|e| client_err("fetching metadata", e))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name().to_owned())
+            .collect())
+    }
+
+    fn delete_topics(&self, topics: &[String]) -> Result<(), ClusterError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        block_on(self.admin.delete_topics(&names))?.map_err(admin_err)
+    }
+
+    fn consumer(
+        &self,
+        group: &str,
+        isolation: Isolation,
+    ) -> Result<Box<dyn ClusterConsumer>, ClusterError> {
+        let level = match isolation {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        };
+        let consumer: BaseConsumer = self
+            .config
+            .consumer(group)
+            .set("isolation.level", level)
+            .set("enable.partition.eof", "true")
+            .create()
+            .map_err(|e| client_err(format!("creating a consumer in group {group:?}"), e))?;
+        Ok(Box::new(KafkaConsumer {
+            consumer,
+            group: group.to_owned(),
+            timeout: self.timeout,
+            assigned: BTreeMap::new(),
+            next: BTreeMap::new(),
+            ends: BTreeMap::new(),
+        }))
+    }
+
+    fn producer(&self) -> Result<Box<dyn ClusterProducer>, ClusterError> {
+        Ok(Box::new(self.new_producer(None)?))
+    }
+
+    fn transactional_producer(
+        &self,
+        transactional_id: &str,
+    ) -> Result<Box<dyn ClusterProducer>, ClusterError> {
+        Ok(Box::new(self.new_producer(Some(transactional_id))?))
+    }
+}
+
+struct KafkaConsumer {
+    consumer: BaseConsumer,
+    group: String,
+    timeout: Duration,
+    /// Assigned partitions and where reading (re)starts.
+    assigned: BTreeMap<TopicPartition, Offset>,
+    /// Offset after the last record returned, per partition.
+    next: BTreeMap<TopicPartition, i64>,
+    /// End offsets learnt from `end_offsets`, for positions at partition EOF
+    /// (read-committed readers skip transaction markers silently).
+    ends: BTreeMap<TopicPartition, i64>,
+}
+
+impl KafkaConsumer {
+    fn apply_assignment(&mut self) -> Result<(), ClusterError> {
+        let mut list = TopicPartitionList::new();
+        for (tp, offset) in &self.assigned {
+            list.add_partition_offset(&tp.topic, tp.partition, *offset)
+                .map_err(|e| client_err(format!("assigning {tp}"), e))?;
+        }
+        self.consumer
+            .assign(&list)
+            .map_err(|e| client_err(format!("assigning partitions in group {:?}", self.group), e))
+    }
+
+    fn record(message: &rdkafka::message::BorrowedMessage<'_>) -> ConsumedRecord {
+        let mut headers = Headers::new();
+        if let Some(h) = message.headers() {
+            for header in h.iter() {
+                headers.add(header.key, header.value.map(<[u8]>::to_vec));
+            }
+        }
+        ConsumedRecord {
+            tp: TopicPartition::new(message.topic(), message.partition()),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            timestamp: message.timestamp().to_millis().unwrap_or(0),
+            headers,
+        }
+    }
+}
+
+impl ClusterConsumer for KafkaConsumer {
+    fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ClusterError> {
+        self.assigned = partitions
+            .iter()
+            .map(|tp| (tp.clone(), Offset::Stored))
+            .collect();
+        self.next.clear();
+        self.apply_assignment()
+    }
+
+    fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClusterError> {
+        let mut out = Vec::new();
+        // Wait a little for the first record, then take what is there.
+        let mut wait = Duration::from_millis(100);
+        while out.len() < max {
+            let Some(result) = self.consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            match result {
+                Ok(message) => {
+                    let record = Self::record(&message);
+                    self.next.insert(record.tp.clone(), record.offset + 1);
+                    out.push(record);
+                }
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    // At the end: past any trailing transaction markers.
+                    for (tp, end) in &self.ends {
+                        if tp.partition == partition && self.assigned.contains_key(tp) {
+                            let next = self.next.entry(tp.clone()).or_insert(0);
+                            *next = (*next).max(*end);
+                        }
+                    }
+                }
+                Err(e) => return Err(client_err(format!("polling in group {:?}", self.group), e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClusterError> {
+        let entry = self
+            .assigned
+            .get_mut(tp)
+            .ok_or_else(|| ClusterError::Client(format!("seek on {tp}, which is not assigned")))?;
+        *entry = Offset::Offset(offset);
+        self.next.insert(tp.clone(), offset);
+        // Re-assigning restarts every partition where this consumer is now.
+        for (other, start) in self.assigned.iter_mut() {
+            if other != tp
+                && let Some(next) = self.next.get(other)
+            {
+                *start = Offset::Offset(*next);
+            }
+        }
+        self.apply_assignment()
+    }
+
+    fn position(&self, tp: &TopicPartition) -> Result<i64, ClusterError> {
+        if let Some(next) = self.next.get(tp) {
+            return Ok(*next);
+        }
+        match self.assigned.get(tp) {
+            Some(Offset::Offset(o)) => Ok(*o),
+            Some(_) => {
+                let committed = self
+                    .consumer
+                    .committed_offsets(
+                        {
+                            let mut list = TopicPartitionList::new();
+                            list.add_partition(&tp.topic, tp.partition);
+                            list
+                        },
+                        self.timeout,
+                    )
+                    .map_err(|e| client_err(format!("committed offset of {tp}"), e))?;
+                let offset = committed
+                    .find_partition(&tp.topic, tp.partition)
+                    .map(|e| e.offset());
+                match offset {
+                    Some(Offset::Offset(o)) => Ok(o),
+                    _ => {
+                        let (low, _) = self
+                            .consumer
+                            .fetch_watermarks(&tp.topic, tp.partition, self.timeout)
+                            .map_err(|e| client_err(format!("watermarks of {tp}"), e))?;
+                        Ok(low)
+                    }
+                }
+            }
+            None => Err(ClusterError::Client(format!(
+                "position of {tp}, which is not assigned"
+            ))),
+        }
+    }
+
+    fn offsets_for_times(
+        &mut self,
+        partitions: &[TopicPartition],
+        timestamp: i64,
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClusterError> {
+        let mut out = BTreeMap::new();
+        let mut list = TopicPartitionList::new();
+        for tp in partitions {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&tp.topic, tp.partition, self.timeout)
+                .map_err(|e| client_err(format!("watermarks of {tp}"), e))?;
+            if timestamp == i64::MIN {
+                out.insert(tp.clone(), low);
+            } else {
+                out.insert(tp.clone(), high);
+                list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(timestamp))
+                    .map_err(|e| client_err(format!("offsets of {tp}"), e))?;
+            }
+        }
+        if list.count() > 0 {
+            let found = self
+                .consumer
+                .offsets_for_times(list, self.timeout)
+                .map_err(|e| client_err("looking up offsets by time", e))?;
+            for element in found.elements() {
+                if let Offset::Offset(o) = element.offset() {
+                    out.insert(TopicPartition::new(element.topic(), element.partition()), o);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn end_offsets(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>, ClusterError> {
+        let mut out = BTreeMap::new();
+        for tp in partitions {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(&tp.topic, tp.partition, self.timeout)
+                .map_err(|e| match e {
+                    KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                        ClusterError::UnknownPartition(tp.clone())
+                    }
+                    other => client_err(format!("end offset of {tp}"), other),
+                })?;
+            self.ends.insert(tp.clone(), high);
+            out.insert(tp.clone(), high);
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), ClusterError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let list = offsets_list(offsets)?;
+        self.consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(|e| client_err(format!("committing offsets of group {:?}", self.group), e))
+    }
+}
+
+fn offsets_list(
+    offsets: &BTreeMap<TopicPartition, i64>,
+) -> Result<TopicPartitionList, ClusterError> {
+    let mut list = TopicPartitionList::new();
+    for (tp, offset) in offsets {
+        list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
+            .map_err(|e| client_err(format!("offset of {tp}"), e))?;
+    }
+    Ok(list)
+}
+
+/// Collects delivery reports: acknowledged offsets and the first failure.
+#[derive(Clone, Default)]
+struct DeliveryTracker {
+    state: Arc<Mutex<Deliveries>>,
+}
+
+#[derive(Default)]
+struct Deliveries {
+    written: BTreeMap<TopicPartition, i64>,
+    failure: Option<String>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(message) => {
+                let tp = TopicPartition::new(message.topic(), message.partition());
+                let next = state.written.entry(tp).or_insert(0);
+                *next = (*next).max(message.offset() + 1);
+            }
+            Err((error, message)) => {
+                if state.failure.is_none() {
+                    state.failure = Some(format!(
+                        "delivery to {}[{}] failed: {error}",
+                        message.topic(),
+                        message.partition()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+struct KafkaProducer {
+    producer: BaseProducer<DeliveryTracker>,
+    tracker: DeliveryTracker,
+    transactional_id: Option<String>,
+    /// Consumer group metadata for `send_offsets_to_transaction`, by group.
+    group_metadata: BTreeMap<String, BaseConsumer>,
+    config: KafkaConfig,
+    timeout: Duration,
+}
+
+fn txn_err(id: &str, call: &str, e: KafkaError) -> ClusterError {
+    let code = match &e {
+        KafkaError::Transaction(t) => Some(t.code()),
+        _ => e.rdkafka_error_code(),
+    };
+    match code {
+        Some(RDKafkaErrorCode::Fenced)
+        | Some(RDKafkaErrorCode::ProducerFenced)
+        | Some(RDKafkaErrorCode::InvalidProducerEpoch) => ClusterError::Fenced {
+            transactional_id: id.to_owned(),
+            epoch: 0,
+            current: 0,
+        },
+        _ => client_err(format!("{call} for transactional id {id:?}"), e),
+    }
+}
+
+impl KafkaProducer {
+    fn take_failure(&self) -> Result<(), ClusterError> {
+        let mut state = self.tracker.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.failure.take() {
+            Some(failure) => Err(ClusterError::Client(failure)),
+            None => Ok(()),
+        }
+    }
+
+    fn txn_id(&self) -> Result<&str, ClusterError> {
+        self.transactional_id
+            .as_deref()
+            .ok_or_else(|| ClusterError::TransactionState("not a transactional producer".into()))
+    }
+}
+
+impl ClusterProducer for KafkaProducer {
+    fn send(&mut self, record: ProducedRecord) -> Result<(), ClusterError> {
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in record.headers.iter() {
+            headers = headers.insert(Header { key, value });
+        }
+        let started = Instant::now();
+        loop {
+            let mut message = BaseRecord::<[u8], [u8]>::to(&record.topic)
+                .timestamp(record.timestamp)
+                .headers(headers.clone());
+            if let Some(partition) = record.partition {
+                message = message.partition(partition);
+            }
+            if let Some(key) = &record.key {
+                message = message.key(key.as_slice());
+            }
+            if let Some(value) = &record.value {
+                message = message.payload(value.as_slice());
+            }
+            match self.producer.send(message) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if started.elapsed() < self.timeout =>
+                {
+                    self.producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    return Err(client_err(format!("producing to {}", record.topic), e));
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), ClusterError> {
+        self.producer
+            .flush(self.timeout)
+            .map_err(|e| client_err("flushing the producer", e))?;
+        self.take_failure()
+    }
+
+    fn written_offsets(&self) -> BTreeMap<TopicPartition, i64> {
+        self.tracker
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .written
+            .clone()
+    }
+
+    fn begin_transaction(&mut self) -> Result<(), ClusterError> {
+        let id = self.txn_id()?.to_owned();
+        self.producer
+            .begin_transaction()
+            .map_err(|e| txn_err(&id, "begin_transaction", e))
+    }
+
+    fn send_offsets_to_transaction(
+        &mut self,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), ClusterError> {
+        let id = self.txn_id()?.to_owned();
+        if !self.group_metadata.contains_key(group) {
+            let consumer: BaseConsumer =
+                self.config.consumer(group).create().map_err(|e| {
+                    client_err(format!("creating a consumer in group {group:?}"), e)
+                })?;
+            self.group_metadata.insert(group.to_owned(), consumer);
+        }
+        let metadata = self
+            .group_metadata
+            .get(group)
+            .and_then(|c| c.group_metadata())
+            .ok_or_else(|| ClusterError::Client(format!("no metadata for group {group:?}")))?;
+        let list = offsets_list(offsets)?;
+        self.producer
+            .send_offsets_to_transaction(&list, &metadata, self.timeout)
+            .map_err(|e| txn_err(&id, "send_offsets_to_transaction", e))
+    }
+
+    fn commit_transaction(&mut self) -> Result<(), ClusterError> {
+        let id = self.txn_id()?.to_owned();
+        self.producer
+            .commit_transaction(self.timeout)
+            .map_err(|e| txn_err(&id, "commit_transaction", e))?;
+        self.take_failure()
+    }
+
+    fn abort_transaction(&mut self) -> Result<(), ClusterError> {
+        let id = self.txn_id()?.to_owned();
+        self.producer
+            .abort_transaction(self.timeout)
+            .map_err(|e| txn_err(&id, "abort_transaction", e))?;
+        // Deliveries of an aborted transaction do not count as failures.
+        let _ = self.take_failure();
+        Ok(())
+    }
+}

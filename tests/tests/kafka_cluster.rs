@@ -1,0 +1,240 @@
+//! The Kafka adapter of the `Cluster` port, against the real-protocol
+//! brokers here: the port's consumer and producer contract on the mock
+//! cluster and tansu; on tansu (which has an admin API) also the runtime
+//! itself with RocksDB state — process, restore on a fresh state directory,
+//! rebuild from changelogs, and reset.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brook_runtime::cluster::{Cluster, Isolation, ProducedRecord, TopicPartition};
+use brook_runtime::kafka::KafkaCluster;
+use brook_runtime::thread::{StreamThread, StreamsConfig};
+use brook_runtime::tools::{self, ResetTo};
+use brook_testkit::TestBroker;
+use brook_topology::serdes::{Json, Utf8};
+use brook_topology::{
+    Consumed, Grouped, Headers, Materialized, Produced, StreamsBuilder, TopicSpec,
+};
+
+type TestResult<T = ()> = Result<T, Box<dyn Error>>;
+
+fn record(topic: &str, key: &str, value: &str, timestamp: i64) -> ProducedRecord {
+    let mut headers = Headers::new();
+    headers.add("h", Some(b"1".to_vec()));
+    ProducedRecord {
+        topic: topic.to_owned(),
+        partition: Some(0),
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(value.as_bytes().to_vec()),
+        timestamp,
+        headers,
+    }
+}
+
+fn port_contract(broker: &TestBroker) -> TestResult {
+    let ns = broker.namespace();
+    let topic = ns.topic("port");
+    broker.create_topics(&[TopicSpec::new(&topic, 1)])?;
+    let cluster = KafkaCluster::new(broker.config().clone())?.with_timeout(Duration::from_secs(30));
+    let mut producer = cluster.producer()?;
+    for i in 0..10 {
+        producer.send(record(
+            &topic,
+            &format!("k{i}"),
+            &format!("v{i}"),
+            1_000 + i,
+        ))?;
+    }
+    producer.flush()?;
+    let tp = TopicPartition::new(topic.clone(), 0);
+    assert_eq!(producer.written_offsets().get(&tp), Some(&10));
+
+    let group = ns.group("port");
+    let mut consumer = cluster.consumer(&group, Isolation::ReadCommitted)?;
+    assert_eq!(consumer.end_offsets(std::slice::from_ref(&tp))?[&tp], 10);
+    consumer.assign(std::slice::from_ref(&tp))?;
+    let mut got = Vec::new();
+    let started = Instant::now();
+    while got.len() < 10 && started.elapsed() < Duration::from_secs(30) {
+        got.extend(consumer.poll(100)?);
+    }
+    assert_eq!(got.len(), 10);
+    assert_eq!(got[3].key.as_deref(), Some(&b"k3"[..]));
+    assert_eq!(got[3].timestamp, 1_003);
+    assert_eq!(got[3].headers.last("h"), Some(Some(&b"1"[..])));
+    assert_eq!(consumer.position(&tp)?, 10);
+    consumer.seek(&tp, 7)?;
+    assert_eq!(consumer.position(&tp)?, 7);
+    let mut again = Vec::new();
+    let started = Instant::now();
+    while again.len() < 3 && started.elapsed() < Duration::from_secs(30) {
+        again.extend(consumer.poll(100)?);
+    }
+    assert_eq!(
+        again.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![7, 8, 9]
+    );
+    consumer.commit(&BTreeMap::from([(tp.clone(), 5)]))?;
+    drop(consumer);
+    // A new member of the group starts at the committed offset.
+    let mut resumed = cluster.consumer(&group, Isolation::ReadCommitted)?;
+    resumed.assign(std::slice::from_ref(&tp))?;
+    assert_eq!(resumed.position(&tp)?, 5);
+    assert_eq!(
+        resumed.offsets_for_times(std::slice::from_ref(&tp), i64::MIN)?[&tp],
+        0
+    );
+    Ok(())
+}
+
+#[test]
+fn the_port_contract_holds_on_the_mock_cluster() -> TestResult {
+    port_contract(&TestBroker::mock()?)
+}
+
+#[test]
+fn the_port_contract_holds_on_tansu() -> TestResult {
+    port_contract(&TestBroker::tansu()?)
+}
+
+fn word_count(ns: &brook_testkit::Namespace) -> TestResult<brook_topology::Topology> {
+    let b = StreamsBuilder::new();
+    b.stream(&ns.topic("lines"), Consumed::with(Utf8, Utf8))
+        .flat_map_values(|line: String| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .group_by(|_, word| word.clone(), Grouped::with(Utf8, Utf8))
+        .count(Materialized::named("counts", Utf8, Json::<i64>::new()))
+        .to(
+            &ns.topic("counts"),
+            Produced::with(Utf8, Json::<i64>::new()),
+        );
+    Ok(b.build()?)
+}
+
+fn read_store(thread: &mut StreamThread) -> TestResult<BTreeMap<String, i64>> {
+    let mut all = BTreeMap::new();
+    for id in thread.task_ids() {
+        if let Some((spec, bytes)) = thread.task_mut(id).and_then(|t| t.store_mut("counts")) {
+            all.extend(brook_topology::KeyValueStore::<String, i64>::new(spec, bytes)?.all()?);
+        }
+    }
+    Ok(all)
+}
+
+#[test]
+fn on_tansu_state_is_restored_rebuilt_and_reset() -> TestResult {
+    let broker = TestBroker::tansu()?;
+    let ns = broker.namespace();
+    let lines = ns.topic("lines");
+    broker.create_topics(&[
+        TopicSpec::new(&lines, 2),
+        TopicSpec::new(ns.topic("counts"), 2),
+    ])?;
+    let cluster = KafkaCluster::new(broker.config().clone())?;
+    let mut producer = cluster.producer()?;
+    let text = ["a b a", "c a", "b b", "d"];
+    for (i, line) in text.iter().enumerate() {
+        let mut r = record(&lines, &format!("doc{i}"), line, 1_000 + i as i64);
+        r.partition = None;
+        producer.send(r)?;
+    }
+    producer.flush()?;
+    let expected = BTreeMap::from([
+        ("a".to_string(), 3),
+        ("b".to_string(), 3),
+        ("c".to_string(), 1),
+        ("d".to_string(), 1),
+    ]);
+
+    let app = ns.group("wc");
+    let dir = tempfile::tempdir()?;
+    let topology = Arc::new(word_count(&ns)?);
+    let mut config = StreamsConfig::new(&app).state_dir(dir.path());
+    config.commit_interval = Duration::ZERO;
+    let mut thread = StreamThread::new(&topology, config.clone(), &cluster, |_| true, 0)?;
+    let started = Instant::now();
+    let mut now = 0;
+    while read_store(&mut thread)? != expected {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!("counts after 60 s: {:?}", read_store(&mut thread)?).into());
+        }
+        now += 10;
+        thread.run_once(now)?;
+    }
+    thread.close()?;
+
+    // A fresh state directory: rebuilt from the changelog before processing.
+    let fresh = tempfile::tempdir()?;
+    let changelog = format!("{app}-counts-changelog");
+    let mut thread = StreamThread::new(
+        &topology,
+        config.clone().state_dir(fresh.path()),
+        &cluster,
+        |_| true,
+        now,
+    )?;
+    assert!(
+        thread.restore_metrics().records >= 4,
+        "{:?}",
+        thread.restore_metrics()
+    );
+    assert_eq!(read_store(&mut thread)?, expected);
+    drop(thread);
+
+    // Rebuild from changelogs only, into the first state directory.
+    let rebuilt = tools::rebuild_state(
+        &cluster,
+        &app,
+        dir.path(),
+        &[],
+        &[],
+        brook_state::RocksDbConfig::default(),
+    )?;
+    assert_eq!(rebuilt.len(), 2, "{rebuilt:?}");
+    assert!(rebuilt.iter().all(|r| r.changelog.topic == changelog));
+    let stores = tools::list_stores(dir.path(), &app)?;
+    assert_eq!(stores.len(), 2);
+    let mut total = 0;
+    for s in &stores {
+        let db = tools::open_store_read_only(dir.path(), &app, &s.task, &s.store)?;
+        total += brook_state::KeyValueBytes::len(&db)?;
+    }
+    assert_eq!(total, 4);
+
+    // Reset: offsets back to the start, internal topics gone, state wiped.
+    let report = tools::reset_application(
+        &cluster,
+        &app,
+        std::slice::from_ref(&lines),
+        ResetTo::Earliest,
+        Some(dir.path()),
+    )?;
+    assert!(report.input_offsets.values().all(|&o| o == 0), "{report:?}");
+    assert!(report.deleted_topics.contains(&changelog), "{report:?}");
+    assert!(tools::list_stores(dir.path(), &app)?.is_empty());
+    let committed = cluster
+        .consumer(&app, Isolation::ReadCommitted)
+        .and_then(|mut c| {
+            let tp = TopicPartition::new(lines.clone(), 0);
+            c.assign(std::slice::from_ref(&tp))?;
+            c.position(&tp)
+        })?;
+    assert_eq!(committed, 0);
+    // The application recomputes the same result from its inputs.
+    let mut thread = StreamThread::new(&topology, config, &cluster, |_| true, now)?;
+    let started = Instant::now();
+    while read_store(&mut thread)? != expected {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!("recomputed: {:?}", read_store(&mut thread)?).into());
+        }
+        now += 10;
+        thread.run_once(now)?;
+    }
+    Ok(())
+}
