@@ -67,7 +67,9 @@ fn stores_are_listed_inspected_and_wiped() -> TestResult {
         &[
             &["inspect"][..],
             &base,
-            &["--store", "counts", "--op", "range", "--from", "b", "--to", "z"],
+            &[
+                "--store", "counts", "--op", "range", "--from", "b", "--to", "z",
+            ],
         ]
         .concat(),
     )?;
@@ -76,7 +78,11 @@ fn stores_are_listed_inspected_and_wiped() -> TestResult {
     // Errors: a missing store (1), an unknown option (2).
     let out = brook_state(&[&["inspect"][..], &base, &["--store", "nope"]].concat())?;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).1.contains("has a store \"nope\""), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("has a store \"nope\""),
+        "{}",
+        text(&out).1
+    );
     let out = brook_state(&["inspect", "--colour", "red"])?;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("unknown option --colour"));

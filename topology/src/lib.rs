@@ -22,6 +22,7 @@ pub mod stream_join;
 pub mod table;
 pub mod topic;
 pub mod window;
+pub mod window_store;
 pub mod windowed;
 
 pub use graph::{Topology, TopologyDescription, TopologyError};
@@ -32,4 +33,5 @@ pub use stream::{Consumed, KStream, Produced, Repartitioned, SplitStream, Stream
 pub use table::{Change, Grouped, KGroupedStream, KTable};
 pub use topic::{CleanupPolicy, TopicSpec, TopicSpecError};
 pub use window::{TimeWindows, Window, Windowed, WindowedSerde};
+pub use window_store::{SessionStore, WindowStore};
 pub use windowed::{TimeWindowedKStream, WindowedKTable};

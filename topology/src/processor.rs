@@ -364,6 +364,26 @@ impl<'a, K: Data, V: Data> ProcessorContext<'a, K, V> {
         let (spec, bytes) = self.inner.store(name)?;
         KeyValueStore::new(spec, bytes)
     }
+
+    /// The window store `name` (keyed by windowed keys).
+    pub fn window_store<SK: Data, SV: Data>(
+        &mut self,
+        name: &str,
+    ) -> Result<crate::window_store::WindowStore<'_, SK, SV>, ProcessError> {
+        Ok(crate::window_store::WindowStore::new(
+            self.key_value_store(name)?,
+        ))
+    }
+
+    /// The session store `name` (keyed by windowed keys).
+    pub fn session_store<SK: Data, SV: Data>(
+        &mut self,
+        name: &str,
+    ) -> Result<crate::window_store::SessionStore<'_, SK, SV>, ProcessError> {
+        Ok(crate::window_store::SessionStore::new(
+            self.key_value_store(name)?,
+        ))
+    }
 }
 
 /// Runs a typed [`Processor`] as a [`DynProcessor`].

@@ -35,11 +35,12 @@ use std::time::Duration;
 use crate::processor::{Data, ProcessError, Processor, ProcessorContext, supplier};
 use crate::record::Record;
 use crate::record::Timestamp;
-use crate::store::{KeyValueStore, Materialized};
+use crate::store::Materialized;
 use crate::stream::KStream;
 use crate::stream::Produced;
 use crate::table::{Change, KGroupedStream, KTable};
 use crate::window::{Window, Windowed};
+use crate::window_store::SessionStore;
 use crate::windowed::WindowedKTable;
 
 fn millis(d: Duration) -> i64 {
@@ -58,23 +59,15 @@ impl SessionWindows {
     /// before `t + gap` whose last record (`end - 1`) is at or after `t - gap`.
     fn touched<K: Data, VA: Data>(
         &self,
-        store: &KeyValueStore<'_, Windowed<K>, VA>,
+        store: &SessionStore<'_, K, VA>,
         key: &K,
         t: Timestamp,
     ) -> Result<Vec<(Windowed<K>, VA)>, ProcessError> {
-        let bound = |start| Windowed {
-            key: key.clone(),
-            window: Window {
-                start,
-                end: i64::MIN,
-            },
-        };
-        let upper = bound(t.saturating_add(self.gap).saturating_add(1));
-        Ok(store
-            .range(&bound(i64::MIN), &upper)?
-            .into_iter()
-            .filter(|(k, _)| k.window.end > t.saturating_sub(self.gap))
-            .collect())
+        store.find_sessions(
+            key,
+            t.saturating_sub(self.gap).saturating_add(1),
+            t.saturating_add(self.gap),
+        )
     }
 
     /// Whether a record at `t` touching `touched` is late: the earliest-ending
@@ -277,7 +270,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     ) -> Result<(), ProcessError> {
         let t = record.timestamp;
         let stream_time = ctx.stream_time();
-        let mut store = ctx.key_value_store::<Windowed<K>, VA>(&self.store)?;
+        let mut store = ctx.session_store::<K, VA>(&self.store)?;
         let overlapping = self.windows.touched(&store, &record.key, t)?;
         if self.windows.is_late(&overlapping, t, stream_time) {
             ctx.record_late();
@@ -302,7 +295,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         let aggregate = (self.step)(&record.key, record.value, merged);
         let mut forwards = Vec::new();
         for (k, old) in overlapping {
-            store.delete(&k)?;
+            store.remove(&k)?;
             forwards.push((
                 k,
                 Change {
@@ -350,7 +343,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, K, V> for LateSessions<VA> {
         record: Record<K, V>,
     ) -> Result<(), ProcessError> {
         let stream_time = ctx.stream_time();
-        let store = ctx.key_value_store::<Windowed<K>, VA>(&self.store)?;
+        let store = ctx.session_store::<K, VA>(&self.store)?;
         let touched = self
             .windows
             .touched(&store, &record.key, record.timestamp)?;

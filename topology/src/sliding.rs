@@ -167,15 +167,7 @@ fn records_between<K: Data, V: Data>(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<Vec<(Timestamp, V)>, ProcessError> {
-    let bound = |t| Windowed {
-        key: key.clone(),
-        window: Window {
-            start: t,
-            end: i64::MIN,
-        },
-    };
-    Ok(store
-        .range(&bound(from), &bound(to.saturating_add(1)))?
+    Ok(crate::window_store::fetch_key_range(store, key, from, to)?
         .into_iter()
         .map(|(k, v)| (k.window.start, v))
         .collect())

@@ -360,10 +360,13 @@ impl<K: Data, VThis: Data, VOther: Data, VR: Data> Processor<K, VThis, K, VR>
             return Ok(());
         }
         let seq = ctx.record_metadata().map_or(0, |m| m.offset);
-        let from = Self::key(&record.key, t.saturating_sub(self.lower), i64::MIN);
-        let to = Self::key(&record.key, t.saturating_add(self.upper), i64::MAX);
         let mut other = ctx.key_value_store::<Windowed<K>, Held<VOther>>(&self.other)?;
-        let matches = other.range(&from, &to)?;
+        let matches = crate::window_store::fetch_key_range(
+            &other,
+            &record.key,
+            t.saturating_sub(self.lower),
+            t.saturating_add(self.upper),
+        )?;
         for (key, held) in &matches {
             if !held.matched {
                 other.put(
