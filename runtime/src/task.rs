@@ -700,7 +700,7 @@ impl StreamTask {
     /// Discards the uncommitted writes (the transaction aborted).
     pub fn abort_local(&mut self) {
         for store in self.state.stores.values_mut() {
-            let _ = store.store.inner_mut().commit();
+            store.store.inner_mut().abort();
         }
     }
 
