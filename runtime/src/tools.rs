@@ -276,3 +276,101 @@ pub fn list_stores(state_dir: &Path, application_id: &str) -> Result<Vec<StoreIn
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use brook_topology::serdes::{Json, Utf8};
+    use brook_topology::{Consumed, Grouped, Headers, Materialized, StreamsBuilder, TopicSpec};
+
+    use super::*;
+    use crate::cluster::ProducedRecord;
+    use crate::memory::MemoryCluster;
+    use crate::thread::{StreamThread, StreamsConfig};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn run_word_count(cluster: &MemoryCluster, dir: &Path) -> TestResult {
+        let b = StreamsBuilder::new();
+        b.stream("in", Consumed::with(Utf8, Utf8))
+            .group_by(|_, v| v.clone(), Grouped::with(Utf8, Utf8))
+            .count(Materialized::named("counts", Utf8, Json::<i64>::new()));
+        let mut config = StreamsConfig::new("app").state_dir(dir);
+        config.commit_interval = Duration::ZERO;
+        let mut thread = StreamThread::new(&Arc::new(b.build()?), config, cluster, |_| true, 0)?;
+        for now in 1..5 {
+            thread.run_once(now)?;
+        }
+        thread.close()?;
+        Ok(())
+    }
+
+    #[test]
+    fn reset_rewinds_by_time_deletes_internal_topics_and_state() -> TestResult {
+        let cluster = MemoryCluster::new();
+        cluster.create_topics(&[TopicSpec::new("in", 1), TopicSpec::new("other", 1)])?;
+        for (i, word) in ["a", "b", "a", "c"].iter().enumerate() {
+            cluster.produce(ProducedRecord {
+                topic: "in".into(),
+                partition: None,
+                key: Some(b"k".to_vec()),
+                value: Some(word.as_bytes().to_vec()),
+                timestamp: 100 * i as i64,
+                headers: Headers::new(),
+            })?;
+        }
+        let dir = tempfile::tempdir()?;
+        run_word_count(&cluster, dir.path())?;
+        let tp = TopicPartition::new("in", 0);
+        assert_eq!(cluster.committed("app", &tp), Some(4));
+        assert_eq!(
+            internal_topics(&cluster, "app")?,
+            vec![
+                "app-counts-changelog".to_string(),
+                "app-counts-repartition".to_string()
+            ]
+        );
+        assert_eq!(list_stores(dir.path(), "app")?.len(), 1);
+
+        // Rebuild: from the changelog alone, checkpointed at its end.
+        let rebuilt = rebuild_state(
+            &cluster,
+            "app",
+            dir.path(),
+            &[],
+            &[],
+            RocksDbConfig::default(),
+        )?;
+        assert_eq!(rebuilt.len(), 1);
+        assert_eq!(rebuilt[0].records, 3, "a, b, c (a's two updates coalesced)");
+        let store = open_store_read_only(dir.path(), "app", &rebuilt[0].task, "counts")?;
+        assert_eq!(store.get(b"a")?, Some(b"2".to_vec()));
+        drop(store);
+        assert_eq!(list_stores(dir.path(), "app")?[0].checkpoint, Some(3));
+
+        // Reset to t = 150: the records at 200 and 300 are processed again.
+        let report = reset_application(
+            &cluster,
+            "app",
+            &["in".to_string()],
+            ResetTo::Timestamp(150),
+            Some(dir.path()),
+        )?;
+        assert_eq!(report.input_offsets[&tp], 2);
+        assert_eq!(cluster.committed("app", &tp), Some(2));
+        assert!(internal_topics(&cluster, "app")?.is_empty());
+        assert!(
+            cluster.partition_count("other").is_ok(),
+            "other topics stay"
+        );
+        assert!(list_stores(dir.path(), "app")?.is_empty());
+        // Refused while an instance holds the state directory.
+        let _held = StateDirectory::open(dir.path(), "app")?;
+        let err = reset_application(&cluster, "app", &[], ResetTo::Earliest, Some(dir.path()))
+            .expect_err("in use");
+        assert!(err.to_string().contains("state directory"), "{err}");
+        Ok(())
+    }
+}
