@@ -650,18 +650,48 @@ impl GlobalUpdater {
     }
 }
 
+/// Which tasks a thread runs.
+#[derive(Clone)]
+pub enum Assignment {
+    /// The tasks this predicate accepts, fixed for the thread's life (all
+    /// of them for a single instance; `partition % instances == k` for
+    /// static assignment).
+    Static(Arc<dyn Fn(TaskId) -> bool + Send + Sync>),
+    /// The tasks of the input partitions the consumer group gives this
+    /// thread's consumer; they change as members join and leave.
+    Group,
+}
+
+impl std::fmt::Debug for Assignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Assignment::Static(_) => f.write_str("Static"),
+            Assignment::Group => f.write_str("Group"),
+        }
+    }
+}
+
 /// Runs tasks on one consumer and one producer.
 pub struct StreamThread {
     config: StreamsConfig,
+    topology: Arc<Topology>,
     consumer: Box<dyn ClusterConsumer>,
+    /// Reads changelogs while restoring.
+    restorer: Box<dyn ClusterConsumer>,
     producer: Box<dyn ClusterProducer>,
     tasks: BTreeMap<TaskId, StreamTask>,
     routes: HashMap<TopicPartition, TaskId>,
+    /// Partition count of every topic the topology reads.
+    counts: HashMap<TopicName, i32>,
     wall_clock: Timestamp,
     last_commit: Timestamp,
     globals: Option<GlobalUpdater>,
+    global_stores: BTreeMap<String, SharedStore>,
     state: Option<StateDirectory>,
+    rocksdb: Option<RocksDbEnv>,
+    restore_listener: Arc<dyn RestoreListener>,
     faults: Option<Arc<dyn FaultInjector>>,
+    group_mode: bool,
     /// Exactly-once: a transaction is open.
     in_transaction: bool,
     /// Records processed or output sent since the last commit.
@@ -671,12 +701,20 @@ pub struct StreamThread {
     /// Changelog positions at each task's last checkpoint.
     checkpointed: BTreeMap<TaskId, i64>,
     restore_metrics: RestoreMetrics,
+    rebalances: u64,
 }
 
 /// Sum of the changelog positions of a task (to tell how many changelog
 /// records it wrote since the last checkpoint).
 fn position_sum(task: &StreamTask) -> i64 {
     task.changelog_positions().iter().map(|(_, _, p)| *p).sum()
+}
+
+fn task_error(task: TaskId) -> impl FnOnce(TaskError) -> RuntimeError {
+    move |source| RuntimeError::Task {
+        task,
+        source: Box::new(source),
+    }
 }
 
 impl StreamThread {
@@ -687,7 +725,7 @@ impl StreamThread {
         topology: &Arc<Topology>,
         config: StreamsConfig,
         cluster: &dyn Cluster,
-        assigned: impl Fn(TaskId) -> bool,
+        assigned: impl Fn(TaskId) -> bool + Send + Sync + 'static,
         now: Timestamp,
     ) -> Result<Self, RuntimeError> {
         Self::with_options(
@@ -706,47 +744,41 @@ impl StreamThread {
         topology: &Arc<Topology>,
         config: StreamsConfig,
         cluster: &dyn Cluster,
-        assigned: impl Fn(TaskId) -> bool,
+        assigned: impl Fn(TaskId) -> bool + Send + Sync + 'static,
+        now: Timestamp,
+        options: ThreadOptions,
+    ) -> Result<Self, RuntimeError> {
+        Self::start(
+            topology,
+            config,
+            cluster,
+            Assignment::Static(Arc::new(assigned)),
+            now,
+            options,
+        )
+    }
+
+    /// Starts a thread whose tasks come from `assignment`.
+    pub fn start(
+        topology: &Arc<Topology>,
+        config: StreamsConfig,
+        cluster: &dyn Cluster,
+        assignment: Assignment,
         now: Timestamp,
         options: ThreadOptions,
     ) -> Result<Self, RuntimeError> {
         let counts = prepare_topics(topology, &config, cluster)?;
-        let globals = GlobalUpdater::start(cluster, topology, &config, &counts)?;
-        let global_stores: BTreeMap<String, SharedStore> = globals
-            .iter()
-            .flat_map(|g| g.stores.values())
-            .map(|(spec, store)| (spec.store.clone(), store.clone()))
-            .collect();
         let app = config.application_id.clone();
-        let state = config
-            .state_dir
-            .as_deref()
-            .map(|dir| StateDirectory::open(dir, &app))
-            .transpose()
-            .map_err(|source| RuntimeError::Store {
-                store: "(state directory)".into(),
-                source,
-            })?;
-        let env = match (&state, options.rocksdb) {
-            (Some(_), Some(env)) => Some(env),
-            (Some(_), None) => Some(RocksDbEnv::new(config.rocksdb)),
-            (None, _) => None,
-        };
-        let dead_letters = config.dead_letter_topic();
-        let mut tasks = BTreeMap::new();
-        let mut routes = HashMap::new();
-        // Per task: its checkpoint and which stores had local state.
-        let mut local: BTreeMap<TaskId, (Option<Checkpoint>, Vec<String>)> = BTreeMap::new();
+        // Co-partitioning, checked up front for every sub-topology.
         for sub in topology.subtopologies() {
             let inputs: Vec<(String, i32)> = sub
                 .source_topics
                 .iter()
                 .map(|t| (t.resolve(&app), counts.get(t).copied().unwrap_or(1)))
                 .collect();
-            let Some(&(_, partitions)) = inputs.first() else {
-                continue;
-            };
-            if inputs.iter().any(|(_, n)| *n != partitions) {
+            if let Some(&(_, partitions)) = inputs.first()
+                && inputs.iter().any(|(_, n)| *n != partitions)
+            {
                 return Err(RuntimeError::NotCopartitioned {
                     subtopology: sub.id,
                     counts: inputs
@@ -755,66 +787,6 @@ impl StreamThread {
                         .collect::<Vec<_>>()
                         .join(", "),
                 });
-            }
-            for partition in 0..partitions {
-                let id = TaskId {
-                    subtopology: sub.id,
-                    partition,
-                };
-                if !assigned(id) {
-                    continue;
-                }
-                let task_name = id.to_string();
-                let mut existed = Vec::new();
-                let checkpoint = match &state {
-                    Some(state) => {
-                        state
-                            .task_dir(&task_name)
-                            .map_err(|source| RuntimeError::Store {
-                                store: format!("(task {id} directory)"),
-                                source,
-                            })?;
-                        match Checkpoint::read(&state.checkpoint_path(&task_name)) {
-                            Ok(c) => c,
-                            Err(CheckpointError::Corrupt { path, reason }) => {
-                                tracing::warn!(task = %id, path = %path.display(), reason, "ignoring a corrupt checkpoint; restoring from the beginning of the changelogs");
-                                None
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    None => None,
-                };
-                let mut open_store = |spec: &brook_topology::store::StoreSpec| -> brook_state::StoreResult<Box<dyn KeyValueBytes>> {
-                    match (&state, &env) {
-                        (Some(state), Some(env)) => {
-                            let path = state.store_path(&task_name, &spec.name);
-                            if path.exists() {
-                                existed.push(spec.name.clone());
-                            }
-                            Ok(Box::new(RocksDbKeyValueStore::open(path, env)?))
-                        }
-                        _ => Ok(Box::new(InMemoryKeyValueStore::new())),
-                    }
-                };
-                let task = StreamTask::new(
-                    topology,
-                    sub,
-                    partition,
-                    &app,
-                    &dead_letters,
-                    &global_stores,
-                    &mut open_store,
-                )
-                .map_err(|source| RuntimeError::Task {
-                    task: id,
-                    source: Box::new(source),
-                })?;
-                for tp in task.partitions() {
-                    routes.insert(tp.clone(), id);
-                }
-                tasks.insert(id, task);
-                local.insert(id, (checkpoint, existed));
             }
         }
         // Changelogs: compacted, one partition per task of the sub-topology.
@@ -837,7 +809,26 @@ impl StreamThread {
             }
         }
         cluster.create_topics(&changelogs)?;
-
+        let globals = GlobalUpdater::start(cluster, topology, &config, &counts)?;
+        let global_stores: BTreeMap<String, SharedStore> = globals
+            .iter()
+            .flat_map(|g| g.stores.values())
+            .map(|(spec, store)| (spec.store.clone(), store.clone()))
+            .collect();
+        let state = config
+            .state_dir
+            .as_deref()
+            .map(|dir| StateDirectory::open(dir, &app))
+            .transpose()
+            .map_err(|source| RuntimeError::Store {
+                store: "(state directory)".into(),
+                source,
+            })?;
+        let rocksdb = match (&state, options.rocksdb) {
+            (Some(_), Some(env)) => Some(env),
+            (Some(_), None) => Some(RocksDbEnv::new(config.rocksdb)),
+            (None, _) => None,
+        };
         let producer = match config.guarantee {
             // Fences a predecessor with the same id and aborts what it left
             // open, before restore reads the changelogs.
@@ -848,55 +839,225 @@ impl StreamThread {
         };
         let mut thread = StreamThread {
             consumer: cluster.consumer(&app, Isolation::ReadCommitted)?,
+            restorer: cluster.consumer(&format!("{app}-restore"), Isolation::ReadCommitted)?,
             producer,
-            tasks,
-            routes,
+            topology: topology.clone(),
+            tasks: BTreeMap::new(),
+            routes: HashMap::new(),
+            counts,
             wall_clock: now,
             last_commit: now,
             globals,
+            global_stores,
             state,
+            rocksdb,
+            restore_listener: options
+                .restore_listener
+                .unwrap_or_else(|| Arc::new(LoggingRestoreListener::default())),
             faults: options.faults,
+            group_mode: matches!(assignment, Assignment::Group),
             in_transaction: false,
             dirty: false,
             committed: BTreeMap::new(),
             checkpointed: BTreeMap::new(),
             restore_metrics: RestoreMetrics::default(),
+            rebalances: 0,
             config,
         };
-        // Stores first, then processors: init may read its stores.
-        let listener = options
-            .restore_listener
-            .unwrap_or_else(|| Arc::new(LoggingRestoreListener::default()));
-        let mut restorer = cluster.consumer(&format!("{app}-restore"), Isolation::ReadCommitted)?;
-        let ids: Vec<TaskId> = thread.tasks.keys().copied().collect();
-        for id in ids {
-            let (checkpoint, existed) = local.remove(&id).unwrap_or_default();
-            let Some(task) = thread.tasks.get_mut(&id) else {
-                continue;
-            };
-            restore_task(
-                restorer.as_mut(),
-                task,
-                checkpoint.as_ref(),
-                &|store: &str| existed.iter().any(|s| s == store),
-                listener.as_ref(),
-                thread.faults.as_deref(),
-                &mut thread.restore_metrics,
-            )?;
-            thread.checkpoint(id)?;
+        match assignment {
+            Assignment::Static(accept) => {
+                let ids: Vec<TaskId> = thread
+                    .all_task_ids()
+                    .into_iter()
+                    .filter(|id| accept(*id))
+                    .collect();
+                thread.add_tasks(&ids)?;
+                let partitions: Vec<TopicPartition> = thread.routes.keys().cloned().collect();
+                thread.consumer.assign(&partitions)?;
+            }
+            Assignment::Group => {
+                let topics: Vec<String> = topology
+                    .subtopologies()
+                    .iter()
+                    .flat_map(|s| s.source_topics.iter().map(|t| t.resolve(&app)))
+                    .collect();
+                thread.consumer.subscribe(&topics)?;
+                thread.rebalance()?;
+            }
         }
-        drop(restorer);
-        for (id, task) in &mut thread.tasks {
-            task.init(now).map_err(|source| RuntimeError::Task {
-                task: *id,
-                source: Box::new(source),
-            })?;
-        }
-        let partitions: Vec<TopicPartition> = thread.routes.keys().cloned().collect();
-        thread.consumer.assign(&partitions)?;
         // Records forwarded during init (rare) are written like any others.
         thread.send_output()?;
         Ok(thread)
+    }
+
+    /// Every task of the topology.
+    fn all_task_ids(&self) -> Vec<TaskId> {
+        let mut ids = Vec::new();
+        for sub in self.topology.subtopologies() {
+            let Some(partitions) = sub.source_topics.first().and_then(|t| self.counts.get(t))
+            else {
+                continue;
+            };
+            for partition in 0..*partitions {
+                ids.push(TaskId {
+                    subtopology: sub.id,
+                    partition,
+                });
+            }
+        }
+        ids
+    }
+
+    /// The task reading `tp`, if the topology reads its topic.
+    fn task_of(&self, tp: &TopicPartition) -> Option<TaskId> {
+        let app = &self.config.application_id;
+        self.topology
+            .subtopologies()
+            .iter()
+            .find(|s| s.source_topics.iter().any(|t| t.resolve(app) == tp.topic))
+            .map(|s| TaskId {
+                subtopology: s.id,
+                partition: tp.partition,
+            })
+    }
+
+    /// Creates, restores and initializes tasks.
+    fn add_tasks(&mut self, ids: &[TaskId]) -> Result<(), RuntimeError> {
+        let app = self.config.application_id.clone();
+        let dead_letters = self.config.dead_letter_topic();
+        for &id in ids {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            let Some(sub) = self
+                .topology
+                .subtopologies()
+                .iter()
+                .find(|s| s.id == id.subtopology)
+            else {
+                continue;
+            };
+            let task_name = id.to_string();
+            let mut existed = Vec::new();
+            let checkpoint = match &self.state {
+                Some(state) => {
+                    state
+                        .task_dir(&task_name)
+                        .map_err(|source| RuntimeError::Store {
+                            store: format!("(task {id} directory)"),
+                            source,
+                        })?;
+                    match Checkpoint::read(&state.checkpoint_path(&task_name)) {
+                        Ok(c) => c,
+                        Err(CheckpointError::Corrupt { path, reason }) => {
+                            tracing::warn!(task = %id, path = %path.display(), reason, "ignoring a corrupt checkpoint; restoring from the beginning of the changelogs");
+                            None
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => None,
+            };
+            let (state, env) = (&self.state, &self.rocksdb);
+            let mut open_store = |spec: &brook_topology::store::StoreSpec| -> brook_state::StoreResult<Box<dyn KeyValueBytes>> {
+                match (state, env) {
+                    (Some(state), Some(env)) => {
+                        let path = state.store_path(&task_name, &spec.name);
+                        if path.exists() {
+                            existed.push(spec.name.clone());
+                        }
+                        Ok(Box::new(RocksDbKeyValueStore::open(path, env)?))
+                    }
+                    _ => Ok(Box::new(InMemoryKeyValueStore::new())),
+                }
+            };
+            let mut task = StreamTask::new(
+                &self.topology,
+                sub,
+                id.partition,
+                &app,
+                &dead_letters,
+                &self.global_stores,
+                &mut open_store,
+            )
+            .map_err(task_error(id))?;
+            // Stores first, then processors: init may read its stores.
+            restore_task(
+                self.restorer.as_mut(),
+                &mut task,
+                checkpoint.as_ref(),
+                &|store: &str| existed.iter().any(|s| s == store),
+                self.restore_listener.as_ref(),
+                self.faults.as_deref(),
+                &mut self.restore_metrics,
+            )?;
+            task.init(self.wall_clock).map_err(task_error(id))?;
+            for tp in task.partitions() {
+                self.routes.insert(tp.clone(), id);
+            }
+            self.tasks.insert(id, task);
+            self.checkpoint(id)?;
+        }
+        Ok(())
+    }
+
+    /// Commits, checkpoints and closes tasks this thread no longer owns.
+    fn remove_tasks(&mut self, ids: &[TaskId]) -> Result<(), RuntimeError> {
+        if ids.iter().all(|id| !self.tasks.contains_key(id)) {
+            return Ok(());
+        }
+        self.commit()?;
+        for id in ids {
+            if self.tasks.contains_key(id) {
+                self.checkpoint(*id)?;
+            }
+            if let Some(mut task) = self.tasks.remove(id) {
+                task.close();
+                self.routes.retain(|_, t| t != id);
+                self.checkpointed.remove(id);
+                for tp in task.partitions() {
+                    self.committed.remove(tp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies what the consumer group changed, if anything: tasks of
+    /// revoked partitions are committed and closed, tasks of assigned ones
+    /// created and restored before they process anything.
+    fn rebalance(&mut self) -> Result<(), RuntimeError> {
+        let Some(change) = self.consumer.take_rebalance()? else {
+            return Ok(());
+        };
+        self.rebalances += 1;
+        let revoked: Vec<TaskId> = change
+            .revoked
+            .iter()
+            .filter_map(|tp| self.task_of(tp))
+            .collect();
+        self.remove_tasks(&revoked)?;
+        let mut assigned: Vec<TaskId> = change
+            .assigned
+            .iter()
+            .filter_map(|tp| self.task_of(tp))
+            .collect();
+        assigned.sort();
+        assigned.dedup();
+        self.add_tasks(&assigned)?;
+        tracing::info!(
+            generation = change.generation,
+            revoked = revoked.len(),
+            assigned = assigned.len(),
+            tasks = self.tasks.len(),
+            "rebalanced"
+        );
+        Ok(())
+    }
+
+    /// Group rebalances this thread went through.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances
     }
 
     /// A task, to read its stores.
@@ -949,6 +1110,10 @@ impl StreamThread {
     /// interval has passed (or uncommitted store writes exceed their
     /// budget). Returns the number of records polled.
     pub fn run_once(&mut self, now: Timestamp) -> Result<usize, RuntimeError> {
+        self.wall_clock = self.wall_clock.max(now);
+        if self.group_mode {
+            self.rebalance()?;
+        }
         // Global stores first, so joins see every update written before.
         if let Some(globals) = &mut self.globals {
             let letters = globals.update()?;
@@ -1143,6 +1308,11 @@ impl StreamThread {
         }
         for task in self.tasks.values_mut() {
             task.close();
+        }
+        // Leave the group now rather than when the session times out.
+        if self.group_mode {
+            let left = self.consumer.close();
+            result = result.and(left.map_err(RuntimeError::from));
         }
         result
     }

@@ -535,3 +535,93 @@ fn every_fault_point_is_reachable() -> TestResult {
     }
     Ok(())
 }
+
+/// Group mode: two instances split the partitions, a third joins, one
+/// crashes; each rebalance moves tasks, which are restored from their
+/// changelogs on the new owner. Outputs stay exactly-once throughout.
+#[test]
+fn group_members_rebalance_and_take_over_a_crashed_member_exactly_once() -> TestResult {
+    for seed in seeds(2_000..2_010) {
+        if let Err(e) = run_group_schedule(seed) {
+            panic!("group schedule failed; replay with BROOK_CRASH_SEED={seed}: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn run_group_schedule(seed: u64) -> Result<(), Box<dyn Error>> {
+    use brook_runtime::thread::Assignment;
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let inputs = 100 + rng.below(100) as i64;
+    let cluster = MemoryCluster::new();
+    create_topics(&cluster)?;
+    let topology = Arc::new(topology()?);
+    let dirs = [state_dir()?, state_dir()?, state_dir()?];
+    let member = |k: usize, now| -> Result<StreamThread, RuntimeError> {
+        let mut config = StreamsConfig::new(APP)
+            .state_dir(dirs[k].path())
+            .exactly_once();
+        config.instance_id = format!("member-{k}");
+        // Work piles up between commits, so rebalances revoke tasks with
+        // uncommitted results.
+        config.commit_interval =
+            Duration::from_millis(10 * (1 + rng_below(seed, k as u64, 5) as u64));
+        config.max_poll_records = 1 + rng_below(seed, k as u64 + 7, 7);
+        StreamThread::start(
+            &topology,
+            config,
+            &cluster,
+            Assignment::Group,
+            now,
+            ThreadOptions::default(),
+        )
+    };
+    let mut members: Vec<Option<StreamThread>> =
+        vec![Some(member(0, 0)?), Some(member(1, 0)?), None];
+    let join_at = 10 + rng.below(20);
+    let crash_at = join_at + 5 + rng.below(20);
+    let victim = rng.below(3) as usize;
+    let mut produced = 0;
+    let mut now = 0;
+    for step in 0..20_000u64 {
+        now += 10;
+        if produced < inputs {
+            let to = (produced + 1 + rng.below(4) as i64).min(inputs);
+            produce_inputs(&cluster, produced, to)?;
+            produced = to;
+        }
+        if step == join_at {
+            members[2] = Some(member(2, now)?);
+        }
+        if step == crash_at {
+            // Dropped without closing: its transaction stays open until
+            // its successor fences it; the group moves its partitions.
+            members[victim] = None;
+            members[victim] = Some(member(victim, now)?);
+        }
+        for m in members.iter_mut().flatten() {
+            m.run_once(now)?;
+        }
+        if produced == inputs && step > crash_at && all_consumed(&cluster)? {
+            break;
+        }
+    }
+    if !all_consumed(&cluster)? {
+        return Err("input not consumed".into());
+    }
+    let rebalances: u64 = members.iter().flatten().map(StreamThread::rebalances).sum();
+    if rebalances < 3 {
+        return Err(format!("only {rebalances} rebalances").into());
+    }
+    for m in members.iter_mut() {
+        if let Some(m) = m.take() {
+            m.close()?;
+        }
+    }
+    verify_outputs(&cluster, inputs, ProcessingGuarantee::ExactlyOnceV2)
+}
+
+/// A number below `n` for member `k` of schedule `seed`.
+fn rng_below(seed: u64, k: u64, n: u64) -> usize {
+    Rng((seed + 1).wrapping_mul(31).wrapping_add(k) | 1).below(n) as usize
+}
