@@ -19,6 +19,7 @@ pub mod driver;
 pub mod kafka;
 pub mod memory;
 pub mod partition;
+pub mod streams;
 pub mod task;
 pub mod thread;
 pub mod tools;

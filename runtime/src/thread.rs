@@ -93,6 +93,12 @@ pub struct StreamsConfig {
     /// checkpoint at every commit). Fewer checkpoints cost less I/O; more
     /// shorten the restore after a crash.
     pub checkpoint_interval_records: u64,
+    /// Stream threads per instance (`KafkaStreams`).
+    pub num_threads: usize,
+    /// `Some((k, n))`: this is instance `k` of `n` and owns a fixed share
+    /// of the tasks, without group rebalances; `None`: the consumer group
+    /// assigns tasks (`KafkaStreams`).
+    pub static_assignment: Option<(u32, u32)>,
 }
 
 impl StreamsConfig {
@@ -112,6 +118,8 @@ impl StreamsConfig {
             rocksdb: RocksDbConfig::default(),
             max_uncommitted_bytes: 64 << 20,
             checkpoint_interval_records: 10_000,
+            num_threads: 1,
+            static_assignment: None,
         }
     }
 
@@ -704,6 +712,38 @@ pub struct StreamThread {
     rebalances: u64,
 }
 
+/// Checks that `topology` can run on `cluster` — its source topics exist,
+/// the inputs of each sub-topology are co-partitioned — and creates its
+/// internal topics; returns the partition count of every topic it reads.
+pub fn check_topology(
+    topology: &Topology,
+    config: &StreamsConfig,
+    cluster: &dyn Cluster,
+) -> Result<HashMap<TopicName, i32>, RuntimeError> {
+    let counts = prepare_topics(topology, config, cluster)?;
+    let app = &config.application_id;
+    for sub in topology.subtopologies() {
+        let inputs: Vec<(String, i32)> = sub
+            .source_topics
+            .iter()
+            .map(|t| (t.resolve(app), counts.get(t).copied().unwrap_or(1)))
+            .collect();
+        if let Some(&(_, partitions)) = inputs.first()
+            && inputs.iter().any(|(_, n)| *n != partitions)
+        {
+            return Err(RuntimeError::NotCopartitioned {
+                subtopology: sub.id,
+                counts: inputs
+                    .iter()
+                    .map(|(t, n)| format!("{t}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    Ok(counts)
+}
+
 /// Sum of the changelog positions of a task (to tell how many changelog
 /// records it wrote since the last checkpoint).
 fn position_sum(task: &StreamTask) -> i64 {
@@ -767,28 +807,8 @@ impl StreamThread {
         now: Timestamp,
         options: ThreadOptions,
     ) -> Result<Self, RuntimeError> {
-        let counts = prepare_topics(topology, &config, cluster)?;
+        let counts = check_topology(topology, &config, cluster)?;
         let app = config.application_id.clone();
-        // Co-partitioning, checked up front for every sub-topology.
-        for sub in topology.subtopologies() {
-            let inputs: Vec<(String, i32)> = sub
-                .source_topics
-                .iter()
-                .map(|t| (t.resolve(&app), counts.get(t).copied().unwrap_or(1)))
-                .collect();
-            if let Some(&(_, partitions)) = inputs.first()
-                && inputs.iter().any(|(_, n)| *n != partitions)
-            {
-                return Err(RuntimeError::NotCopartitioned {
-                    subtopology: sub.id,
-                    counts: inputs
-                        .iter()
-                        .map(|(t, n)| format!("{t}: {n}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
-        }
         // Changelogs: compacted, one partition per task of the sub-topology.
         let mut changelogs = Vec::new();
         for sub in topology.subtopologies() {

@@ -1,0 +1,535 @@
+//! `KafkaStreams`: one application instance, as a handle.
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use brook_runtime::memory::MemoryCluster;
+//! # use brook_runtime::streams::{KafkaStreams, StreamsState};
+//! # use brook_runtime::thread::StreamsConfig;
+//! # fn topology() -> brook_topology::Topology { unimplemented!() }
+//! let cluster = Arc::new(MemoryCluster::new()); // or KafkaCluster::new(config)?
+//! let mut config = StreamsConfig::new("revenue").exactly_once();
+//! config.num_threads = 2;
+//! let mut streams = KafkaStreams::new(topology(), config, cluster);
+//! streams.set_state_listener(|old, new| eprintln!("{old:?} -> {new:?}"));
+//! streams.start()?;
+//! // ... until SIGTERM ...
+//! streams.close()?;
+//! assert_eq!(streams.state(), StreamsState::NotRunning);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The instance runs `num_threads` stream threads, each with its own
+//! consumer, producer (its own transactional id under exactly-once:
+//! `<application.id>-<instance id>-<thread>`) and tasks. Tasks are
+//! assigned either by the consumer group (every thread a member; partitions
+//! move as instances join and leave) or statically
+//! (`StreamsConfig::static_assignment`: instance `k` of `n` owns the tasks
+//! whose partition falls on its threads, and no group rebalances happen).
+//!
+//! A thread that fails is handled by the uncaught error handler: replace
+//! the thread (its tasks restart from the last commit), shut this instance
+//! down, or shut the whole application down (every instance, through the
+//! application's control topic `<application.id>-control`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use brook_topology::processor::TaskId;
+use brook_topology::{Headers, Timestamp, TopicSpec, Topology};
+
+use crate::cluster::{Cluster, ClusterConsumer, Isolation, ProducedRecord, TopicPartition};
+use crate::task::TaskMetrics;
+use crate::thread::{Assignment, RuntimeError, StreamThread, StreamsConfig, ThreadOptions};
+
+/// The life of an instance, as in Kafka Streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamsState {
+    /// Made, not started.
+    Created,
+    /// Threads are starting, restoring state, or taking new tasks.
+    Rebalancing,
+    /// Processing.
+    Running,
+    /// `close` was called; threads are committing and stopping.
+    PendingShutdown,
+    /// Stopped cleanly.
+    NotRunning,
+    /// Stopped because of an error the handler did not recover from.
+    Error,
+}
+
+/// What to do when a stream thread fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorResponse {
+    /// Start a new thread in its place; its tasks resume from their last
+    /// commit (under exactly-once the failed thread's transaction aborts).
+    ReplaceThread,
+    /// Stop this instance (state `Error`).
+    ShutdownInstance,
+    /// Stop every instance of the application.
+    ShutdownApplication,
+}
+
+type StateListener = Box<dyn Fn(StreamsState, StreamsState) + Send + Sync>;
+type ErrorHandler = Box<dyn Fn(&RuntimeError) -> ErrorResponse + Send + Sync>;
+
+struct Shared {
+    state: Mutex<StreamsState>,
+    listener: Mutex<Option<StateListener>>,
+    handler: Mutex<Option<ErrorHandler>>,
+    stop: AtomicBool,
+    /// Threads still starting (restoring) or being replaced.
+    starting: Mutex<usize>,
+    metrics: Mutex<Vec<TaskMetrics>>,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn set_state(&self, new: StreamsState) {
+        let old = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let old = *state;
+            // Terminal states stay.
+            if old == new
+                || matches!(old, StreamsState::NotRunning | StreamsState::Error)
+                || (old == StreamsState::PendingShutdown
+                    && new != StreamsState::NotRunning
+                    && new != StreamsState::Error)
+            {
+                return;
+            }
+            *state = new;
+            old
+        };
+        tracing::info!(?old, ?new, "state");
+        if let Some(listener) = &*self.listener.lock().unwrap_or_else(|p| p.into_inner()) {
+            listener(old, new);
+        }
+    }
+
+    fn state(&self) -> StreamsState {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn now_ms() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// One instance of a streams application.
+pub struct KafkaStreams {
+    topology: Arc<Topology>,
+    config: StreamsConfig,
+    cluster: Arc<dyn Cluster>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    options: ThreadOptions,
+}
+
+impl std::fmt::Debug for KafkaStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaStreams")
+            .field("application_id", &self.config.application_id)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The control topic of an application: a shutdown request written there
+/// stops every instance.
+pub fn control_topic(application_id: &str) -> String {
+    format!("{application_id}-control")
+}
+
+const SHUTDOWN: &[u8] = b"shutdown-application";
+
+impl KafkaStreams {
+    /// An instance of `topology` on `cluster`.
+    pub fn new(topology: Topology, config: StreamsConfig, cluster: Arc<dyn Cluster>) -> Self {
+        KafkaStreams {
+            topology: Arc::new(topology),
+            config,
+            cluster,
+            shared: Arc::new(Shared {
+                state: Mutex::new(StreamsState::Created),
+                listener: Mutex::new(None),
+                handler: Mutex::new(None),
+                stop: AtomicBool::new(false),
+                starting: Mutex::new(0),
+                metrics: Mutex::new(Vec::new()),
+                errors: Mutex::new(Vec::new()),
+            }),
+            threads: Vec::new(),
+            options: ThreadOptions::default(),
+        }
+    }
+
+    /// Options every thread gets (restore listener, shared RocksDB budget).
+    pub fn with_thread_options(mut self, options: ThreadOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Called with (old, new) on every state change.
+    pub fn set_state_listener(
+        &mut self,
+        listener: impl Fn(StreamsState, StreamsState) + Send + Sync + 'static,
+    ) {
+        *self
+            .shared
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(listener));
+    }
+
+    /// Decides what a thread failure does (default: shut the instance down).
+    pub fn set_uncaught_error_handler(
+        &mut self,
+        handler: impl Fn(&RuntimeError) -> ErrorResponse + Send + Sync + 'static,
+    ) {
+        *self
+            .shared
+            .handler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(handler));
+    }
+
+    /// The current state.
+    pub fn state(&self) -> StreamsState {
+        self.shared.state()
+    }
+
+    /// The errors threads failed with, in order.
+    pub fn errors(&self) -> Vec<String> {
+        self.shared
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counters summed over every thread's tasks (as of their last loop).
+    pub fn metrics(&self) -> TaskMetrics {
+        self.shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .fold(TaskMetrics::default(), |mut sum, m| {
+                sum.processed += m.processed;
+                sum.dead_lettered += m.dead_lettered;
+                sum.punctuations += m.punctuations;
+                sum.late_records += m.late_records;
+                sum
+            })
+    }
+
+    /// Starts the threads. Fails if the instance was started before, or if
+    /// the topology cannot run on the cluster (a missing source topic,
+    /// inputs not co-partitioned): those are checked here, before any
+    /// thread starts.
+    pub fn start(&mut self) -> Result<(), RuntimeError> {
+        if self.state() != StreamsState::Created {
+            return Err(RuntimeError::Cluster(crate::cluster::ClusterError::Client(
+                format!("cannot start an instance in state {:?}", self.state()),
+            )));
+        }
+        let threads = self.config.num_threads.max(1);
+        self.cluster.create_topics(&[TopicSpec::new(
+            control_topic(&self.config.application_id),
+            1,
+        )])?;
+        // Topic checks happen once, synchronously, so errors reach the caller.
+        crate::thread::check_topology(&self.topology, &self.config, self.cluster.as_ref())?;
+        *self
+            .shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = vec![TaskMetrics::default(); threads];
+        *self
+            .shared
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = threads;
+        self.shared.set_state(StreamsState::Rebalancing);
+        let control = {
+            let mut consumer = self.cluster.consumer(
+                &format!("{}-control", self.config.application_id),
+                Isolation::ReadCommitted,
+            )?;
+            let tp = TopicPartition::new(control_topic(&self.config.application_id), 0);
+            let end = consumer.end_offsets(std::slice::from_ref(&tp))?[&tp];
+            consumer.assign(std::slice::from_ref(&tp))?;
+            consumer.seek(&tp, end)?;
+            consumer
+        };
+        let control = Arc::new(Mutex::new(control));
+        for index in 0..threads {
+            let runner = ThreadRunner {
+                index,
+                threads,
+                topology: self.topology.clone(),
+                config: self.config.clone(),
+                cluster: self.cluster.clone(),
+                shared: self.shared.clone(),
+                options: self.options.clone(),
+                control: control.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("{}-stream-{index}", self.config.application_id))
+                .spawn(move || runner.run())
+                .map_err(|e| {
+                    RuntimeError::Cluster(crate::cluster::ClusterError::Client(format!(
+                        "spawning stream thread {index}: {e}"
+                    )))
+                })?;
+            self.threads.push(handle);
+        }
+        Ok(())
+    }
+
+    /// Stops: every thread commits, checkpoints and closes its tasks.
+    /// Waits for them; the state ends `NotRunning` (or `Error`).
+    pub fn close(&mut self) -> Result<(), RuntimeError> {
+        if self.state() != StreamsState::Error {
+            self.shared.set_state(StreamsState::PendingShutdown);
+        }
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+        if self.state() != StreamsState::Error {
+            self.shared.set_state(StreamsState::NotRunning);
+        }
+        Ok(())
+    }
+
+    /// Waits until the state is `want` or `timeout` passes; the state then.
+    pub fn wait_for_state(&self, want: StreamsState, timeout: Duration) -> StreamsState {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let state = self.state();
+            if state == want || std::time::Instant::now() >= deadline {
+                return state;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for KafkaStreams {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            let _ = self.close();
+        }
+    }
+}
+
+struct ThreadRunner {
+    index: usize,
+    threads: usize,
+    topology: Arc<Topology>,
+    config: StreamsConfig,
+    cluster: Arc<dyn Cluster>,
+    shared: Arc<Shared>,
+    options: ThreadOptions,
+    control: Arc<Mutex<Box<dyn ClusterConsumer>>>,
+}
+
+impl ThreadRunner {
+    fn thread_config(&self) -> StreamsConfig {
+        let mut config = self.config.clone();
+        config.instance_id = format!("{}-{}", self.config.instance_id, self.index);
+        config
+    }
+
+    fn assignment(&self) -> Assignment {
+        match self.config.static_assignment {
+            Some((instance, instances)) => {
+                let slots = i64::from(instances) * self.threads as i64;
+                let slot = i64::from(instance) * self.threads as i64 + self.index as i64;
+                Assignment::Static(Arc::new(move |task: TaskId| {
+                    i64::from(task.partition) % slots == slot
+                }))
+            }
+            None => Assignment::Group,
+        }
+    }
+
+    fn start_thread(&self) -> Result<StreamThread, RuntimeError> {
+        StreamThread::start(
+            &self.topology,
+            self.thread_config(),
+            self.cluster.as_ref(),
+            self.assignment(),
+            now_ms(),
+            self.options.clone(),
+        )
+    }
+
+    fn started(&self) {
+        let mut starting = self
+            .shared
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *starting = starting.saturating_sub(1);
+        if *starting == 0 {
+            self.shared.set_state(StreamsState::Running);
+        }
+    }
+
+    /// Reads the control topic; `true` when the application must stop.
+    fn shutdown_requested(&self) -> bool {
+        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        match control.poll(10) {
+            Ok(records) => records.iter().any(|r| r.value.as_deref() == Some(SHUTDOWN)),
+            Err(_) => false,
+        }
+    }
+
+    fn request_application_shutdown(&self) {
+        let request = ProducedRecord {
+            topic: control_topic(&self.config.application_id),
+            partition: Some(0),
+            key: Some(self.config.instance_id.clone().into_bytes()),
+            value: Some(SHUTDOWN.to_vec()),
+            timestamp: now_ms(),
+            headers: Headers::new(),
+        };
+        let sent = self
+            .cluster
+            .producer()
+            .and_then(|mut p| p.send(request).and_then(|()| p.flush()));
+        if let Err(e) = sent {
+            tracing::error!(error = %e, "could not ask the other instances to shut down");
+        }
+    }
+
+    /// Handles a failure; `Some(thread)` to go on with a replacement.
+    fn on_error(&self, mut error: RuntimeError) -> Option<StreamThread> {
+        loop {
+            tracing::error!(thread = self.index, error = %error, "stream thread failed");
+            self.shared
+                .errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("thread {}: {}", self.index, error_chain(&error)));
+            let response = match &*self
+                .shared
+                .handler
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+            {
+                Some(handler) => handler(&error),
+                None => ErrorResponse::ShutdownInstance,
+            };
+            match response {
+                ErrorResponse::ReplaceThread => {
+                    if self.shared.stop.load(Ordering::SeqCst) {
+                        return None;
+                    }
+                    self.shared.set_state(StreamsState::Rebalancing);
+                    match self.start_thread() {
+                        Ok(thread) => {
+                            self.shared.set_state(StreamsState::Running);
+                            return Some(thread);
+                        }
+                        Err(e) => {
+                            error = e;
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+                ErrorResponse::ShutdownInstance => {
+                    self.shared.set_state(StreamsState::Error);
+                    self.shared.stop.store(true, Ordering::SeqCst);
+                    return None;
+                }
+                ErrorResponse::ShutdownApplication => {
+                    self.request_application_shutdown();
+                    self.shared.set_state(StreamsState::Error);
+                    self.shared.stop.store(true, Ordering::SeqCst);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn run(self) {
+        let mut thread = match self.start_thread() {
+            Ok(thread) => thread,
+            Err(e) => match self.on_error(e) {
+                Some(thread) => thread,
+                None => {
+                    self.started();
+                    return;
+                }
+            },
+        };
+        self.started();
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if self.shutdown_requested() {
+                tracing::warn!("another instance asked the application to shut down");
+                self.shared.set_state(StreamsState::Error);
+                self.shared.stop.store(true, Ordering::SeqCst);
+                break;
+            }
+            match thread.run_once(now_ms()) {
+                Ok(polled) => {
+                    if let Some(slot) = self
+                        .shared
+                        .metrics
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(self.index)
+                    {
+                        *slot = thread.metrics();
+                    }
+                    if polled == 0 {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                Err(e) => {
+                    drop(thread);
+                    match self.on_error(e) {
+                        Some(next) => thread = next,
+                        None => return,
+                    }
+                }
+            }
+        }
+        if let Err(e) = thread.close() {
+            tracing::error!(thread = self.index, error = %e, "closing the stream thread failed");
+            self.shared
+                .errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!(
+                    "thread {} on close: {}",
+                    self.index,
+                    error_chain(&e)
+                ));
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The `KafkaStreams` handle on the Memory cluster: lifecycle and state
+//! listener, several threads in group mode, static assignment across
+//! instances, the uncaught error handler's three answers, and clear errors
+//! at start.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use brook_runtime::cluster::{Cluster, ProducedRecord};
+use brook_runtime::memory::MemoryCluster;
+use brook_runtime::streams::{ErrorResponse, KafkaStreams, StreamsState};
+use brook_runtime::thread::StreamsConfig;
+use brook_topology::processor::{ProcessError, Processor, ProcessorContext};
+use brook_topology::serdes::{Json, Serde, Utf8};
+use brook_topology::{
+    Consumed, Grouped, Headers, Materialized, Produced, Record, StreamsBuilder, TopicSpec,
+};
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn produce(cluster: &MemoryCluster, n: i64) -> TestResult {
+    for i in 0..n {
+        cluster.produce(ProducedRecord {
+            topic: "in".into(),
+            partition: None,
+            key: Some(format!("k{}", i % 13).into_bytes()),
+            value: Json::<i64>::new().serialize(&i)?,
+            timestamp: i,
+            headers: Headers::new(),
+        })?;
+    }
+    Ok(())
+}
+
+fn cluster(partitions: i32) -> Result<MemoryCluster, Box<dyn Error>> {
+    let cluster = MemoryCluster::new();
+    cluster.create_topics(&[
+        TopicSpec::new("in", partitions),
+        TopicSpec::new("out", partitions),
+        TopicSpec::new("counts", partitions),
+    ])?;
+    Ok(cluster)
+}
+
+/// Echo to `out` (failing where `fail` says so) and count per key.
+fn topology(
+    fail: Arc<dyn Fn(i64) -> bool + Send + Sync>,
+) -> Result<brook_topology::Topology, Box<dyn Error>> {
+    let b = StreamsBuilder::new();
+    let input = b.stream("in", Consumed::with(Utf8, Json::<i64>::new()));
+    input
+        .process(move || Poison { fail: fail.clone() })
+        .to("out", Produced::with(Utf8, Json::<i64>::new()));
+    input
+        .group_by_key(Grouped::with(Utf8, Json::<i64>::new()))
+        .count(Materialized::named("counts", Utf8, Json::<i64>::new()))
+        .to("counts", Produced::with(Utf8, Json::<i64>::new()));
+    Ok(b.build()?)
+}
+
+/// Forwards values, failing on those `fail` picks.
+struct Poison {
+    fail: Arc<dyn Fn(i64) -> bool + Send + Sync>,
+}
+
+impl Processor<String, i64, String, i64> for Poison {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, String, i64>,
+        record: Record<String, i64>,
+    ) -> Result<(), ProcessError> {
+        if (self.fail)(record.value) {
+            return Err(ProcessError::user(format!("poison value {}", record.value)));
+        }
+        ctx.forward(record);
+        Ok(())
+    }
+}
+
+fn never() -> Arc<dyn Fn(i64) -> bool + Send + Sync> {
+    Arc::new(|_| false)
+}
+
+/// Waits until `out` holds `n` records; returns them by value.
+fn wait_for_output(
+    cluster: &MemoryCluster,
+    n: usize,
+) -> Result<BTreeMap<i64, usize>, Box<dyn Error>> {
+    let started = Instant::now();
+    loop {
+        let records = cluster.records("out")?;
+        if records.len() >= n || started.elapsed() > WAIT {
+            let mut seen = BTreeMap::new();
+            for r in records {
+                *seen
+                    .entry(Json::<i64>::new().deserialize(r.record.value.as_deref())?)
+                    .or_default() += 1;
+            }
+            return Ok(seen);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn latest_counts(cluster: &MemoryCluster) -> Result<BTreeMap<String, i64>, Box<dyn Error>> {
+    let mut latest = BTreeMap::new();
+    for r in cluster.records("counts")? {
+        latest.insert(
+            String::from_utf8(r.record.key.clone().unwrap_or_default())?,
+            Json::<i64>::new().deserialize(r.record.value.as_deref())?,
+        );
+    }
+    Ok(latest)
+}
+
+fn expected_counts(n: i64) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for i in 0..n {
+        *counts.entry(format!("k{}", i % 13)).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn two_threads_in_group_mode_process_everything_and_report_their_states() -> TestResult {
+    let cluster = cluster(4)?;
+    produce(&cluster, 500)?;
+    let mut config = StreamsConfig::new("life").exactly_once();
+    config.num_threads = 2;
+    let mut streams = KafkaStreams::new(topology(never())?, config, Arc::new(cluster.clone()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    streams.set_state_listener(move |old, new| log.lock().expect("lock").push((old, new)));
+    assert_eq!(streams.state(), StreamsState::Created);
+    streams.start()?;
+    assert_eq!(
+        streams.wait_for_state(StreamsState::Running, WAIT),
+        StreamsState::Running
+    );
+    let out = wait_for_output(&cluster, 500)?;
+    assert_eq!(out.len(), 500);
+    assert!(out.values().all(|&n| n == 1), "exactly once");
+    let started = Instant::now();
+    while latest_counts(&cluster)? != expected_counts(500) && started.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(latest_counts(&cluster)?, expected_counts(500));
+    assert_eq!(streams.metrics().processed, 500);
+    streams.close()?;
+    assert_eq!(streams.state(), StreamsState::NotRunning);
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        vec![
+            (StreamsState::Created, StreamsState::Rebalancing),
+            (StreamsState::Rebalancing, StreamsState::Running),
+            (StreamsState::Running, StreamsState::PendingShutdown),
+            (StreamsState::PendingShutdown, StreamsState::NotRunning),
+        ]
+    );
+    assert!(streams.errors().is_empty(), "{:?}", streams.errors());
+    Ok(())
+}
+
+#[test]
+fn static_instances_split_the_tasks_without_rebalancing() -> TestResult {
+    let cluster = cluster(4)?;
+    produce(&cluster, 400)?;
+    let instance = |k| -> Result<KafkaStreams, Box<dyn Error>> {
+        let mut config = StreamsConfig::new("static");
+        config.commit_interval = Duration::from_millis(10);
+        config.num_threads = 2;
+        config.static_assignment = Some((k, 2));
+        config.instance_id = format!("i{k}");
+        Ok(KafkaStreams::new(
+            topology(never())?,
+            config,
+            Arc::new(cluster.clone()),
+        ))
+    };
+    // One of two instances: half of the partitions, no more.
+    let mut first = instance(0)?;
+    first.start()?;
+    let started = Instant::now();
+    while first.metrics().processed < 200 && started.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let alone = cluster.records("out")?;
+    assert!(
+        alone.len() < 400,
+        "instance 0 of 2 processed {} records",
+        alone.len()
+    );
+    assert!(
+        alone.iter().all(|r| r.record.tp.partition % 4 < 2),
+        "partitions 0 and 1 only"
+    );
+    let mut second = instance(1)?;
+    second.start()?;
+    let out = wait_for_output(&cluster, 400)?;
+    assert_eq!(out.len(), 400);
+    first.close()?;
+    second.close()?;
+    Ok(())
+}
+
+#[test]
+fn a_failed_thread_is_replaced_and_resumes_from_its_last_commit() -> TestResult {
+    let cluster = cluster(2)?;
+    produce(&cluster, 300)?;
+    let failed_once = Arc::new(AtomicBool::new(false));
+    let flag = failed_once.clone();
+    let fail = Arc::new(move |v: i64| v == 150 && !flag.swap(true, Ordering::SeqCst));
+    let mut config = StreamsConfig::new("replace").exactly_once();
+    config.num_threads = 1;
+    let mut streams = KafkaStreams::new(topology(fail)?, config, Arc::new(cluster.clone()));
+    streams.set_uncaught_error_handler(|_| ErrorResponse::ReplaceThread);
+    streams.start()?;
+    let out = wait_for_output(&cluster, 300)?;
+    assert!(
+        failed_once.load(Ordering::SeqCst),
+        "the poison value was hit"
+    );
+    assert_eq!(out.len(), 300);
+    assert!(
+        out.values().all(|&n| n == 1),
+        "exactly once across the replacement"
+    );
+    let started = Instant::now();
+    while latest_counts(&cluster)? != expected_counts(300) && started.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(latest_counts(&cluster)?, expected_counts(300));
+    assert_eq!(streams.errors().len(), 1);
+    assert!(
+        streams.errors()[0].contains("poison value 150"),
+        "{:?}",
+        streams.errors()
+    );
+    streams.close()?;
+    assert_eq!(streams.state(), StreamsState::NotRunning);
+    Ok(())
+}
+
+#[test]
+fn shutting_down_the_instance_or_the_whole_application() -> TestResult {
+    // Instance: the default answer.
+    let cluster = cluster(2)?;
+    produce(&cluster, 50)?;
+    let mut streams = KafkaStreams::new(
+        topology(Arc::new(|v| v == 10))?,
+        StreamsConfig::new("die"),
+        Arc::new(cluster.clone()),
+    );
+    streams.start()?;
+    assert_eq!(
+        streams.wait_for_state(StreamsState::Error, WAIT),
+        StreamsState::Error
+    );
+    streams.close()?;
+    assert_eq!(streams.state(), StreamsState::Error);
+
+    // Application: the other instance stops too.
+    let cluster = self::cluster(2)?;
+    produce(&cluster, 50)?;
+    let instance = |k: u32,
+                    fail: Arc<dyn Fn(i64) -> bool + Send + Sync>|
+     -> Result<KafkaStreams, Box<dyn Error>> {
+        let mut config = StreamsConfig::new("app-down");
+        config.static_assignment = Some((k, 2));
+        config.instance_id = format!("i{k}");
+        let mut streams = KafkaStreams::new(topology(fail)?, config, Arc::new(cluster.clone()));
+        streams.set_uncaught_error_handler(|_| ErrorResponse::ShutdownApplication);
+        Ok(streams)
+    };
+    let mut healthy = instance(1, never())?;
+    healthy.start()?;
+    assert_eq!(
+        healthy.wait_for_state(StreamsState::Running, WAIT),
+        StreamsState::Running
+    );
+    // Instance 0 owns partition 0; fail on whatever lands there.
+    let mut failing = instance(0, Arc::new(|_| true))?;
+    failing.start()?;
+    assert_eq!(
+        failing.wait_for_state(StreamsState::Error, WAIT),
+        StreamsState::Error
+    );
+    assert_eq!(
+        healthy.wait_for_state(StreamsState::Error, WAIT),
+        StreamsState::Error
+    );
+    failing.close()?;
+    healthy.close()?;
+    Ok(())
+}
+
+#[test]
+fn a_missing_source_topic_fails_start_with_its_name() -> TestResult {
+    let cluster = MemoryCluster::new();
+    let mut streams = KafkaStreams::new(
+        topology(never())?,
+        StreamsConfig::new("x"),
+        Arc::new(cluster),
+    );
+    let err = streams.start().expect_err("no topic");
+    assert!(
+        err.to_string()
+            .contains("source topic \"in\" does not exist"),
+        "{err}"
+    );
+    assert_eq!(streams.state(), StreamsState::Created);
+    Ok(())
+}
