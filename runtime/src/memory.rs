@@ -68,11 +68,41 @@ struct Transactional {
 }
 
 /// A consumer group's members and generation.
+///
+/// As in Kafka's rebalance protocol, a partition moves only once its
+/// previous owner gave it up: a member learns in `take_rebalance` which
+/// partitions it lost, commits their work, and releases them on its next
+/// call (poll, commit, rebalance or leaving). Until then the new owner does
+/// not get them (it gets them on a later `take_rebalance`), so it starts
+/// from the previous owner's final committed offsets and no two members
+/// ever own a partition at once.
 #[derive(Debug, Default)]
 struct Group {
     generation: u64,
     /// Member id → subscribed topics.
     members: BTreeMap<u64, Vec<String>>,
+    /// Who owns each partition now.
+    owners: BTreeMap<TopicPartition, u64>,
+    /// Partitions a member was told it lost and still holds.
+    releasing: BTreeMap<u64, Vec<TopicPartition>>,
+}
+
+impl Group {
+    /// Gives up what `member` was told it lost.
+    fn release(&mut self, member: u64) {
+        for tp in self.releasing.remove(&member).unwrap_or_default() {
+            if self.owners.get(&tp) == Some(&member) {
+                self.owners.remove(&tp);
+            }
+        }
+    }
+
+    /// `member` left: everything it owned is free.
+    fn remove_member(&mut self, member: u64) {
+        self.members.remove(&member);
+        self.releasing.remove(&member);
+        self.owners.retain(|_, owner| *owner != member);
+    }
 }
 
 impl Group {
@@ -388,9 +418,21 @@ impl MemoryConsumer {
         if let Some(member) = self.member.take() {
             let mut state = self.cluster.lock();
             if let Some(group) = state.groups.get_mut(&self.group)
-                && group.members.remove(&member).is_some()
+                && group.members.contains_key(&member)
             {
+                group.remove_member(member);
                 group.generation += 1;
+            }
+        }
+    }
+
+    /// Releases partitions this member was told it lost (it has had the
+    /// chance to commit them since).
+    fn release_revoked(&self) {
+        if let Some(member) = self.member {
+            let mut state = self.cluster.lock();
+            if let Some(group) = state.groups.get_mut(&self.group) {
+                group.release(member);
             }
         }
     }
@@ -431,36 +473,66 @@ impl ClusterConsumer for MemoryConsumer {
         let Some(member) = self.member else {
             return Ok(None);
         };
-        let state = self.cluster.lock();
-        let Some(group) = state.groups.get(&self.group) else {
+        let mut state = self.cluster.lock();
+        let State {
+            groups,
+            topics,
+            committed,
+            ..
+        } = &mut *state;
+        let Some(group) = groups.get_mut(&self.group) else {
             return Ok(None);
         };
+        // What was revoked before has had its chance to be committed.
+        group.release(member);
         if group.generation == self.generation {
             return Ok(None);
         }
-        let now = group.assignment(member, &state.topics);
+        let target = group.assignment(member, topics);
         let before: Vec<TopicPartition> = self.positions.keys().cloned().collect();
-        let rebalance = Rebalance {
-            generation: group.generation,
-            revoked: before
-                .iter()
-                .filter(|tp| !now.contains(tp))
-                .cloned()
-                .collect(),
-            assigned: now
-                .iter()
-                .filter(|tp| !before.contains(tp))
-                .cloned()
-                .collect(),
-        };
-        let committed = state.committed.get(&self.group);
-        self.positions.retain(|tp, _| now.contains(tp));
-        for tp in &rebalance.assigned {
-            let start = committed.and_then(|c| c.get(tp)).copied().unwrap_or(0);
+        let revoked: Vec<TopicPartition> = before
+            .iter()
+            .filter(|tp| !target.contains(tp))
+            .cloned()
+            .collect();
+        // Held until the next call, so the work is committed first.
+        group
+            .releasing
+            .entry(member)
+            .or_default()
+            .extend(revoked.iter().cloned());
+        let mut assigned = Vec::new();
+        let mut waiting = false;
+        for tp in target.iter().filter(|tp| !before.contains(tp)) {
+            match group.owners.get(tp) {
+                Some(owner) if *owner != member => waiting = true,
+                _ => {
+                    group.owners.insert(tp.clone(), member);
+                    assigned.push(tp.clone());
+                }
+            }
+        }
+        let group_committed = committed.get(&self.group);
+        self.positions.retain(|tp, _| target.contains(tp));
+        for tp in &assigned {
+            let start = group_committed
+                .and_then(|c| c.get(tp))
+                .copied()
+                .unwrap_or(0);
             self.positions.insert(tp.clone(), start);
         }
-        self.generation = group.generation;
-        Ok(Some(rebalance))
+        // Partitions still held by their previous owner come on a later call.
+        if !waiting {
+            self.generation = group.generation;
+        }
+        if revoked.is_empty() && assigned.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Rebalance {
+            generation: group.generation,
+            revoked,
+            assigned,
+        }))
     }
 
     fn close(&mut self) -> Result<(), ClusterError> {
@@ -487,6 +559,7 @@ impl ClusterConsumer for MemoryConsumer {
     }
 
     fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClusterError> {
+        self.release_revoked();
         let state = self.cluster.lock();
         let mut out = Vec::new();
         for (tp, position) in self.positions.iter_mut() {
@@ -898,10 +971,18 @@ mod group_tests {
 
         let mut second = cluster.consumer("g", Isolation::ReadCommitted).unwrap();
         second.subscribe(&topics).unwrap();
+        // The new member waits until the old owner gave the partitions up
+        // (it commits their work first, then polls or rebalances again).
+        assert!(second.take_rebalance().unwrap().is_none());
         let r1 = first.take_rebalance().unwrap().unwrap();
-        let r2 = second.take_rebalance().unwrap().unwrap();
         assert_eq!(r1.revoked, tps(&[("a", 1), ("a", 3), ("b", 1), ("b", 3)]));
         assert!(r1.assigned.is_empty());
+        assert!(
+            second.take_rebalance().unwrap().is_none(),
+            "still held by the first member"
+        );
+        first.poll(1).unwrap();
+        let r2 = second.take_rebalance().unwrap().unwrap();
         // Partition p of both topics lands on the same member.
         assert_eq!(r2.assigned, tps(&[("a", 1), ("a", 3), ("b", 1), ("b", 3)]));
         assert_eq!(r1.generation, r2.generation);

@@ -5,7 +5,13 @@
 //! # use brook_runtime::memory::MemoryCluster;
 //! # use brook_runtime::streams::{KafkaStreams, StreamsState};
 //! # use brook_runtime::thread::StreamsConfig;
-//! # fn topology() -> brook_topology::Topology { unimplemented!() }
+//! # fn topology() -> brook_topology::Topology {
+//! #     use brook_topology::serdes::Utf8;
+//! #     let b = brook_topology::StreamsBuilder::new();
+//! #     b.stream("in", brook_topology::Consumed::with(Utf8, Utf8))
+//! #         .to("out", brook_topology::Produced::with(Utf8, Utf8));
+//! #     b.build().expect("a valid topology")
+//! # }
 //! let cluster = Arc::new(MemoryCluster::new()); // or KafkaCluster::new(config)?
 //! let mut config = StreamsConfig::new("revenue").exactly_once();
 //! config.num_threads = 2;
@@ -41,7 +47,21 @@ use brook_topology::{Headers, Timestamp, TopicSpec, Topology};
 
 use crate::cluster::{Cluster, ClusterConsumer, Isolation, ProducedRecord, TopicPartition};
 use crate::task::TaskMetrics;
-use crate::thread::{Assignment, RuntimeError, StreamThread, StreamsConfig, ThreadOptions};
+use crate::thread::{
+    Assignment, RestoreMetrics, RuntimeError, StreamThread, StreamsConfig, ThreadMetrics,
+    ThreadOptions,
+};
+
+/// One thread's counters, as of its last loop.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ThreadSnapshot {
+    /// Its tasks' counters.
+    pub tasks: TaskMetrics,
+    /// Records in and out, commits, lag.
+    pub io: ThreadMetrics,
+    /// Restoration so far.
+    pub restore: RestoreMetrics,
+}
 
 /// The life of an instance, as in Kafka Streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,7 +102,7 @@ struct Shared {
     stop: AtomicBool,
     /// Threads still starting (restoring) or being replaced.
     starting: Mutex<usize>,
-    metrics: Mutex<Vec<TaskMetrics>>,
+    metrics: Mutex<Vec<ThreadSnapshot>>,
     errors: Mutex<Vec<String>>,
 }
 
@@ -227,18 +247,137 @@ impl KafkaStreams {
 
     /// Counters summed over every thread's tasks (as of their last loop).
     pub fn metrics(&self) -> TaskMetrics {
+        self.threads_metrics()
+            .iter()
+            .fold(TaskMetrics::default(), |mut sum, m| {
+                sum.add(&m.tasks);
+                sum
+            })
+    }
+
+    /// Every thread's counters, as of its last loop.
+    pub fn threads_metrics(&self) -> Vec<ThreadSnapshot> {
         self.shared
             .metrics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .fold(TaskMetrics::default(), |mut sum, m| {
-                sum.processed += m.processed;
-                sum.dead_lettered += m.dead_lettered;
-                sum.punctuations += m.punctuations;
-                sum.late_records += m.late_records;
-                sum
-            })
+            .clone()
+    }
+
+    /// The metrics in Prometheus' text format, labelled with the
+    /// application id and thread.
+    pub fn prometheus(&self) -> String {
+        type Value = fn(&ThreadSnapshot) -> f64;
+        const METRICS: &[(&str, &str, &str, Value)] = &[
+            (
+                "records_in_total",
+                "counter",
+                "Records read from input partitions.",
+                |t| t.io.records_in as f64,
+            ),
+            (
+                "records_processed_total",
+                "counter",
+                "Records processed by tasks.",
+                |t| t.tasks.processed as f64,
+            ),
+            (
+                "records_out_total",
+                "counter",
+                "Records sent: results, changelog records, dead letters.",
+                |t| t.io.records_out as f64,
+            ),
+            (
+                "dead_letters_total",
+                "counter",
+                "Records sent to the dead-letter topic.",
+                |t| t.tasks.dead_lettered as f64,
+            ),
+            (
+                "late_records_dropped_total",
+                "counter",
+                "Records dropped because their windows had closed.",
+                |t| t.tasks.late_records as f64,
+            ),
+            (
+                "consumer_lag_records",
+                "gauge",
+                "Records in the input partitions not yet processed.",
+                |t| t.io.lag as f64,
+            ),
+            (
+                "commits_total",
+                "counter",
+                "Commits that wrote something.",
+                |t| t.io.commits as f64,
+            ),
+            (
+                "commit_latency_seconds_sum",
+                "counter",
+                "Time spent committing.",
+                |t| t.io.commit_nanos as f64 / 1e9,
+            ),
+            (
+                "commit_latency_seconds_max",
+                "gauge",
+                "The slowest commit.",
+                |t| t.io.commit_max_nanos as f64 / 1e9,
+            ),
+            (
+                "e2e_latency_seconds_sum",
+                "counter",
+                "Sum of wall clock minus record timestamp when processed.",
+                |t| t.tasks.e2e_latency_ms_sum as f64 / 1e3,
+            ),
+            (
+                "e2e_latency_seconds_max",
+                "gauge",
+                "The largest end-to-end latency.",
+                |t| t.tasks.e2e_latency_ms_max as f64 / 1e3,
+            ),
+            (
+                "restore_records_total",
+                "counter",
+                "Changelog records restored.",
+                |t| t.restore.records as f64,
+            ),
+            (
+                "restore_seconds_total",
+                "counter",
+                "Time spent restoring.",
+                |t| t.restore.elapsed.as_secs_f64(),
+            ),
+        ];
+        let app = &self.config.application_id;
+        let threads = self.threads_metrics();
+        let mut out = String::new();
+        for (name, kind, help, value) in METRICS {
+            out.push_str(&format!(
+                "# HELP brook_{name} {help}\n# TYPE brook_{name} {kind}\n"
+            ));
+            for (i, t) in threads.iter().enumerate() {
+                out.push_str(&format!(
+                    "brook_{name}{{application_id=\"{app}\",thread=\"{i}\"}} {}\n",
+                    value(t)
+                ));
+            }
+        }
+        let state = self.state();
+        out.push_str("# HELP brook_state The instance state (1 for the current one).\n# TYPE brook_state gauge\n");
+        for s in [
+            StreamsState::Created,
+            StreamsState::Rebalancing,
+            StreamsState::Running,
+            StreamsState::PendingShutdown,
+            StreamsState::NotRunning,
+            StreamsState::Error,
+        ] {
+            out.push_str(&format!(
+                "brook_state{{application_id=\"{app}\",state=\"{s:?}\"}} {}\n",
+                u8::from(s == state)
+            ));
+        }
+        out
     }
 
     /// Starts the threads. Fails if the instance was started before, or if
@@ -262,7 +401,7 @@ impl KafkaStreams {
             .shared
             .metrics
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = vec![TaskMetrics::default(); threads];
+            .unwrap_or_else(|p| p.into_inner()) = vec![ThreadSnapshot::default(); threads];
         *self
             .shared
             .starting
@@ -504,7 +643,11 @@ impl ThreadRunner {
                         .unwrap_or_else(|p| p.into_inner())
                         .get_mut(self.index)
                     {
-                        *slot = thread.metrics();
+                        *slot = ThreadSnapshot {
+                            tasks: thread.metrics(),
+                            io: thread.thread_metrics(),
+                            restore: thread.restore_metrics(),
+                        };
                     }
                     if polled == 0 {
                         std::thread::sleep(Duration::from_millis(2));

@@ -81,6 +81,23 @@ pub struct TaskMetrics {
     pub punctuations: u64,
     /// Records dropped because their windows had closed.
     pub late_records: u64,
+    /// Sum over processed records of wall clock minus record timestamp
+    /// (end-to-end latency), ms.
+    pub e2e_latency_ms_sum: u64,
+    /// The largest end-to-end latency seen, ms.
+    pub e2e_latency_ms_max: u64,
+}
+
+impl TaskMetrics {
+    /// Adds `other`'s counts to these (summing over tasks and threads).
+    pub fn add(&mut self, other: &TaskMetrics) {
+        self.processed += other.processed;
+        self.dead_lettered += other.dead_lettered;
+        self.punctuations += other.punctuations;
+        self.late_records += other.late_records;
+        self.e2e_latency_ms_sum += other.e2e_latency_ms_sum;
+        self.e2e_latency_ms_max = self.e2e_latency_ms_max.max(other.e2e_latency_ms_max);
+    }
 }
 
 enum Instance {
@@ -489,8 +506,16 @@ impl StreamTask {
         self.state.metadata = None;
         result?;
         self.state.metrics.processed += 1;
+        let e2e = u64::try_from(self.state.wall_clock.saturating_sub(timestamp)).unwrap_or(0);
+        self.state.metrics.e2e_latency_ms_sum += e2e;
+        self.state.metrics.e2e_latency_ms_max = self.state.metrics.e2e_latency_ms_max.max(e2e);
         self.punctuate(PunctuationType::StreamTime, self.state.stream_time)?;
         Ok(true)
+    }
+
+    /// Sets the wall clock (for latency) without firing punctuations.
+    pub fn set_wall_clock(&mut self, now: Timestamp) {
+        self.state.wall_clock = self.state.wall_clock.max(now);
     }
 
     /// Advances the wall clock to `now` and fires wall-clock punctuations due.

@@ -710,6 +710,29 @@ pub struct StreamThread {
     checkpointed: BTreeMap<TaskId, i64>,
     restore_metrics: RestoreMetrics,
     rebalances: u64,
+    io: ThreadMetrics,
+    /// Counters of tasks this thread closed (they moved elsewhere).
+    retired: TaskMetrics,
+    /// When lag was last measured (wall clock, ms).
+    lag_measured: Timestamp,
+}
+
+/// What a thread did, besides its tasks' counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadMetrics {
+    /// Records read from input partitions.
+    pub records_in: u64,
+    /// Records sent: results, changelog records, dead letters.
+    pub records_out: u64,
+    /// Commits that wrote something.
+    pub commits: u64,
+    /// Time spent in them, ns.
+    pub commit_nanos: u64,
+    /// The slowest, ns.
+    pub commit_max_nanos: u64,
+    /// Records in the input partitions not yet processed, as last measured
+    /// (every 5 s).
+    pub lag: i64,
 }
 
 /// Checks that `topology` can run on `cluster` — its source topics exist,
@@ -882,6 +905,9 @@ impl StreamThread {
             checkpointed: BTreeMap::new(),
             restore_metrics: RestoreMetrics::default(),
             rebalances: 0,
+            io: ThreadMetrics::default(),
+            retired: TaskMetrics::default(),
+            lag_measured: Timestamp::MIN,
             config,
         };
         match assignment {
@@ -1033,6 +1059,7 @@ impl StreamThread {
             }
             if let Some(mut task) = self.tasks.remove(id) {
                 task.close();
+                self.retired.add(&task.metrics());
                 self.routes.retain(|_, t| t != id);
                 self.checkpointed.remove(id);
                 for tp in task.partitions() {
@@ -1095,18 +1122,40 @@ impl StreamThread {
         self.tasks.iter()
     }
 
-    /// Counters summed over all tasks.
+    /// Counters summed over all tasks this thread ran, including those it
+    /// no longer has.
     pub fn metrics(&self) -> TaskMetrics {
-        self.tasks
-            .values()
-            .fold(TaskMetrics::default(), |mut sum, task| {
-                let m = task.metrics();
-                sum.processed += m.processed;
-                sum.dead_lettered += m.dead_lettered;
-                sum.punctuations += m.punctuations;
-                sum.late_records += m.late_records;
-                sum
-            })
+        self.tasks.values().fold(self.retired, |mut sum, task| {
+            sum.add(&task.metrics());
+            sum
+        })
+    }
+
+    /// Records in and out, commits, lag.
+    pub fn thread_metrics(&self) -> ThreadMetrics {
+        self.io
+    }
+
+    /// Measures lag: end offsets minus positions of the input partitions.
+    fn measure_lag(&mut self) -> Result<(), RuntimeError> {
+        let partitions: Vec<TopicPartition> = self.routes.keys().cloned().collect();
+        if partitions.is_empty() {
+            self.io.lag = 0;
+            return Ok(());
+        }
+        let ends = self.consumer.end_offsets(&partitions)?;
+        let mut lag = 0;
+        for tp in &partitions {
+            let done = self
+                .tasks
+                .values()
+                .find_map(|t| t.committable_offsets().get(tp).copied())
+                .or_else(|| self.consumer.position(tp).ok())
+                .unwrap_or(0);
+            lag += (ends.get(tp).copied().unwrap_or(0) - done).max(0);
+        }
+        self.io.lag = lag;
+        Ok(())
     }
 
     /// What restoring the stores took, so far.
@@ -1143,6 +1192,10 @@ impl StreamThread {
         }
         let records = self.consumer.poll(self.config.max_poll_records)?;
         let polled = records.len();
+        self.io.records_in += polled as u64;
+        for task in self.tasks.values_mut() {
+            task.set_wall_clock(self.wall_clock);
+        }
         for record in records {
             if let Some(id) = self.routes.get(&record.tp)
                 && let Some(task) = self.tasks.get_mut(id)
@@ -1200,6 +1253,7 @@ impl StreamThread {
         }
         self.dirty = true;
         self.producer.send(record)?;
+        self.io.records_out += 1;
         Ok(())
     }
 
@@ -1241,6 +1295,7 @@ impl StreamThread {
             return Ok(());
         }
         self.fault(FaultPoint::BeforeProduce)?;
+        let started = Instant::now();
         self.send_output()?;
         let app = self.config.application_id.clone();
         if self.exactly_once() {
@@ -1292,6 +1347,14 @@ impl StreamThread {
         }
         if !due.is_empty() {
             self.fault(FaultPoint::AfterCheckpoint)?;
+        }
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.io.commits += 1;
+        self.io.commit_nanos = self.io.commit_nanos.saturating_add(took);
+        self.io.commit_max_nanos = self.io.commit_max_nanos.max(took);
+        if self.wall_clock.saturating_sub(self.lag_measured) >= 5_000 {
+            self.lag_measured = self.wall_clock;
+            self.measure_lag()?;
         }
         self.last_commit = self.wall_clock;
         Ok(())

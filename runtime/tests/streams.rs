@@ -151,6 +151,21 @@ fn two_threads_in_group_mode_process_everything_and_report_their_states() -> Tes
     }
     assert_eq!(latest_counts(&cluster)?, expected_counts(500));
     assert_eq!(streams.metrics().processed, 500);
+    let text = streams.prometheus();
+    let processed: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("brook_records_processed_total{application_id=\"life\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(processed, 500.0, "{text}");
+    assert!(
+        text.contains("brook_state{application_id=\"life\",state=\"Running\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE brook_consumer_lag_records gauge"),
+        "{text}"
+    );
     streams.close()?;
     assert_eq!(streams.state(), StreamsState::NotRunning);
     assert_eq!(
@@ -163,6 +178,9 @@ fn two_threads_in_group_mode_process_everything_and_report_their_states() -> Tes
         ]
     );
     assert!(streams.errors().is_empty(), "{:?}", streams.errors());
+    // Nothing arrived twice, even after the threads' final commits.
+    let out = wait_for_output(&cluster, 500)?;
+    assert!(out.values().all(|&n| n == 1), "exactly once");
     Ok(())
 }
 
