@@ -6,7 +6,14 @@
 //! - `brook-demo`: a small pipeline run end to end by `make demo` (page views
 //!   → re-keyed through a repartition topic → counted per page → verified).
 //!
+//! - `brook-state`: inspect, wipe, rebuild and reset application state.
+//! - `brook-wordcount`: a word count as an application binary, the example
+//!   of [`app`]: the helper that turns a topology into a binary with the
+//!   common flags, config file, environment overrides, logs, a Prometheus
+//!   endpoint and clean shutdown on SIGINT/SIGTERM.
+//!
 //! EventMart's applications join them as the DSL and runtime land.
 
+pub mod app;
 pub mod args;
 pub mod demo;

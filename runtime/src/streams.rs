@@ -264,120 +264,18 @@ impl KafkaStreams {
             .clone()
     }
 
-    /// The metrics in Prometheus' text format, labelled with the
-    /// application id and thread.
+    /// A handle that reads this instance's metrics from any thread (for a
+    /// metrics endpoint).
+    pub fn metrics_handle(&self) -> MetricsHandle {
+        MetricsHandle {
+            application_id: self.config.application_id.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The metrics in Prometheus' text format; see [`MetricsHandle::prometheus`].
     pub fn prometheus(&self) -> String {
-        type Value = fn(&ThreadSnapshot) -> f64;
-        const METRICS: &[(&str, &str, &str, Value)] = &[
-            (
-                "records_in_total",
-                "counter",
-                "Records read from input partitions.",
-                |t| t.io.records_in as f64,
-            ),
-            (
-                "records_processed_total",
-                "counter",
-                "Records processed by tasks.",
-                |t| t.tasks.processed as f64,
-            ),
-            (
-                "records_out_total",
-                "counter",
-                "Records sent: results, changelog records, dead letters.",
-                |t| t.io.records_out as f64,
-            ),
-            (
-                "dead_letters_total",
-                "counter",
-                "Records sent to the dead-letter topic.",
-                |t| t.tasks.dead_lettered as f64,
-            ),
-            (
-                "late_records_dropped_total",
-                "counter",
-                "Records dropped because their windows had closed.",
-                |t| t.tasks.late_records as f64,
-            ),
-            (
-                "consumer_lag_records",
-                "gauge",
-                "Records in the input partitions not yet processed.",
-                |t| t.io.lag as f64,
-            ),
-            (
-                "commits_total",
-                "counter",
-                "Commits that wrote something.",
-                |t| t.io.commits as f64,
-            ),
-            (
-                "commit_latency_seconds_sum",
-                "counter",
-                "Time spent committing.",
-                |t| t.io.commit_nanos as f64 / 1e9,
-            ),
-            (
-                "commit_latency_seconds_max",
-                "gauge",
-                "The slowest commit.",
-                |t| t.io.commit_max_nanos as f64 / 1e9,
-            ),
-            (
-                "e2e_latency_seconds_sum",
-                "counter",
-                "Sum of wall clock minus record timestamp when processed.",
-                |t| t.tasks.e2e_latency_ms_sum as f64 / 1e3,
-            ),
-            (
-                "e2e_latency_seconds_max",
-                "gauge",
-                "The largest end-to-end latency.",
-                |t| t.tasks.e2e_latency_ms_max as f64 / 1e3,
-            ),
-            (
-                "restore_records_total",
-                "counter",
-                "Changelog records restored.",
-                |t| t.restore.records as f64,
-            ),
-            (
-                "restore_seconds_total",
-                "counter",
-                "Time spent restoring.",
-                |t| t.restore.elapsed.as_secs_f64(),
-            ),
-        ];
-        let app = &self.config.application_id;
-        let threads = self.threads_metrics();
-        let mut out = String::new();
-        for (name, kind, help, value) in METRICS {
-            out.push_str(&format!(
-                "# HELP brook_{name} {help}\n# TYPE brook_{name} {kind}\n"
-            ));
-            for (i, t) in threads.iter().enumerate() {
-                out.push_str(&format!(
-                    "brook_{name}{{application_id=\"{app}\",thread=\"{i}\"}} {}\n",
-                    value(t)
-                ));
-            }
-        }
-        let state = self.state();
-        out.push_str("# HELP brook_state The instance state (1 for the current one).\n# TYPE brook_state gauge\n");
-        for s in [
-            StreamsState::Created,
-            StreamsState::Rebalancing,
-            StreamsState::Running,
-            StreamsState::PendingShutdown,
-            StreamsState::NotRunning,
-            StreamsState::Error,
-        ] {
-            out.push_str(&format!(
-                "brook_state{{application_id=\"{app}\",state=\"{s:?}\"}} {}\n",
-                u8::from(s == state)
-            ));
-        }
-        out
+        self.metrics_handle().prometheus()
     }
 
     /// Starts the threads. Fails if the instance was started before, or if
@@ -478,6 +376,149 @@ impl Drop for KafkaStreams {
         if !self.threads.is_empty() {
             let _ = self.close();
         }
+    }
+}
+
+/// Reads an instance's metrics; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct MetricsHandle {
+    application_id: String,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MetricsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsHandle")
+            .field("application_id", &self.application_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsHandle {
+    /// The instance's state.
+    pub fn state(&self) -> StreamsState {
+        self.shared.state()
+    }
+
+    /// The metrics in Prometheus' text format, labelled with the
+    /// application id and thread.
+    pub fn prometheus(&self) -> String {
+        type Value = fn(&ThreadSnapshot) -> f64;
+        const METRICS: &[(&str, &str, &str, Value)] = &[
+            (
+                "records_in_total",
+                "counter",
+                "Records read from input partitions.",
+                |t| t.io.records_in as f64,
+            ),
+            (
+                "records_processed_total",
+                "counter",
+                "Records processed by tasks.",
+                |t| t.tasks.processed as f64,
+            ),
+            (
+                "records_out_total",
+                "counter",
+                "Records sent: results, changelog records, dead letters.",
+                |t| t.io.records_out as f64,
+            ),
+            (
+                "dead_letters_total",
+                "counter",
+                "Records sent to the dead-letter topic.",
+                |t| t.tasks.dead_lettered as f64,
+            ),
+            (
+                "late_records_dropped_total",
+                "counter",
+                "Records dropped because their windows had closed.",
+                |t| t.tasks.late_records as f64,
+            ),
+            (
+                "consumer_lag_records",
+                "gauge",
+                "Records in the input partitions not yet processed.",
+                |t| t.io.lag as f64,
+            ),
+            (
+                "commits_total",
+                "counter",
+                "Commits that wrote something.",
+                |t| t.io.commits as f64,
+            ),
+            (
+                "commit_latency_seconds_sum",
+                "counter",
+                "Time spent committing.",
+                |t| t.io.commit_nanos as f64 / 1e9,
+            ),
+            (
+                "commit_latency_seconds_max",
+                "gauge",
+                "The slowest commit.",
+                |t| t.io.commit_max_nanos as f64 / 1e9,
+            ),
+            (
+                "e2e_latency_seconds_sum",
+                "counter",
+                "Sum of wall clock minus record timestamp when processed.",
+                |t| t.tasks.e2e_latency_ms_sum as f64 / 1e3,
+            ),
+            (
+                "e2e_latency_seconds_max",
+                "gauge",
+                "The largest end-to-end latency.",
+                |t| t.tasks.e2e_latency_ms_max as f64 / 1e3,
+            ),
+            (
+                "restore_records_total",
+                "counter",
+                "Changelog records restored.",
+                |t| t.restore.records as f64,
+            ),
+            (
+                "restore_seconds_total",
+                "counter",
+                "Time spent restoring.",
+                |t| t.restore.elapsed.as_secs_f64(),
+            ),
+        ];
+        let app = &self.application_id;
+        let threads = self
+            .shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut out = String::new();
+        for (name, kind, help, value) in METRICS {
+            out.push_str(&format!(
+                "# HELP brook_{name} {help}\n# TYPE brook_{name} {kind}\n"
+            ));
+            for (i, t) in threads.iter().enumerate() {
+                out.push_str(&format!(
+                    "brook_{name}{{application_id=\"{app}\",thread=\"{i}\"}} {}\n",
+                    value(t)
+                ));
+            }
+        }
+        let state = self.shared.state();
+        out.push_str("# HELP brook_state The instance state (1 for the current one).\n# TYPE brook_state gauge\n");
+        for s in [
+            StreamsState::Created,
+            StreamsState::Rebalancing,
+            StreamsState::Running,
+            StreamsState::PendingShutdown,
+            StreamsState::NotRunning,
+            StreamsState::Error,
+        ] {
+            out.push_str(&format!(
+                "brook_state{{application_id=\"{app}\",state=\"{s:?}\"}} {}\n",
+                u8::from(s == state)
+            ));
+        }
+        out
     }
 }
 
