@@ -1052,7 +1052,14 @@ impl StreamThread {
         if ids.iter().all(|id| !self.tasks.contains_key(id)) {
             return Ok(());
         }
-        self.commit()?;
+        if let Err(e) = self.commit() {
+            if self.exactly_once() {
+                return Err(e);
+            }
+            // At-least-once: the new owner processes the uncommitted
+            // records again; nothing is lost.
+            tracing::warn!(error = %e, "could not commit the tasks being revoked; their new owner will process their uncommitted records again");
+        }
         for id in ids {
             if self.tasks.contains_key(id) {
                 self.checkpoint(*id)?;

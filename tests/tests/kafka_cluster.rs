@@ -238,3 +238,91 @@ fn on_tansu_state_is_restored_rebuilt_and_reset() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn on_tansu_instances_split_partitions_and_a_joiner_rebalances_without_loss() -> TestResult {
+    use brook_runtime::streams::{KafkaStreams, StreamsState};
+    let broker = TestBroker::tansu()?;
+    let ns = broker.namespace();
+    let (input, output) = (ns.topic("events"), ns.topic("echo"));
+    broker.create_topics(&[TopicSpec::new(&input, 4), TopicSpec::new(&output, 4)])?;
+    let cluster = Arc::new(KafkaCluster::new(broker.config().clone())?);
+    let produce = |from: i64, to: i64| -> TestResult {
+        let mut producer = cluster.producer()?;
+        for i in from..to {
+            let mut r = record(&input, &format!("k{}", i % 50), &i.to_string(), i);
+            r.partition = None;
+            producer.send(r)?;
+        }
+        producer.flush()?;
+        Ok(())
+    };
+    let app = ns.group("split");
+    let instance = |k: usize| -> TestResult<KafkaStreams> {
+        let b = StreamsBuilder::new();
+        b.stream(&input, Consumed::with(Utf8, Utf8))
+            .to(&output, Produced::with(Utf8, Utf8));
+        let mut config = StreamsConfig::new(&app);
+        config.commit_interval = Duration::from_millis(100);
+        config.instance_id = format!("i{k}");
+        let mut streams = KafkaStreams::new(b.build()?, config, cluster.clone());
+        streams.start()?;
+        Ok(streams)
+    };
+    let echoed = || -> TestResult<std::collections::BTreeSet<i64>> {
+        let mut consumer = cluster.consumer(&ns.group("reader"), Isolation::ReadCommitted)?;
+        let tps: Vec<_> = (0..4).map(|p| TopicPartition::new(&output, p)).collect();
+        let ends = consumer.end_offsets(&tps)?;
+        consumer.assign(&tps)?;
+        for tp in &tps {
+            consumer.seek(tp, 0)?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let started = Instant::now();
+        while tps
+            .iter()
+            .any(|tp| consumer.position(tp).map_or(true, |p| p < ends[tp]))
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            for r in consumer.poll(1_000)? {
+                seen.insert(String::from_utf8(r.value.unwrap_or_default())?.parse()?);
+            }
+        }
+        Ok(seen)
+    };
+    let wait_for = |n: i64| -> TestResult {
+        let started = Instant::now();
+        loop {
+            let seen = echoed()?;
+            if (0..n).all(|i| seen.contains(&i)) {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                let missing: Vec<i64> = (0..n).filter(|i| !seen.contains(i)).take(10).collect();
+                return Err(format!("after 120 s, missing e.g. {missing:?}").into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut a = instance(0)?;
+    let mut b = instance(1)?;
+    produce(0, 500)?;
+    wait_for(500)?;
+    // A third member joins: partitions move, nothing is lost.
+    let mut c = instance(2)?;
+    produce(500, 1_000)?;
+    wait_for(1_000)?;
+    // One leaves cleanly: its partitions move to the others.
+    a.close()?;
+    produce(1_000, 1_500)?;
+    wait_for(1_500)?;
+    // Every member got a share of the partitions.
+    for (name, s) in [("a", &a), ("b", &b), ("c", &c)] {
+        assert!(s.metrics().processed > 0, "{name} processed nothing");
+    }
+    for s in [&mut b, &mut c] {
+        assert_eq!(s.state(), StreamsState::Running, "{:?}", s.errors());
+        s.close()?;
+    }
+    Ok(())
+}

@@ -10,13 +10,15 @@
 //!
 //! Calls block up to the cluster's timeout (30 s by default).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use brook_topology::{Headers, TopicSpec};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance as KafkaRebalance,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -25,7 +27,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::{AdminError, KafkaAdmin, KafkaConfig};
 use crate::cluster::{
     Cluster, ClusterConsumer, ClusterError, ClusterProducer, ConsumedRecord, Isolation,
-    ProducedRecord, TopicPartition,
+    ProducedRecord, Rebalance, TopicPartition,
 };
 
 /// A Kafka cluster reached through librdkafka.
@@ -165,15 +167,20 @@ impl Cluster for KafkaCluster {
             Isolation::ReadCommitted => "read_committed",
             Isolation::ReadUncommitted => "read_uncommitted",
         };
-        let consumer: BaseConsumer = self
+        let context = GroupContext::default();
+        let consumer: BaseConsumer<GroupContext> = self
             .config
             .consumer(group)
             .set("isolation.level", level)
             .set("enable.partition.eof", "true")
-            .create()
+            .create_with_context(context.clone())
             .map_err(|e| client_err(format!("creating a consumer in group {group:?}"), e))?;
         Ok(Box::new(KafkaConsumer {
             consumer,
+            context,
+            subscribed: false,
+            owned: BTreeSet::new(),
+            generation: 0,
             group: group.to_owned(),
             timeout: self.timeout,
             assigned: BTreeMap::new(),
@@ -194,8 +201,41 @@ impl Cluster for KafkaCluster {
     }
 }
 
+/// Follows the assignment librdkafka's group protocol gives a subscribed
+/// consumer (updated from the rebalance callbacks, which run in `poll`).
+#[derive(Clone, Default)]
+struct GroupContext {
+    current: Arc<Mutex<BTreeSet<TopicPartition>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &KafkaRebalance<'_>) {
+        if matches!(rebalance, KafkaRebalance::Error(_)) {
+            return;
+        }
+        let now: BTreeSet<TopicPartition> = consumer
+            .assignment()
+            .map(|list| {
+                list.elements()
+                    .iter()
+                    .map(|e| TopicPartition::new(e.topic(), e.partition()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = now;
+    }
+}
+
 struct KafkaConsumer {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<GroupContext>,
+    context: GroupContext,
+    /// Subscribed (group mode) rather than assigned.
+    subscribed: bool,
+    /// The partitions the runtime was last told it owns (group mode).
+    owned: BTreeSet<TopicPartition>,
+    generation: u64,
     group: String,
     timeout: Duration,
     /// Assigned partitions and where reading (re)starts.
@@ -238,6 +278,54 @@ impl KafkaConsumer {
 }
 
 impl ClusterConsumer for KafkaConsumer {
+    fn subscribe(&mut self, topics: &[String]) -> Result<(), ClusterError> {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&names).map_err(|e| {
+            client_err(
+                format!("subscribing group {:?} to {topics:?}", self.group),
+                e,
+            )
+        })?;
+        self.subscribed = true;
+        Ok(())
+    }
+
+    fn take_rebalance(&mut self) -> Result<Option<Rebalance>, ClusterError> {
+        if !self.subscribed {
+            return Ok(None);
+        }
+        let current = self
+            .context
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if current == self.owned {
+            return Ok(None);
+        }
+        let revoked: Vec<TopicPartition> = self.owned.difference(&current).cloned().collect();
+        let assigned: Vec<TopicPartition> = current.difference(&self.owned).cloned().collect();
+        for tp in &revoked {
+            self.next.remove(tp);
+        }
+        self.owned = current;
+        self.generation += 1;
+        Ok(Some(Rebalance {
+            generation: self.generation,
+            revoked,
+            assigned,
+        }))
+    }
+
+    fn close(&mut self) -> Result<(), ClusterError> {
+        if self.subscribed {
+            self.consumer.unsubscribe();
+            self.subscribed = false;
+            self.owned.clear();
+        }
+        Ok(())
+    }
+
     fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ClusterError> {
         self.assigned = partitions
             .iter()
@@ -278,6 +366,11 @@ impl ClusterConsumer for KafkaConsumer {
     }
 
     fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClusterError> {
+        if self.subscribed {
+            return Err(ClusterError::Client(format!(
+                "seek on {tp}: a subscribed consumer reads from committed offsets"
+            )));
+        }
         let entry = self
             .assigned
             .get_mut(tp)
