@@ -335,3 +335,58 @@ fn a_missing_source_topic_fails_start_with_its_name() -> TestResult {
     assert_eq!(streams.state(), StreamsState::Created);
     Ok(())
 }
+
+#[test]
+fn a_fenced_instance_stops_and_its_successor_keeps_results_exactly_once() -> TestResult {
+    let cluster = cluster(2)?;
+    produce(&cluster, 200)?;
+    let instance = || -> Result<KafkaStreams, Box<dyn Error>> {
+        let mut config = StreamsConfig::new("fence").exactly_once();
+        // Both claim to be instance 0 of 1: the same transactional id.
+        config.static_assignment = Some((0, 1));
+        config.instance_id = "0".into();
+        Ok(KafkaStreams::new(
+            topology(never())?,
+            config,
+            Arc::new(cluster.clone()),
+        ))
+    };
+    let mut first = instance()?;
+    first.start()?;
+    assert_eq!(
+        first.wait_for_state(StreamsState::Running, WAIT),
+        StreamsState::Running
+    );
+    let mut second = instance()?;
+    second.start()?;
+    assert_eq!(
+        second.wait_for_state(StreamsState::Running, WAIT),
+        StreamsState::Running
+    );
+    // The first one's next transaction is refused: it stops with the reason.
+    let more = cluster.produce(ProducedRecord {
+        topic: "in".into(),
+        partition: Some(0),
+        key: Some(b"late".to_vec()),
+        value: Json::<i64>::new().serialize(&1_000)?,
+        timestamp: 1_000,
+        headers: Headers::new(),
+    });
+    more?;
+    assert_eq!(
+        first.wait_for_state(StreamsState::Error, WAIT),
+        StreamsState::Error
+    );
+    assert!(
+        first.errors().iter().any(|e| e.contains("fenced")),
+        "{:?}",
+        first.errors()
+    );
+    let out = wait_for_output(&cluster, 201)?;
+    assert_eq!(out.len(), 201);
+    assert!(out.values().all(|&n| n == 1), "exactly once: {out:?}");
+    first.close()?;
+    second.close()?;
+    assert_eq!(second.state(), StreamsState::NotRunning);
+    Ok(())
+}
