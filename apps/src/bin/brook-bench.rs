@@ -26,7 +26,13 @@
 //!   at-least-once), records/s;
 //! - `rss_growth_count_1m_keys`: how much the process RSS grew during that
 //!   count (the store then holds one key per record), MiB; and
-//!   `rocksdb_cache_usage`: the shared block cache and memtables, MiB.
+//!   `rocksdb_cache_usage`: the shared block cache and memtables, MiB;
+//! - `e2e_stateless_mock`, `e2e_windowed_mock`: brook's runtime on the Kafka
+//!   adapter against the mock cluster, at-least-once, from an input topic of
+//!   `--records` records to an output topic: a `map_values`, and a 1-second
+//!   tumbling-window count per key (100 keys) with RocksDB state; records/s
+//!   from the first poll until every record is processed and the output
+//!   flushed.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -117,6 +123,8 @@ fn run(args: &Args) -> Result<()> {
     let mut count = Sample::new("count_rocksdb_distinct_keys", "records/s");
     let mut rss = Sample::new("rss_growth_count_1m_keys", "MiB");
     let mut cache = Sample::new("rocksdb_cache_usage", "MiB");
+    let mut e2e_stateless = Sample::new("e2e_stateless_mock", "records/s");
+    let mut e2e_windowed = Sample::new("e2e_windowed_mock", "records/s");
     let keys: Vec<String> = (0..1_000_000).map(|i| format!("customer-{i:08}")).collect();
     for run in 1..=runs {
         partition.runs.push(bench_partition(&keys));
@@ -133,6 +141,12 @@ fn run(args: &Args) -> Result<()> {
         count.runs.push(rate);
         rss.runs.push(grew);
         cache.runs.push(used);
+        e2e_stateless.runs.push(
+            bench_e2e(records, false).with_context(|| format!("run {run}: e2e stateless"))?,
+        );
+        e2e_windowed.runs.push(
+            bench_e2e(records, true).with_context(|| format!("run {run}: e2e windowed"))?,
+        );
         eprintln!("run {run}/{runs} done");
     }
 
@@ -145,6 +159,8 @@ fn run(args: &Args) -> Result<()> {
         count,
         rss,
         cache,
+        e2e_stateless,
+        e2e_windowed,
     ];
     let table = render_table(&samples, runs, records, &label);
     println!("{table}");
@@ -324,6 +340,145 @@ fn bench_count(n: usize) -> Result<(f64, f64, f64)> {
     let cache = env.cache_usage() as f64 / (1024.0 * 1024.0);
     drop(thread);
     Ok((rate, grew, cache))
+}
+
+/// The Kafka adapter on the mock cluster, which has no admin API: every
+/// topic is made beforehand through the mock's own interface, and
+/// `create_topics` only checks that they exist.
+struct MockBacked {
+    kafka: brook_runtime::kafka::KafkaCluster,
+    created: std::sync::Mutex<std::collections::BTreeMap<String, i32>>,
+}
+
+impl Cluster for MockBacked {
+    fn create_topics(
+        &self,
+        specs: &[brook_topology::TopicSpec],
+    ) -> Result<(), brook_runtime::cluster::ClusterError> {
+        let created = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        for spec in specs {
+            if !created.contains_key(&spec.name) {
+                return Err(brook_runtime::cluster::ClusterError::Client(format!(
+                    "topic {} must be made on the mock cluster beforehand",
+                    spec.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn partition_count(&self, topic: &str) -> Result<i32, brook_runtime::cluster::ClusterError> {
+        let created = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        created
+            .get(topic)
+            .copied()
+            .ok_or_else(|| brook_runtime::cluster::ClusterError::UnknownTopic(topic.to_owned()))
+    }
+
+    fn list_topics(&self) -> Result<Vec<String>, brook_runtime::cluster::ClusterError> {
+        Ok(self
+            .created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect())
+    }
+
+    fn delete_topics(&self, _topics: &[String]) -> Result<(), brook_runtime::cluster::ClusterError> {
+        Err(brook_runtime::cluster::ClusterError::Client(
+            "the mock cluster cannot delete topics".into(),
+        ))
+    }
+
+    fn consumer(
+        &self,
+        group: &str,
+        isolation: brook_runtime::cluster::Isolation,
+    ) -> Result<Box<dyn brook_runtime::cluster::ClusterConsumer>, brook_runtime::cluster::ClusterError> {
+        self.kafka.consumer(group, isolation)
+    }
+
+    fn producer(
+        &self,
+    ) -> Result<Box<dyn brook_runtime::cluster::ClusterProducer>, brook_runtime::cluster::ClusterError> {
+        self.kafka.producer()
+    }
+
+    fn transactional_producer(
+        &self,
+        id: &str,
+    ) -> Result<Box<dyn brook_runtime::cluster::ClusterProducer>, brook_runtime::cluster::ClusterError> {
+        self.kafka.transactional_producer(id)
+    }
+}
+
+/// Runs a topology on the mock cluster from `records` input records to the
+/// output topic; records/s.
+fn bench_e2e(records: usize, windowed: bool) -> Result<f64> {
+    use brook_topology::serdes::{Json, Utf8};
+    use brook_topology::window::TimeWindows;
+    use brook_topology::{Consumed, Grouped, Materialized, Produced, StreamsBuilder};
+    let mock = MockCluster::new(1).context("starting the mock cluster")?;
+    let kafka = KafkaConfig::new(mock.bootstrap_servers()).set_producer("linger.ms", "5");
+    let mut topics = std::collections::BTreeMap::new();
+    for (name, partitions) in [
+        ("e2e-in", PARTITIONS),
+        ("e2e-out", PARTITIONS),
+        ("e2e-e2e-counts-changelog", PARTITIONS),
+        ("e2e-dead-letters", 1),
+    ] {
+        mock.create_topic(name, partitions, 1)?;
+        topics.insert(name.to_owned(), partitions);
+    }
+    let cluster = MockBacked {
+        kafka: brook_runtime::kafka::KafkaCluster::new(kafka.clone())?,
+        created: std::sync::Mutex::new(topics),
+    };
+    let producer: BaseProducer = kafka.producer().create()?;
+    let value = vec![b'x'; VALUE_BYTES];
+    for i in 0..records {
+        let key = format!("key-{}", i % 100);
+        send_blocking(&producer, "e2e-in", Some(key.as_bytes()), &value).context("producing")?;
+    }
+    producer.flush(Duration::from_secs(60)).context("flushing")?;
+    let b = StreamsBuilder::new();
+    let input = b.stream("e2e-in", Consumed::with(Utf8, brook_topology::serdes::RawBytes));
+    if windowed {
+        input
+            .group_by_key(Grouped::with(Utf8, brook_topology::serdes::RawBytes))
+            .windowed_by(TimeWindows::tumbling(Duration::from_secs(1), Duration::ZERO)?)
+            .count(Materialized::named("e2e-counts", Utf8, Json::<i64>::new()))
+            .to_stream()
+            .map(|w, c| (w.key.clone(), c.unwrap_or(0)))
+            .to("e2e-out", Produced::with(Utf8, Json::<i64>::new()));
+    } else {
+        input
+            .map_values(|v: Vec<u8>| v.len() as i64)
+            .to("e2e-out", Produced::with(Utf8, Json::<i64>::new()));
+    }
+    let dir = tempfile::tempdir()?;
+    let mut config = StreamsConfig::new("e2e").state_dir(dir.path());
+    config.max_poll_records = 10_000;
+    config.commit_interval = Duration::from_millis(100);
+    let started = Instant::now();
+    let mut thread = StreamThread::new(
+        &std::sync::Arc::new(b.build()?),
+        config,
+        &cluster,
+        |_| true,
+        0,
+    )?;
+    while thread.metrics().processed < records as u64 {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("processed {} of {records} records in 300 s", thread.metrics().processed);
+        }
+        thread.run_once(started.elapsed().as_millis() as i64)?;
+    }
+    thread.commit()?;
+    let rate = records as f64 / started.elapsed().as_secs_f64();
+    thread.close()?;
+    Ok(rate)
 }
 
 fn render_table(samples: &[Sample], runs: usize, records: usize, label: &str) -> String {
