@@ -57,4 +57,4 @@ bench: deps
 # The same broker-backed tests, against any Kafka. Tests that need to restart
 # the broker cannot run there and are skipped by name.
 test-kafka: deps
-	BROOK_BOOTSTRAP=$(BROOK_BOOTSTRAP) $(CARGO) test --locked -p brook-tests -p brook-apps -- --skip broker_restart
+	BROOK_BOOTSTRAP=$(BROOK_BOOTSTRAP) $(CARGO) test --locked -p brook-tests -p brook-apps -- --include-ignored --skip broker_restart --skip child_instance

@@ -141,12 +141,12 @@ fn run(args: &Args) -> Result<()> {
         count.runs.push(rate);
         rss.runs.push(grew);
         cache.runs.push(used);
-        e2e_stateless.runs.push(
-            bench_e2e(records, false).with_context(|| format!("run {run}: e2e stateless"))?,
-        );
-        e2e_windowed.runs.push(
-            bench_e2e(records, true).with_context(|| format!("run {run}: e2e windowed"))?,
-        );
+        e2e_stateless
+            .runs
+            .push(bench_e2e(records, false).with_context(|| format!("run {run}: e2e stateless"))?);
+        e2e_windowed
+            .runs
+            .push(bench_e2e(records, true).with_context(|| format!("run {run}: e2e windowed"))?);
         eprintln!("run {run}/{runs} done");
     }
 
@@ -385,7 +385,10 @@ impl Cluster for MockBacked {
             .collect())
     }
 
-    fn delete_topics(&self, _topics: &[String]) -> Result<(), brook_runtime::cluster::ClusterError> {
+    fn delete_topics(
+        &self,
+        _topics: &[String],
+    ) -> Result<(), brook_runtime::cluster::ClusterError> {
         Err(brook_runtime::cluster::ClusterError::Client(
             "the mock cluster cannot delete topics".into(),
         ))
@@ -395,20 +398,29 @@ impl Cluster for MockBacked {
         &self,
         group: &str,
         isolation: brook_runtime::cluster::Isolation,
-    ) -> Result<Box<dyn brook_runtime::cluster::ClusterConsumer>, brook_runtime::cluster::ClusterError> {
+    ) -> Result<
+        Box<dyn brook_runtime::cluster::ClusterConsumer>,
+        brook_runtime::cluster::ClusterError,
+    > {
         self.kafka.consumer(group, isolation)
     }
 
     fn producer(
         &self,
-    ) -> Result<Box<dyn brook_runtime::cluster::ClusterProducer>, brook_runtime::cluster::ClusterError> {
+    ) -> Result<
+        Box<dyn brook_runtime::cluster::ClusterProducer>,
+        brook_runtime::cluster::ClusterError,
+    > {
         self.kafka.producer()
     }
 
     fn transactional_producer(
         &self,
         id: &str,
-    ) -> Result<Box<dyn brook_runtime::cluster::ClusterProducer>, brook_runtime::cluster::ClusterError> {
+    ) -> Result<
+        Box<dyn brook_runtime::cluster::ClusterProducer>,
+        brook_runtime::cluster::ClusterError,
+    > {
         self.kafka.transactional_producer(id)
     }
 }
@@ -441,13 +453,21 @@ fn bench_e2e(records: usize, windowed: bool) -> Result<f64> {
         let key = format!("key-{}", i % 100);
         send_blocking(&producer, "e2e-in", Some(key.as_bytes()), &value).context("producing")?;
     }
-    producer.flush(Duration::from_secs(60)).context("flushing")?;
+    producer
+        .flush(Duration::from_secs(60))
+        .context("flushing")?;
     let b = StreamsBuilder::new();
-    let input = b.stream("e2e-in", Consumed::with(Utf8, brook_topology::serdes::RawBytes));
+    let input = b.stream(
+        "e2e-in",
+        Consumed::with(Utf8, brook_topology::serdes::RawBytes),
+    );
     if windowed {
         input
             .group_by_key(Grouped::with(Utf8, brook_topology::serdes::RawBytes))
-            .windowed_by(TimeWindows::tumbling(Duration::from_secs(1), Duration::ZERO)?)
+            .windowed_by(TimeWindows::tumbling(
+                Duration::from_secs(1),
+                Duration::ZERO,
+            )?)
             .count(Materialized::named("e2e-counts", Utf8, Json::<i64>::new()))
             .to_stream()
             .map(|w, c| (w.key.clone(), c.unwrap_or(0)))
@@ -471,7 +491,10 @@ fn bench_e2e(records: usize, windowed: bool) -> Result<f64> {
     )?;
     while thread.metrics().processed < records as u64 {
         if started.elapsed() > Duration::from_secs(300) {
-            bail!("processed {} of {records} records in 300 s", thread.metrics().processed);
+            bail!(
+                "processed {} of {records} records in 300 s",
+                thread.metrics().processed
+            );
         }
         thread.run_once(started.elapsed().as_millis() as i64)?;
     }
