@@ -38,7 +38,9 @@
 //!
 //! plus the options the app declares. Logs go to stderr. SIGINT or SIGTERM
 //! closes the instance cleanly (commit, checkpoint); exit code 0 after a
-//! clean shutdown, 1 when the instance failed, 2 for bad settings.
+//! clean shutdown, 1 when the instance failed, 2 for bad settings (found
+//! before anything connects: unknown keys, bad values, a missing required
+//! option, a topology that cannot be built from them).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -225,19 +227,28 @@ pub fn run(
     app_options: &[&str],
     topology: impl FnOnce(&AppSettings) -> Result<Topology>,
 ) -> ExitCode {
-    let settings = match settings(
+    // Everything that depends on the settings alone fails with exit code 2,
+    // before anything connects.
+    let prepared = settings(
         std::env::args().skip(1),
         |k| std::env::var(k).ok(),
         app_options,
-    ) {
-        Ok(settings) => settings,
+    )
+    .and_then(|settings| {
+        let config = settings.streams_config(name)?;
+        settings.option("bootstrap")?;
+        let topology = topology(&settings).context("building the topology")?;
+        Ok((settings, config, topology))
+    });
+    let (settings, config, topology) = match prepared {
+        Ok(prepared) => prepared,
         Err(e) => {
             eprintln!("{name}: {e:#}");
             return ExitCode::from(2);
         }
     };
     init_logging(settings.get("log").unwrap_or("info"));
-    match run_with(name, &settings, topology) {
+    match run_with(&settings, config, topology) {
         Ok(StreamsState::Error) => ExitCode::from(1),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -259,18 +270,16 @@ fn init_logging(filter: &str) {
 }
 
 fn run_with(
-    name: &str,
     settings: &AppSettings,
-    topology: impl FnOnce(&AppSettings) -> Result<Topology>,
+    config: StreamsConfig,
+    topology: Topology,
 ) -> Result<StreamsState> {
     let bootstrap = settings.option("bootstrap")?;
-    let config = settings.streams_config(name)?;
     let mut kafka = KafkaConfig::new(bootstrap);
     for (key, value) in settings.kafka_properties() {
         kafka = kafka.set(key, value);
     }
     let cluster = KafkaCluster::new(kafka).context("connecting to Kafka")?;
-    let topology = topology(settings).context("building the topology")?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
