@@ -665,11 +665,16 @@ impl ThreadRunner {
             },
         };
         self.started();
+        let mut control_checked = std::time::Instant::now();
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
                 break;
             }
-            if self.shutdown_requested() {
+            // The control topic, twice a second.
+            if control_checked.elapsed() >= Duration::from_millis(500) && {
+                control_checked = std::time::Instant::now();
+                self.shutdown_requested()
+            } {
                 tracing::warn!("another instance asked the application to shut down");
                 self.shared.set_state(StreamsState::Error);
                 self.shared.stop.store(true, Ordering::SeqCst);

@@ -534,6 +534,9 @@ fn restore_task(
         }
         task.restore_batch(&store, &[], end)
             .map_err(|e| task_err(id, e))?;
+        // Stop fetching: an idle restore consumer answers offset queries
+        // at once (a fetching one queues them behind its long polls).
+        consumer.assign(&[])?;
         let elapsed = started.elapsed();
         metrics.records += restored;
         metrics.elapsed += elapsed;
@@ -1150,7 +1153,9 @@ impl StreamThread {
             self.io.lag = 0;
             return Ok(());
         }
-        let ends = self.consumer.end_offsets(&partitions)?;
+        // The idle restore consumer: the main one's offset queries would
+        // wait behind its fetches.
+        let ends = self.restorer.end_offsets(&partitions)?;
         let mut lag = 0;
         for tp in &partitions {
             let done = self

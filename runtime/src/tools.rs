@@ -203,6 +203,7 @@ pub fn rebuild_state(
                 records += batch.len() as u64;
                 db.write_batch(&batch).map_err(|e| store_err(&store, e))?;
             }
+            consumer.assign(&[])?;
             db.flush().map_err(|e| store_err(&store, e))?;
             checkpoint.set(&store, &changelog.topic, changelog.partition, end);
             checkpoint.write(&checkpoint_path)?;
