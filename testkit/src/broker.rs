@@ -37,8 +37,11 @@ impl fmt::Display for BrokerKind {
 /// machines"). Tests check these instead of assuming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
-    /// CreateTopics/DeleteTopics through the admin API.
+    /// CreateTopics through the admin API.
     pub admin_api: bool,
+    /// DeleteTopics deletes the topics named, and only those (tansu 0.6.0
+    /// deletes every topic on any DeleteTopics request).
+    pub delete_topics: bool,
     /// Topics keep their configs (`cleanup.policy=compact`) and DescribeConfigs reports them.
     pub topic_configs: bool,
     /// Transactions commit and abort, read_committed hides aborted records,
@@ -145,6 +148,7 @@ impl TestBroker {
         match self.kind {
             BrokerKind::Mock => Capabilities {
                 admin_api: false,
+                delete_topics: false,
                 topic_configs: false,
                 transactions: false,
                 restart: false,
@@ -152,6 +156,7 @@ impl TestBroker {
             },
             BrokerKind::Tansu => Capabilities {
                 admin_api: true,
+                delete_topics: false,
                 topic_configs: true,
                 transactions: false,
                 restart: true,
@@ -159,6 +164,7 @@ impl TestBroker {
             },
             BrokerKind::External => Capabilities {
                 admin_api: true,
+                delete_topics: true,
                 topic_configs: true,
                 transactions: true,
                 restart: false,

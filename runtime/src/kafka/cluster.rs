@@ -125,6 +125,9 @@ impl KafkaCluster {
 
 impl Cluster for KafkaCluster {
     fn create_topics(&self, specs: &[TopicSpec]) -> Result<(), ClusterError> {
+        if specs.is_empty() {
+            return Ok(()); // the admin API refuses an empty request
+        }
         block_on(self.admin.create_topics(specs))?.map_err(admin_err)?;
         Ok(())
     }
@@ -248,6 +251,31 @@ struct KafkaConsumer {
 }
 
 impl KafkaConsumer {
+    /// Low and high watermarks of `tp`. A client that has not seen the
+    /// topic yet may answer "unknown partition": it then loads the topic's
+    /// metadata and asks again.
+    fn watermarks(&self, tp: &TopicPartition) -> Result<(i64, i64), ClusterError> {
+        let first = self
+            .consumer
+            .fetch_watermarks(&tp.topic, tp.partition, self.timeout);
+        let result = match first {
+            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition)) => {
+                self.consumer
+                    .fetch_metadata(Some(&tp.topic), self.timeout)
+                    .map_err(|e| client_err(format!("metadata of {}", tp.topic), e))?;
+                self.consumer
+                    .fetch_watermarks(&tp.topic, tp.partition, self.timeout)
+            }
+            other => other,
+        };
+        result.map_err(|e| match e {
+            KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownPartition,
+            ) => ClusterError::UnknownPartition(tp.clone()),
+            other => client_err(format!("watermarks of {tp}"), other),
+        })
+    }
+
     fn apply_assignment(&mut self) -> Result<(), ClusterError> {
         let mut list = TopicPartitionList::new();
         for (tp, offset) in &self.assigned {
@@ -411,13 +439,7 @@ impl ClusterConsumer for KafkaConsumer {
                     .map(|e| e.offset());
                 match offset {
                     Some(Offset::Offset(o)) => Ok(o),
-                    _ => {
-                        let (low, _) = self
-                            .consumer
-                            .fetch_watermarks(&tp.topic, tp.partition, self.timeout)
-                            .map_err(|e| client_err(format!("watermarks of {tp}"), e))?;
-                        Ok(low)
-                    }
+                    _ => Ok(self.watermarks(tp)?.0),
                 }
             }
             None => Err(ClusterError::Client(format!(
@@ -434,10 +456,7 @@ impl ClusterConsumer for KafkaConsumer {
         let mut out = BTreeMap::new();
         let mut list = TopicPartitionList::new();
         for tp in partitions {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&tp.topic, tp.partition, self.timeout)
-                .map_err(|e| client_err(format!("watermarks of {tp}"), e))?;
+            let (low, high) = self.watermarks(tp)?;
             if timestamp == i64::MIN {
                 out.insert(tp.clone(), low);
             } else {
@@ -466,15 +485,7 @@ impl ClusterConsumer for KafkaConsumer {
     ) -> Result<BTreeMap<TopicPartition, i64>, ClusterError> {
         let mut out = BTreeMap::new();
         for tp in partitions {
-            let (_, high) = self
-                .consumer
-                .fetch_watermarks(&tp.topic, tp.partition, self.timeout)
-                .map_err(|e| match e {
-                    KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition) => {
-                        ClusterError::UnknownPartition(tp.clone())
-                    }
-                    other => client_err(format!("end offset of {tp}"), other),
-                })?;
+            let (_, high) = self.watermarks(tp)?;
             self.ends.insert(tp.clone(), high);
             out.insert(tp.clone(), high);
         }
