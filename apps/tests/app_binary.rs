@@ -139,7 +139,12 @@ fn the_wordcount_binary_counts_serves_metrics_and_stops_cleanly_on_sigterm() -> 
     while latest != expected {
         if started.elapsed() > Duration::from_secs(90) {
             let _ = child.kill();
-            return Err(format!("counts after 90 s: {latest:?}").into());
+            let log: Vec<String> = rx.try_iter().collect();
+            return Err(format!(
+                "counts after 90 s: {latest:?}; the app's log:\n{}",
+                log.join("\n")
+            )
+            .into());
         }
         for r in reader.poll(100)? {
             let word = String::from_utf8(r.key.unwrap_or_default())?;

@@ -318,6 +318,21 @@ impl KafkaStreams {
             consumer
         };
         let control = Arc::new(Mutex::new(control));
+        // One state directory lock and one RocksDB budget for all threads.
+        let mut options = self.options.clone();
+        if options.state_directory.is_none()
+            && let Some(dir) = &self.config.state_dir
+        {
+            let state = brook_state::StateDirectory::open(dir, &self.config.application_id)
+                .map_err(|source| RuntimeError::Store {
+                    store: "(state directory)".into(),
+                    source,
+                })?;
+            options.state_directory = Some(Arc::new(state));
+        }
+        if options.rocksdb.is_none() && self.config.state_dir.is_some() {
+            options.rocksdb = Some(brook_state::RocksDbEnv::new(self.config.rocksdb));
+        }
         for index in 0..threads {
             let runner = ThreadRunner {
                 index,
@@ -326,7 +341,7 @@ impl KafkaStreams {
                 config: self.config.clone(),
                 cluster: self.cluster.clone(),
                 shared: self.shared.clone(),
-                options: self.options.clone(),
+                options: options.clone(),
                 control: control.clone(),
             };
             let handle = std::thread::Builder::new()
@@ -606,7 +621,7 @@ impl ThreadRunner {
     /// Handles a failure; `Some(thread)` to go on with a replacement.
     fn on_error(&self, mut error: RuntimeError) -> Option<StreamThread> {
         loop {
-            tracing::error!(thread = self.index, error = %error, "stream thread failed");
+            tracing::error!(thread = self.index, error = %error_chain(&error), "stream thread failed");
             self.shared
                 .errors
                 .lock()

@@ -348,6 +348,9 @@ pub struct ThreadOptions {
     /// The RocksDB memory budget shared with other threads of the instance;
     /// default: one made from the configuration.
     pub rocksdb: Option<RocksDbEnv>,
+    /// The instance's state directory, shared by its threads (it is locked
+    /// once per instance); default: opened from the configuration.
+    pub state_directory: Option<Arc<StateDirectory>>,
 }
 
 impl std::fmt::Debug for ThreadOptions {
@@ -698,7 +701,7 @@ pub struct StreamThread {
     last_commit: Timestamp,
     globals: Option<GlobalUpdater>,
     global_stores: BTreeMap<String, SharedStore>,
-    state: Option<StateDirectory>,
+    state: Option<Arc<StateDirectory>>,
     rocksdb: Option<RocksDbEnv>,
     restore_listener: Arc<dyn RestoreListener>,
     faults: Option<Arc<dyn FaultInjector>>,
@@ -861,15 +864,16 @@ impl StreamThread {
             .flat_map(|g| g.stores.values())
             .map(|(spec, store)| (spec.store.clone(), store.clone()))
             .collect();
-        let state = config
-            .state_dir
-            .as_deref()
-            .map(|dir| StateDirectory::open(dir, &app))
-            .transpose()
-            .map_err(|source| RuntimeError::Store {
-                store: "(state directory)".into(),
-                source,
-            })?;
+        let state = match (options.state_directory, config.state_dir.as_deref()) {
+            (Some(shared), _) => Some(shared),
+            (None, Some(dir)) => Some(Arc::new(StateDirectory::open(dir, &app).map_err(
+                |source| RuntimeError::Store {
+                    store: "(state directory)".into(),
+                    source,
+                },
+            )?)),
+            (None, None) => None,
+        };
         let rocksdb = match (&state, options.rocksdb) {
             (Some(_), Some(env)) => Some(env),
             (Some(_), None) => Some(RocksDbEnv::new(config.rocksdb)),

@@ -130,7 +130,11 @@ fn expected_counts(n: i64) -> BTreeMap<String, i64> {
 fn two_threads_in_group_mode_process_everything_and_report_their_states() -> TestResult {
     let cluster = cluster(4)?;
     produce(&cluster, 500)?;
-    let mut config = StreamsConfig::new("life").exactly_once();
+    let dir = tempfile::tempdir()?;
+    // Two threads share the instance's state directory (locked once).
+    let mut config = StreamsConfig::new("life")
+        .exactly_once()
+        .state_dir(dir.path());
     config.num_threads = 2;
     let mut streams = KafkaStreams::new(topology(never())?, config, Arc::new(cluster.clone()));
     let seen = Arc::new(Mutex::new(Vec::new()));
