@@ -24,9 +24,13 @@
 //! - `count_rocksdb_distinct_keys`: counting `--state-records` records with
 //!   distinct keys into a RocksDB store through the engine (Memory cluster,
 //!   at-least-once), records/s;
-//! - `rss_growth_count_1m_keys`: how much the process RSS grew during that
-//!   count (the store then holds one key per record), MiB; and
-//!   `rocksdb_cache_usage`: the shared block cache and memtables, MiB;
+//! - `rss_before_count_input_only` and `rss_after_count_1m_keys`: that
+//!   count runs in a fresh process; its RSS with only the input loaded into
+//!   the Memory cluster, and after counting (the store then holds one key
+//!   per record), MiB; the same with twice the keys (`..._2m_keys`: memory
+//!   should grow with the input held by the Memory cluster, not with the
+//!   keys in RocksDB); and `rocksdb_cache_usage`: the shared block cache
+//!   and memtables, MiB;
 //! - `e2e_stateless_mock`, `e2e_windowed_mock`: brook's runtime on the Kafka
 //!   adapter against the mock cluster, at-least-once, from an input topic of
 //!   `--records` records to an output topic: a `map_values`, and a 1-second
@@ -90,7 +94,14 @@ impl Sample {
 fn main() {
     let args = match Args::parse(
         std::env::args().skip(1),
-        &["runs", "records", "state-records", "out", "label"],
+        &[
+            "runs",
+            "records",
+            "state-records",
+            "out",
+            "label",
+            "count-child",
+        ],
         USAGE,
     ) {
         Ok(args) => args,
@@ -99,6 +110,24 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // The count benchmark runs in a child process of its own, so its RSS
+    // is not that of the allocator after the other benchmarks.
+    if let Some(n) = args.get("count-child") {
+        match n
+            .parse::<usize>()
+            .map_err(anyhow::Error::from)
+            .and_then(bench_count)
+        {
+            Ok((rate, before, after, cache)) => {
+                println!("{rate} {before} {after} {cache}");
+                return;
+            }
+            Err(error) => {
+                eprintln!("brook-bench: {error:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     if let Err(error) = run(&args) {
         eprintln!("brook-bench: {error:#}");
         std::process::exit(1);
@@ -121,7 +150,10 @@ fn run(args: &Args) -> Result<()> {
     let mut consume = Sample::new("mock_consume", "records/s");
     let mut restore = Sample::new("restore_rocksdb", "records/s");
     let mut count = Sample::new("count_rocksdb_distinct_keys", "records/s");
-    let mut rss = Sample::new("rss_growth_count_1m_keys", "MiB");
+    let mut rss_before = Sample::new("rss_before_count_input_only", "MiB");
+    let mut rss = Sample::new("rss_after_count_1m_keys", "MiB");
+    let mut rss_before2 = Sample::new("rss_before_count_2x_input_only", "MiB");
+    let mut rss2 = Sample::new("rss_after_count_2m_keys", "MiB");
     let mut cache = Sample::new("rocksdb_cache_usage", "MiB");
     let mut e2e_stateless = Sample::new("e2e_stateless_mock", "records/s");
     let mut e2e_windowed = Sample::new("e2e_windowed_mock", "records/s");
@@ -136,11 +168,16 @@ fn run(args: &Args) -> Result<()> {
         restore
             .runs
             .push(bench_restore(state_records).with_context(|| format!("run {run}: restore"))?);
-        let (rate, grew, used) =
-            bench_count(state_records).with_context(|| format!("run {run}: count"))?;
+        let (rate, before, after, used) =
+            count_in_child(state_records).with_context(|| format!("run {run}: count"))?;
         count.runs.push(rate);
-        rss.runs.push(grew);
+        rss_before.runs.push(before);
+        rss.runs.push(after);
         cache.runs.push(used);
+        let (_, before, after, _) = count_in_child(2 * state_records)
+            .with_context(|| format!("run {run}: count twice the keys"))?;
+        rss_before2.runs.push(before);
+        rss2.runs.push(after);
         e2e_stateless
             .runs
             .push(bench_e2e(records, false).with_context(|| format!("run {run}: e2e stateless"))?);
@@ -157,7 +194,10 @@ fn run(args: &Args) -> Result<()> {
         consume,
         restore,
         count,
+        rss_before,
         rss,
+        rss_before2,
+        rss2,
         cache,
         e2e_stateless,
         e2e_windowed,
@@ -294,9 +334,31 @@ fn bench_restore(n: usize) -> Result<f64> {
     Ok(metrics.records_per_sec())
 }
 
+/// Runs [`bench_count`] in a fresh process.
+fn count_in_child(n: usize) -> Result<(f64, f64, f64, f64)> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["--count-child", &n.to_string()])
+        .output()
+        .context("running the count benchmark")?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {text:?}"))?;
+    match v[..] {
+        [rate, before, after, cache] => Ok((rate, before, after, cache)),
+        _ => bail!("unexpected output {text:?}"),
+    }
+}
+
 /// Counts `n` records with distinct keys into a RocksDB store; returns
-/// records/s, RSS growth (MiB) and the RocksDB cache usage (MiB).
-fn bench_count(n: usize) -> Result<(f64, f64, f64)> {
+/// records/s, the process RSS with the input loaded and after counting
+/// (MiB), and the RocksDB cache usage (MiB).
+fn bench_count(n: usize) -> Result<(f64, f64, f64, f64)> {
     let cluster = MemoryCluster::new();
     cluster.create_topics(&[brook_topology::TopicSpec::new("bench-in", 1)])?;
     for i in 0..n {
@@ -336,10 +398,10 @@ fn bench_count(n: usize) -> Result<(f64, f64, f64)> {
     }
     thread.commit()?;
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    let grew = rss_mib()? - before;
+    let after = rss_mib()?;
     let cache = env.cache_usage() as f64 / (1024.0 * 1024.0);
     drop(thread);
-    Ok((rate, grew, cache))
+    Ok((rate, before, after, cache))
 }
 
 /// The Kafka adapter on the mock cluster, which has no admin API: every
