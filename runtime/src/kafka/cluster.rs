@@ -16,9 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use brook_topology::{Headers, TopicSpec};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance as KafkaRebalance,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -205,29 +203,75 @@ impl Cluster for KafkaCluster {
 }
 
 /// Follows the assignment librdkafka's group protocol gives a subscribed
-/// consumer (updated from the rebalance callbacks, which run in `poll`).
+/// consumer (the rebalance callback runs inside `poll`).
+///
+/// A revocation is held, as Kafka Streams does in `onPartitionsRevoked`:
+/// the callback records it without giving the partitions up, the runtime
+/// learns of it from `take_rebalance` and commits the revoked tasks' work
+/// while this member still owns them (so the commit is valid for the
+/// current generation), and the next `poll` gives them up (librdkafka
+/// waits for that before rejoining the group).
 #[derive(Clone, Default)]
 struct GroupContext {
-    current: Arc<Mutex<BTreeSet<TopicPartition>>>,
+    state: Arc<Mutex<GroupState>>,
+}
+
+#[derive(Default)]
+struct GroupState {
+    /// The partitions the runtime should own now.
+    current: BTreeSet<TopicPartition>,
+    /// A revocation waits for the runtime.
+    revoke_pending: bool,
+    /// The runtime was told of it (committed by its next poll).
+    revoke_reported: bool,
+    /// Closing: give partitions up at once.
+    closing: bool,
+}
+
+impl GroupContext {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn partitions_of(list: &TopicPartitionList) -> BTreeSet<TopicPartition> {
+    list.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &KafkaRebalance<'_>) {
-        if matches!(rebalance, KafkaRebalance::Error(_)) {
-            return;
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr;
+        let mut state = self.lock();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(e) = consumer.assign(partitions) {
+                    tracing::error!(error = %e, "assigning the partitions the group gave");
+                }
+                state.current = partitions_of(partitions);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if !state.closing => {
+                // Eager protocol: everything is revoked; kept until the
+                // runtime has committed (see the type's docs).
+                state.current.clear();
+                state.revoke_pending = true;
+                state.revoke_reported = false;
+            }
+            _ => {
+                let _ = consumer.unassign();
+                state.current.clear();
+                state.revoke_pending = false;
+            }
         }
-        let now: BTreeSet<TopicPartition> = consumer
-            .assignment()
-            .map(|list| {
-                list.elements()
-                    .iter()
-                    .map(|e| TopicPartition::new(e.topic(), e.partition()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = now;
     }
 }
 
@@ -305,6 +349,33 @@ impl KafkaConsumer {
     }
 }
 
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // librdkafka's close runs the revocation callback: it must not wait.
+        self.context.lock().closing = true;
+    }
+}
+
+impl KafkaConsumer {
+    /// Gives up a held revocation whatever the runtime knows (closing).
+    fn finish_revocation_now(&mut self) {
+        self.context.lock().revoke_reported = true;
+        self.finish_revocation();
+    }
+
+    /// Gives up revoked partitions once the runtime has been told.
+    fn finish_revocation(&mut self) {
+        let mut state = self.context.lock();
+        if state.revoke_pending && state.revoke_reported {
+            if let Err(e) = self.consumer.unassign() {
+                tracing::warn!(error = %e, "giving up revoked partitions");
+            }
+            state.revoke_pending = false;
+            state.revoke_reported = false;
+        }
+    }
+}
+
 impl ClusterConsumer for KafkaConsumer {
     fn subscribe(&mut self, topics: &[String]) -> Result<(), ClusterError> {
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -322,12 +393,13 @@ impl ClusterConsumer for KafkaConsumer {
         if !self.subscribed {
             return Ok(None);
         }
-        let current = self
-            .context
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let current = {
+            let mut state = self.context.lock();
+            if state.revoke_pending {
+                state.revoke_reported = true;
+            }
+            state.current.clone()
+        };
         if current == self.owned {
             return Ok(None);
         }
@@ -346,6 +418,8 @@ impl ClusterConsumer for KafkaConsumer {
     }
 
     fn close(&mut self) -> Result<(), ClusterError> {
+        self.context.lock().closing = true;
+        self.finish_revocation_now();
         if self.subscribed {
             self.consumer.unsubscribe();
             self.subscribed = false;
@@ -364,6 +438,7 @@ impl ClusterConsumer for KafkaConsumer {
     }
 
     fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClusterError> {
+        self.finish_revocation();
         let mut out = Vec::new();
         // Wait a little for the first record, then take what is there.
         let mut wait = Duration::from_millis(100);
