@@ -6,8 +6,10 @@
 //! the test driver runs on it) and Kafka through librdkafka (production).
 //! So tests exercise the same task and commit code production runs.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use brook_topology::{Headers, TopicSpec, TopicSpecError};
 
@@ -71,6 +73,31 @@ pub struct ProducedRecord {
     pub headers: Headers,
 }
 
+/// A subscribed consumer's group membership (group, member, generation),
+/// as a transaction needs it: offsets committed with it are refused if the
+/// member has since lost the partitions (exactly_once_v2's zombie fencing).
+/// Opaque: each adapter puts its own type inside.
+#[derive(Clone)]
+pub struct GroupMetadata(Arc<dyn Any + Send + Sync>);
+
+impl GroupMetadata {
+    /// Wraps an adapter's membership value.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        GroupMetadata(Arc::new(value))
+    }
+
+    /// The adapter's value, if it is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl fmt::Debug for GroupMetadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GroupMetadata")
+    }
+}
+
 /// Why a cluster operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -105,6 +132,16 @@ pub enum ClusterError {
         epoch: u32,
         /// The current epoch.
         current: u32,
+    },
+    /// The consumer group rebalanced under this member: it no longer owns
+    /// partitions it tried to commit. Its uncommitted work must be dropped
+    /// and its tasks taken up again from the committed offsets.
+    #[error("consumer group {group:?} rebalanced: {reason}")]
+    Rebalanced {
+        /// The group.
+        group: String,
+        /// What was refused.
+        reason: String,
     },
     /// A transaction call out of order (commit without begin, send outside one, ...).
     #[error("transaction state: {0}")]
@@ -180,6 +217,11 @@ pub trait ClusterConsumer: Send {
     fn close(&mut self) -> Result<(), ClusterError> {
         Ok(())
     }
+    /// This member's group membership, once subscribed, for
+    /// [`ClusterProducer::send_offsets_to_transaction`].
+    fn group_metadata(&self) -> Option<GroupMetadata> {
+        None
+    }
     /// Reads these partitions from now on, each from its committed offset or,
     /// without one, from the beginning.
     fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ClusterError>;
@@ -225,11 +267,14 @@ pub trait ClusterProducer: Send {
         ))
     }
     /// Adds `group`'s consumed offsets to the open transaction: they are
-    /// committed if and only if the transaction is.
+    /// committed if and only if the transaction is. With the membership of
+    /// a subscribed consumer, offsets of partitions it no longer owns are
+    /// refused ([`ClusterError::Rebalanced`]).
     fn send_offsets_to_transaction(
         &mut self,
         _group: &str,
         _offsets: &BTreeMap<TopicPartition, i64>,
+        _member: Option<&GroupMetadata>,
     ) -> Result<(), ClusterError> {
         Err(ClusterError::TransactionState(
             "not a transactional producer".into(),

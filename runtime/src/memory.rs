@@ -444,7 +444,45 @@ impl Drop for MemoryConsumer {
     }
 }
 
+/// A subscribed member, as [`GroupMetadata`](crate::cluster::GroupMetadata)
+/// carries it.
+#[derive(Debug, Clone)]
+struct Membership {
+    group: String,
+    member: u64,
+}
+
+impl State {
+    /// Refuses offsets of partitions `member` does not own (any more).
+    fn check_owner(
+        &self,
+        member: &Membership,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), ClusterError> {
+        let group = self.groups.get(&member.group);
+        for tp in offsets.keys() {
+            let owner = group.and_then(|g| g.owners.get(tp));
+            if owner != Some(&member.member) {
+                return Err(ClusterError::Rebalanced {
+                    group: member.group.clone(),
+                    reason: format!("member {} no longer owns {tp}", member.member),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ClusterConsumer for MemoryConsumer {
+    fn group_metadata(&self) -> Option<crate::cluster::GroupMetadata> {
+        self.member.map(|member| {
+            crate::cluster::GroupMetadata::new(Membership {
+                group: self.group.clone(),
+                member,
+            })
+        })
+    }
+
     fn subscribe(&mut self, topics: &[String]) -> Result<(), ClusterError> {
         let mut state = self.cluster.lock();
         for topic in topics {
@@ -632,6 +670,15 @@ impl ClusterConsumer for MemoryConsumer {
 
     fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), ClusterError> {
         let mut state = self.cluster.lock();
+        if let Some(member) = self.member {
+            state.check_owner(
+                &Membership {
+                    group: self.group.clone(),
+                    member,
+                },
+                offsets,
+            )?;
+        }
         let committed = state.committed.entry(self.group.clone()).or_default();
         for (tp, offset) in offsets {
             committed.insert(tp.clone(), *offset);
@@ -736,8 +783,12 @@ impl ClusterProducer for MemoryProducer {
         &mut self,
         group: &str,
         offsets: &BTreeMap<TopicPartition, i64>,
+        member: Option<&crate::cluster::GroupMetadata>,
     ) -> Result<(), ClusterError> {
         let mut state = self.cluster.lock();
+        if let Some(member) = member.and_then(|m| m.downcast_ref::<Membership>()) {
+            state.check_owner(member, offsets)?;
+        }
         let open = self.open_transaction(&mut state)?;
         open.offsets.push((group.to_owned(), offsets.clone()));
         Ok(())
@@ -890,12 +941,12 @@ mod tests {
         let tp = TopicPartition::new("t", 0);
         let mut p = cluster.transactional_producer("app-0").unwrap();
         p.begin_transaction().unwrap();
-        p.send_offsets_to_transaction("g", &BTreeMap::from([(tp.clone(), 7)]))
+        p.send_offsets_to_transaction("g", &BTreeMap::from([(tp.clone(), 7)]), None)
             .unwrap();
         p.abort_transaction().unwrap();
         assert_eq!(cluster.committed("g", &tp), None);
         p.begin_transaction().unwrap();
-        p.send_offsets_to_transaction("g", &BTreeMap::from([(tp.clone(), 9)]))
+        p.send_offsets_to_transaction("g", &BTreeMap::from([(tp.clone(), 9)]), None)
             .unwrap();
         assert_eq!(cluster.committed("g", &tp), None, "not before the commit");
         p.commit_transaction().unwrap();
@@ -986,6 +1037,26 @@ mod group_tests {
         // Partition p of both topics lands on the same member.
         assert_eq!(r2.assigned, tps(&[("a", 1), ("a", 3), ("b", 1), ("b", 3)]));
         assert_eq!(r1.generation, r2.generation);
+
+        // The old owner's work on what it lost is refused (zombie fencing),
+        // plain commits and transactional ones alike.
+        let lost = BTreeMap::from([(TopicPartition::new("a", 1), 0)]);
+        assert!(matches!(
+            first.commit(&lost),
+            Err(ClusterError::Rebalanced { .. })
+        ));
+        let member = first.group_metadata().expect("subscribed");
+        let mut producer = cluster.transactional_producer("t").unwrap();
+        producer.begin_transaction().unwrap();
+        assert!(matches!(
+            producer.send_offsets_to_transaction("g", &lost, Some(&member)),
+            Err(ClusterError::Rebalanced { .. })
+        ));
+        let kept = BTreeMap::from([(TopicPartition::new("a", 0), 0)]);
+        producer
+            .send_offsets_to_transaction("g", &kept, Some(&member))
+            .unwrap();
+        producer.abort_transaction().unwrap();
 
         // Committed offsets carry over to the new owner.
         cluster

@@ -714,6 +714,29 @@ impl ThreadRunner {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                 }
+                Err(RuntimeError::Cluster(crate::cluster::ClusterError::Rebalanced {
+                    group,
+                    reason,
+                })) => {
+                    // The group moved tasks under this thread mid-commit (a
+                    // "task migrated" case, not a failure): drop its
+                    // uncommitted work and rejoin with a fresh thread, which
+                    // restores its tasks and resumes from committed offsets.
+                    tracing::info!(
+                        thread = self.index,
+                        group,
+                        reason,
+                        "rebalanced mid-commit; rejoining"
+                    );
+                    drop(thread);
+                    match self.start_thread() {
+                        Ok(next) => thread = next,
+                        Err(e) => match self.on_error(e) {
+                            Some(next) => thread = next,
+                            None => return,
+                        },
+                    }
+                }
                 Err(e) => {
                     drop(thread);
                     match self.on_error(e) {

@@ -1322,7 +1322,9 @@ impl StreamThread {
             self.producer.flush()?;
             self.fault(FaultPoint::AfterProduce)?;
             if !offsets.is_empty() {
-                self.producer.send_offsets_to_transaction(&app, &offsets)?;
+                let member = self.consumer.group_metadata();
+                self.producer
+                    .send_offsets_to_transaction(&app, &offsets, member.as_ref())?;
             }
             self.fault(FaultPoint::AfterSendOffsets)?;
             self.fault(FaultPoint::BeforeCommit)?;

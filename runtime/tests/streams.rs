@@ -394,3 +394,71 @@ fn a_fenced_instance_stops_and_its_successor_keeps_results_exactly_once() -> Tes
     assert_eq!(second.state(), StreamsState::NotRunning);
     Ok(())
 }
+
+#[test]
+fn instances_joining_and_leaving_under_load_keep_exactly_once() -> TestResult {
+    let cluster = cluster(6)?;
+    let make = |id: &str, threads: usize| -> Result<KafkaStreams, Box<dyn Error>> {
+        let mut config = StreamsConfig::new("churn").exactly_once();
+        config.commit_interval = Duration::from_millis(5);
+        config.max_poll_records = 7;
+        config.num_threads = threads;
+        config.instance_id = id.into();
+        Ok(KafkaStreams::new(
+            topology(never())?,
+            config,
+            Arc::new(cluster.clone()),
+        ))
+    };
+    let mut a = make("a", 2)?;
+    a.start()?;
+    let writer = {
+        let cluster = cluster.clone();
+        std::thread::spawn(move || -> Result<(), String> {
+            for i in 0..3_000i64 {
+                cluster
+                    .produce(ProducedRecord {
+                        topic: "in".into(),
+                        partition: None,
+                        key: Some(format!("k{}", i % 13).into_bytes()),
+                        value: Json::<i64>::new()
+                            .serialize(&i)
+                            .map_err(|e| e.to_string())?,
+                        timestamp: i,
+                        headers: Headers::new(),
+                    })
+                    .map_err(|e| e.to_string())?;
+                if i % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            Ok(())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let mut b = make("b", 1)?;
+    b.start()?;
+    std::thread::sleep(Duration::from_millis(30));
+    let mut c = make("c", 2)?;
+    c.start()?;
+    std::thread::sleep(Duration::from_millis(30));
+    a.close()?;
+    writer.join().map_err(|_| "writer panicked")??;
+    let out = wait_for_output(&cluster, 3_000)?;
+    std::thread::sleep(Duration::from_millis(100));
+    let out_after = wait_for_output(&cluster, 3_000)?;
+    assert_eq!(out.len(), 3_000);
+    let twice: Vec<_> = out_after.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "exactly once: {twice:?}");
+    for s in [&b, &c] {
+        assert_eq!(s.state(), StreamsState::Running, "{:?}", s.errors());
+    }
+    let started = Instant::now();
+    while latest_counts(&cluster)? != expected_counts(3_000) && started.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(latest_counts(&cluster)?, expected_counts(3_000));
+    b.close()?;
+    c.close()?;
+    Ok(())
+}

@@ -389,6 +389,15 @@ impl ClusterConsumer for KafkaConsumer {
         Ok(())
     }
 
+    fn group_metadata(&self) -> Option<crate::cluster::GroupMetadata> {
+        if !self.subscribed {
+            return None;
+        }
+        self.consumer
+            .group_metadata()
+            .map(crate::cluster::GroupMetadata::new)
+    }
+
     fn take_rebalance(&mut self) -> Result<Option<Rebalance>, ClusterError> {
         if !self.subscribed {
             return Ok(None);
@@ -572,9 +581,16 @@ impl ClusterConsumer for KafkaConsumer {
             return Ok(());
         }
         let list = offsets_list(offsets)?;
-        self.consumer
-            .commit(&list, CommitMode::Sync)
-            .map_err(|e| client_err(format!("committing offsets of group {:?}", self.group), e))
+        self.consumer.commit(&list, CommitMode::Sync).map_err(|e| {
+            if rebalanced(e.rdkafka_error_code()) {
+                ClusterError::Rebalanced {
+                    group: self.group.clone(),
+                    reason: format!("committing offsets: {e}"),
+                }
+            } else {
+                client_err(format!("committing offsets of group {:?}", self.group), e)
+            }
+        })
     }
 }
 
@@ -637,11 +653,30 @@ struct KafkaProducer {
     timeout: Duration,
 }
 
+/// Codes meaning the group moved on without this member.
+fn rebalanced(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::FencedInstanceId
+        )
+    )
+}
+
 fn txn_err(id: &str, call: &str, e: KafkaError) -> ClusterError {
     let code = match &e {
         KafkaError::Transaction(t) => Some(t.code()),
         _ => e.rdkafka_error_code(),
     };
+    if rebalanced(code) {
+        return ClusterError::Rebalanced {
+            group: String::new(),
+            reason: format!("{call} for transactional id {id:?}: {e}"),
+        };
+    }
     match code {
         Some(RDKafkaErrorCode::Fenced)
         | Some(RDKafkaErrorCode::ProducerFenced)
@@ -731,8 +766,20 @@ impl ClusterProducer for KafkaProducer {
         &mut self,
         group: &str,
         offsets: &BTreeMap<TopicPartition, i64>,
+        member: Option<&crate::cluster::GroupMetadata>,
     ) -> Result<(), ClusterError> {
         let id = self.txn_id()?.to_owned();
+        let list = offsets_list(offsets)?;
+        // A subscribed consumer's membership: the broker refuses the offsets
+        // if that member has lost the partitions (zombie fencing).
+        if let Some(metadata) =
+            member.and_then(|m| m.downcast_ref::<rdkafka::consumer::ConsumerGroupMetadata>())
+        {
+            return self
+                .producer
+                .send_offsets_to_transaction(&list, metadata, self.timeout)
+                .map_err(|e| txn_err(&id, "send_offsets_to_transaction", e));
+        }
         if !self.group_metadata.contains_key(group) {
             let consumer: BaseConsumer =
                 self.config.consumer(group).create().map_err(|e| {
@@ -745,7 +792,6 @@ impl ClusterProducer for KafkaProducer {
             .get(group)
             .and_then(|c| c.group_metadata())
             .ok_or_else(|| ClusterError::Client(format!("no metadata for group {group:?}")))?;
-        let list = offsets_list(offsets)?;
         self.producer
             .send_offsets_to_transaction(&list, &metadata, self.timeout)
             .map_err(|e| txn_err(&id, "send_offsets_to_transaction", e))
