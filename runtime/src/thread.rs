@@ -458,6 +458,55 @@ fn restore_start(
     }
 }
 
+/// Reads changelog partition `tp` from offset `from` to `end` in batches
+/// of up to 10 000 `(key, value)` records, handing each to `apply` with
+/// the offset after it and the records read so far; then stops fetching
+/// (an idle consumer answers offset queries at once, a fetching one queues
+/// them behind its long polls). `what` names the work in errors. Returns
+/// the records read.
+pub(crate) fn replay_changelog(
+    consumer: &mut dyn ClusterConsumer,
+    tp: &TopicPartition,
+    from: i64,
+    end: i64,
+    what: &str,
+    mut apply: impl FnMut(&[(Vec<u8>, Option<Vec<u8>>)], i64, u64) -> Result<(), RuntimeError>,
+) -> Result<u64, RuntimeError> {
+    const BATCH: usize = 10_000;
+    consumer.assign(std::slice::from_ref(tp))?;
+    consumer.seek(tp, from)?;
+    let mut read = 0u64;
+    let mut idle_polls = 0;
+    loop {
+        let position = consumer.position(tp)?;
+        if position >= end {
+            break;
+        }
+        let records = consumer.poll(BATCH)?;
+        if records.is_empty() {
+            idle_polls += 1;
+            if idle_polls > 100 {
+                return Err(ClusterError::Client(format!(
+                    "{what}: {tp} stopped at offset {position}, expected {end}"
+                ))
+                .into());
+            }
+            continue;
+        }
+        idle_polls = 0;
+        let batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
+            .into_iter()
+            .filter(|r| r.offset < end)
+            .map(|r| (r.key.unwrap_or_default(), r.value))
+            .collect();
+        read += batch.len() as u64;
+        let next = consumer.position(tp)?.min(end);
+        apply(&batch, next, read)?;
+    }
+    consumer.assign(&[])?;
+    Ok(read)
+}
+
 /// Replays the changelog of every logged store of `task` from where its
 /// local state ends to the changelog's end, in batches.
 #[allow(clippy::too_many_arguments)]
@@ -470,7 +519,6 @@ fn restore_task(
     faults: Option<&dyn FaultInjector>,
     metrics: &mut RestoreMetrics,
 ) -> Result<(), RuntimeError> {
-    const BATCH: usize = 10_000;
     let task_err = |id, source| RuntimeError::Task {
         task: id,
         source: Box::new(source),
@@ -494,52 +542,24 @@ fn restore_task(
             continue;
         }
         listener.on_restore_start(id, &store, &tp, from, end);
-        consumer.assign(std::slice::from_ref(&tp))?;
-        consumer.seek(&tp, from)?;
-        let mut restored = 0u64;
-        let mut idle_polls = 0;
-        loop {
-            let position = consumer.position(&tp)?;
-            if position >= end {
-                break;
-            }
-            let records = consumer.poll(BATCH)?;
-            if records.is_empty() {
-                idle_polls += 1;
-                if idle_polls > 100 {
-                    return Err(ClusterError::Client(format!(
-                        "restoring store {store} of task {id}: {tp} stopped at offset {position}, expected {end}"
-                    ))
-                    .into());
-                }
-                continue;
-            }
-            idle_polls = 0;
-            let batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
-                .into_iter()
-                .filter(|r| r.offset < end)
-                .map(|r| (r.key.unwrap_or_default(), r.value))
-                .collect();
-            restored += batch.len() as u64;
-            let next = consumer.position(&tp)?.min(end);
-            task.restore_batch(&store, &batch, next)
+        let what = format!("restoring store {store} of task {id}");
+        let restored = replay_changelog(consumer, &tp, from, end, &what, |batch, next, so_far| {
+            task.restore_batch(&store, batch, next)
                 .map_err(|e| task_err(id, e))?;
             listener.on_batch_restored(
                 id,
                 &store,
                 &tp,
-                restored,
+                so_far,
                 u64::try_from(end - next).unwrap_or(0),
             );
             if faults.is_some_and(|f| f.inject(FaultPoint::DuringRestore)) {
                 return Err(RuntimeError::InjectedFault(FaultPoint::DuringRestore));
             }
-        }
+            Ok(())
+        })?;
         task.restore_batch(&store, &[], end)
             .map_err(|e| task_err(id, e))?;
-        // Stop fetching: an idle restore consumer answers offset queries
-        // at once (a fetching one queues them behind its long polls).
-        consumer.assign(&[])?;
         let elapsed = started.elapsed();
         metrics.records += restored;
         metrics.elapsed += elapsed;

@@ -17,7 +17,7 @@ use brook_state::{
 };
 
 use crate::cluster::{Cluster, Isolation, TopicPartition};
-use crate::thread::RuntimeError;
+use crate::thread::{RuntimeError, replay_changelog};
 
 /// Where [`reset_application`] rewinds the input topics to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,32 +178,15 @@ pub fn rebuild_state(
             let mut db =
                 RocksDbKeyValueStore::open(&path, &env).map_err(|e| store_err(&store, e))?;
             let end = consumer.end_offsets(std::slice::from_ref(&changelog))?[&changelog];
-            consumer.assign(std::slice::from_ref(&changelog))?;
-            consumer.seek(&changelog, 0)?;
-            let mut records = 0u64;
-            let mut idle = 0;
-            while consumer.position(&changelog)? < end {
-                let batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = consumer
-                    .poll(10_000)?
-                    .into_iter()
-                    .filter(|r| r.offset < end)
-                    .map(|r| (r.key.unwrap_or_default(), r.value))
-                    .collect();
-                if batch.is_empty() {
-                    idle += 1;
-                    if idle > 100 {
-                        return Err(crate::cluster::ClusterError::Client(format!(
-                            "rebuilding {store} of task {task}: {changelog} stopped before offset {end}"
-                        ))
-                        .into());
-                    }
-                    continue;
-                }
-                idle = 0;
-                records += batch.len() as u64;
-                db.write_batch(&batch).map_err(|e| store_err(&store, e))?;
-            }
-            consumer.assign(&[])?;
+            let what = format!("rebuilding {store} of task {task}");
+            let records = replay_changelog(
+                consumer.as_mut(),
+                &changelog,
+                0,
+                end,
+                &what,
+                |batch, _, _| db.write_batch(batch).map_err(|e| store_err(&store, e)),
+            )?;
             db.flush().map_err(|e| store_err(&store, e))?;
             checkpoint.set(&store, &changelog.topic, changelog.partition, end);
             checkpoint.write(&checkpoint_path)?;
