@@ -73,6 +73,19 @@ pub struct ProducedRecord {
     pub headers: Headers,
 }
 
+/// An error and its causes, `: `-separated (for logs and messages that
+/// must say everything on one line).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A subscribed consumer's group membership (group, member, generation),
 /// as a transaction needs it: offsets committed with it are refused if the
 /// member has since lost the partitions (exactly_once_v2's zombie fencing).

@@ -45,7 +45,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use brook_topology::processor::TaskId;
 use brook_topology::{Headers, Timestamp, TopicSpec, Topology};
 
-use crate::cluster::{Cluster, ClusterConsumer, Isolation, ProducedRecord, TopicPartition};
+use crate::cluster::{
+    Cluster, ClusterConsumer, Isolation, ProducedRecord, TopicPartition, error_chain,
+};
 use crate::task::TaskMetrics;
 use crate::thread::{
     Assignment, RestoreMetrics, RuntimeError, StreamThread, StreamsConfig, ThreadMetrics,
@@ -132,18 +134,6 @@ impl Shared {
     fn state(&self) -> StreamsState {
         *self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// An error and its causes, `: `-separated.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn now_ms() -> Timestamp {

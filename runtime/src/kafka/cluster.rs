@@ -55,15 +55,7 @@ fn admin_err(e: AdminError) -> ClusterError {
             code: RDKafkaErrorCode::UnknownTopicOrPartition,
             ..
         } => ClusterError::UnknownTopic(topic),
-        other => {
-            let mut message = other.to_string();
-            let mut source = std::error::Error::source(&other);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            ClusterError::Client(message)
-        }
+        other => ClusterError::Client(crate::cluster::error_chain(&other)),
     }
 }
 
