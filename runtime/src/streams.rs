@@ -295,19 +295,6 @@ impl KafkaStreams {
             .starting
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = threads;
-        self.shared.set_state(StreamsState::Rebalancing);
-        let control = {
-            let mut consumer = self.cluster.consumer(
-                &format!("{}-control", self.config.application_id),
-                Isolation::ReadCommitted,
-            )?;
-            let tp = TopicPartition::new(control_topic(&self.config.application_id), 0);
-            let end = consumer.end_offsets(std::slice::from_ref(&tp))?[&tp];
-            consumer.assign(std::slice::from_ref(&tp))?;
-            consumer.seek(&tp, end)?;
-            consumer
-        };
-        let control = Arc::new(Mutex::new(control));
         // One state directory lock and one RocksDB budget for all threads.
         let mut options = self.options.clone();
         if options.state_directory.is_none()
@@ -323,6 +310,19 @@ impl KafkaStreams {
         if options.rocksdb.is_none() && self.config.state_dir.is_some() {
             options.rocksdb = Some(brook_state::RocksDbEnv::new(self.config.rocksdb));
         }
+        self.shared.set_state(StreamsState::Rebalancing);
+        let control = {
+            let mut consumer = self.cluster.consumer(
+                &format!("{}-control", self.config.application_id),
+                Isolation::ReadCommitted,
+            )?;
+            let tp = TopicPartition::new(control_topic(&self.config.application_id), 0);
+            let end = consumer.end_offsets(std::slice::from_ref(&tp))?[&tp];
+            consumer.assign(std::slice::from_ref(&tp))?;
+            consumer.seek(&tp, end)?;
+            consumer
+        };
+        let control = Arc::new(Mutex::new(control));
         for index in 0..threads {
             let runner = ThreadRunner {
                 index,

@@ -462,3 +462,26 @@ fn instances_joining_and_leaving_under_load_keep_exactly_once() -> TestResult {
     c.close()?;
     Ok(())
 }
+
+#[test]
+fn a_state_directory_in_use_fails_start_and_leaves_the_instance_created() -> TestResult {
+    let cluster = cluster(1)?;
+    let dir = tempfile::tempdir()?;
+    let config = StreamsConfig::new("locked").state_dir(dir.path());
+    let mut first = KafkaStreams::new(
+        topology(never())?,
+        config.clone(),
+        Arc::new(cluster.clone()),
+    );
+    first.start()?;
+    let mut second = KafkaStreams::new(topology(never())?, config, Arc::new(cluster));
+    let err = second.start().expect_err("the directory is locked");
+    assert!(
+        brook_runtime::cluster::error_chain(&err).contains("in use by another instance"),
+        "{}",
+        brook_runtime::cluster::error_chain(&err)
+    );
+    assert_eq!(second.state(), StreamsState::Created);
+    first.close()?;
+    Ok(())
+}
