@@ -306,6 +306,20 @@ impl MemoryCluster {
         self.lock().topics.get(topic).and_then(|t| t.spec.clone())
     }
 
+    /// Removes the longest-standing member of `group` as if its session had
+    /// timed out (a stalled process): its partitions go to the others at
+    /// once, without it committing or releasing them. It rejoins when it
+    /// next asks for a rebalance; until then it is a zombie whose commits
+    /// are refused. Returns the member removed.
+    pub fn expire_member(&self, group: &str) -> Option<u64> {
+        let mut state = self.lock();
+        let group = state.groups.get_mut(group)?;
+        let member = *group.members.keys().next()?;
+        group.remove_member(member);
+        group.generation += 1;
+        Some(member)
+    }
+
     /// Writes one record now, outside any transaction; returns partition and offset.
     pub fn produce(&self, record: ProducedRecord) -> Result<(i32, i64), ClusterError> {
         let mut state = self.lock();
@@ -366,6 +380,7 @@ impl Cluster for MemoryCluster {
             isolation,
             positions: BTreeMap::new(),
             member: None,
+            topics: Vec::new(),
             generation: 0,
         }))
     }
@@ -409,6 +424,8 @@ struct MemoryConsumer {
     positions: BTreeMap<TopicPartition, i64>,
     /// Member id once subscribed.
     member: Option<u64>,
+    /// The topics subscribed to.
+    topics: Vec<String>,
     /// The group generation this consumer's assignment is from.
     generation: u64,
 }
@@ -501,6 +518,7 @@ impl ClusterConsumer for MemoryConsumer {
         group.members.insert(member, topics.to_vec());
         group.generation += 1;
         self.member = Some(member);
+        self.topics = topics.to_vec();
         // Nothing owned until the rebalance is taken.
         self.positions.clear();
         self.generation = 0;
@@ -521,6 +539,12 @@ impl ClusterConsumer for MemoryConsumer {
         let Some(group) = groups.get_mut(&self.group) else {
             return Ok(None);
         };
+        if !group.members.contains_key(&member) {
+            // Expired (see `MemoryCluster::expire_member`): rejoin, as a
+            // Kafka client does after UNKNOWN_MEMBER_ID. What it held is gone.
+            group.members.insert(member, self.topics.clone());
+            group.generation += 1;
+        }
         // What was revoked before has had its chance to be committed.
         group.release(member);
         if group.generation == self.generation {

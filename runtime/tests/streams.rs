@@ -485,3 +485,54 @@ fn a_state_directory_in_use_fails_start_and_leaves_the_instance_created() -> Tes
     first.close()?;
     Ok(())
 }
+
+#[test]
+fn a_zombie_member_is_fenced_and_rejoins_without_duplicates() -> TestResult {
+    let cluster = cluster(4)?;
+    let make = |id: &str| -> Result<KafkaStreams, Box<dyn Error>> {
+        let mut config = StreamsConfig::new("zombie").exactly_once();
+        config.commit_interval = Duration::from_millis(20);
+        config.max_poll_records = 5;
+        config.instance_id = id.into();
+        Ok(KafkaStreams::new(
+            topology(never())?,
+            config,
+            Arc::new(cluster.clone()),
+        ))
+    };
+    let mut a = make("a")?;
+    a.start()?;
+    let mut b = make("b")?;
+    b.start()?;
+    assert_eq!(
+        b.wait_for_state(StreamsState::Running, WAIT),
+        StreamsState::Running
+    );
+    produce(&cluster, 400)?;
+    // A stalls past its session: the group gives its partitions to B at
+    // once. A's next commit is refused; it rejoins with a fresh thread.
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(cluster.expire_member("zombie").is_some());
+    let out = wait_for_output(&cluster, 400)?;
+    assert_eq!(out.len(), 400);
+    std::thread::sleep(Duration::from_millis(100));
+    let out = wait_for_output(&cluster, 400)?;
+    let twice: Vec<_> = out.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "exactly once: {twice:?}");
+    let started = Instant::now();
+    while latest_counts(&cluster)? != expected_counts(400) && started.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(latest_counts(&cluster)?, expected_counts(400));
+    for s in [&a, &b] {
+        assert_eq!(s.state(), StreamsState::Running, "{:?}", s.errors());
+        assert!(
+            s.errors().is_empty(),
+            "a rebalance is not a failure: {:?}",
+            s.errors()
+        );
+    }
+    a.close()?;
+    b.close()?;
+    Ok(())
+}
