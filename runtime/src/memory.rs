@@ -539,10 +539,10 @@ impl ClusterConsumer for MemoryConsumer {
         let Some(group) = groups.get_mut(&self.group) else {
             return Ok(None);
         };
-        if !group.members.contains_key(&member) {
+        if let std::collections::btree_map::Entry::Vacant(entry) = group.members.entry(member) {
             // Expired (see `MemoryCluster::expire_member`): rejoin, as a
             // Kafka client does after UNKNOWN_MEMBER_ID. What it held is gone.
-            group.members.insert(member, self.topics.clone());
+            entry.insert(self.topics.clone());
             group.generation += 1;
         }
         // What was revoked before has had its chance to be committed.
