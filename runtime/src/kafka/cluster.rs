@@ -343,8 +343,10 @@ impl KafkaConsumer {
 
 impl Drop for KafkaConsumer {
     fn drop(&mut self) {
-        // librdkafka's close runs the revocation callback: it must not wait.
+        // librdkafka's close runs the revocation callback, and waits for a
+        // held one to be given up: neither may wait for the runtime now.
         self.context.lock().closing = true;
+        self.finish_revocation_now();
     }
 }
 
