@@ -54,7 +54,8 @@ use crate::thread::{
     ThreadOptions,
 };
 
-/// One thread's counters, as of its last loop.
+/// One thread's counters, as of its last loop (including the threads it
+/// replaced, so counters never go back).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct ThreadSnapshot {
     /// Its tasks' counters.
@@ -63,6 +64,39 @@ pub struct ThreadSnapshot {
     pub io: ThreadMetrics,
     /// Restoration so far.
     pub restore: RestoreMetrics,
+}
+
+impl ThreadSnapshot {
+    fn of(thread: &StreamThread) -> Self {
+        ThreadSnapshot {
+            tasks: thread.metrics(),
+            io: thread.thread_metrics(),
+            restore: thread.restore_metrics(),
+        }
+    }
+
+    /// These counters continued by `later`'s (gauges from `later`).
+    fn then(&self, later: &ThreadSnapshot) -> Self {
+        let mut tasks = self.tasks;
+        tasks.add(&later.tasks);
+        let (a, b) = (self.io, later.io);
+        ThreadSnapshot {
+            tasks,
+            io: ThreadMetrics {
+                records_in: a.records_in + b.records_in,
+                records_out: a.records_out + b.records_out,
+                commits: a.commits + b.commits,
+                commit_nanos: a.commit_nanos.saturating_add(b.commit_nanos),
+                commit_max_nanos: a.commit_max_nanos.max(b.commit_max_nanos),
+                lag: b.lag,
+            },
+            restore: RestoreMetrics {
+                records: self.restore.records + later.restore.records,
+                elapsed: self.restore.elapsed + later.restore.elapsed,
+                stores: self.restore.stores + later.restore.stores,
+            },
+        }
+    }
 }
 
 /// The life of an instance, as in Kafka Streams.
@@ -670,6 +704,8 @@ impl ThreadRunner {
             },
         };
         self.started();
+        // Counters of the threads this one replaced.
+        let mut retired = ThreadSnapshot::default();
         let mut control_checked = std::time::Instant::now();
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
@@ -694,11 +730,7 @@ impl ThreadRunner {
                         .unwrap_or_else(|p| p.into_inner())
                         .get_mut(self.index)
                     {
-                        *slot = ThreadSnapshot {
-                            tasks: thread.metrics(),
-                            io: thread.thread_metrics(),
-                            restore: thread.restore_metrics(),
-                        };
+                        *slot = retired.then(&ThreadSnapshot::of(&thread));
                     }
                     if polled == 0 {
                         std::thread::sleep(Duration::from_millis(2));
@@ -718,6 +750,7 @@ impl ThreadRunner {
                         reason,
                         "rebalanced mid-commit; rejoining"
                     );
+                    retired = retired.then(&ThreadSnapshot::of(&thread));
                     drop(thread);
                     match self.start_thread() {
                         Ok(next) => thread = next,
@@ -728,6 +761,7 @@ impl ThreadRunner {
                     }
                 }
                 Err(e) => {
+                    retired = retired.then(&ThreadSnapshot::of(&thread));
                     drop(thread);
                     match self.on_error(e) {
                         Some(next) => thread = next,

@@ -264,6 +264,13 @@ fn a_failed_thread_is_replaced_and_resumes_from_its_last_commit() -> TestResult 
         "{:?}",
         streams.errors()
     );
+    // Counters carry over the replaced thread's (they never go back): the
+    // records it processed before failing count, and are processed again.
+    let started = Instant::now();
+    while streams.metrics().processed <= 300 && started.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(streams.metrics().processed > 300, "{:?}", streams.metrics());
     streams.close()?;
     assert_eq!(streams.state(), StreamsState::NotRunning);
     Ok(())
