@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use brook_topology::Timestamp;
-use brook_topology::store::{KeyValueBytes, StoreResult};
+use brook_topology::store::{KeyValueBytes, StoreResult, is_empty_range};
 
 /// A buffered write: the new value (`None`: deleted) and the timestamp of
 /// the record or punctuation that wrote it.
@@ -137,9 +137,7 @@ impl<S: KeyValueBytes> KeyValueBytes for BufferedStore<S> {
         from: Option<&[u8]>,
         to: Option<&[u8]>,
     ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        if let (Some(from), Some(to)) = (from, to)
-            && from >= to
-        {
+        if is_empty_range(from, to) {
             return Ok(Vec::new());
         }
         let base = self.inner.range(from, to)?;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use brook_topology::store::{KeyValueBytes, StoreResult};
+use brook_topology::store::{KeyValueBytes, StoreResult, is_empty_range};
 
 /// An in-memory, ordered key-value store.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -43,9 +43,7 @@ impl KeyValueBytes for InMemoryKeyValueStore {
     ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let lower = from.map_or(Bound::Unbounded, Bound::Included);
         let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
-        if let (Some(from), Some(to)) = (from, to)
-            && from >= to
-        {
+        if is_empty_range(from, to) {
             return Ok(Vec::new());
         }
         Ok(self

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use brook_topology::store::{KeyValueBytes, StoreError, StoreResult};
+use brook_topology::store::{KeyValueBytes, StoreError, StoreResult, is_empty_range};
 use rocksdb::{
     BlockBasedOptions, Cache, DBCompressionType, IteratorMode, Options, ReadOptions, WriteBatch,
     WriteBufferManager, WriteOptions,
@@ -188,9 +188,7 @@ impl KeyValueBytes for RocksDbKeyValueStore {
         from: Option<&[u8]>,
         to: Option<&[u8]>,
     ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        if let (Some(from), Some(to)) = (from, to)
-            && from >= to
-        {
+        if is_empty_range(from, to) {
             return Ok(Vec::new());
         }
         let mut read = ReadOptions::default();

@@ -38,6 +38,12 @@ impl StoreError {
 /// The result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Whether the half-open range `from..to` of [`KeyValueBytes::range`] is
+/// empty for any store (both bounds given, `from >= to`).
+pub fn is_empty_range(from: Option<&[u8]>, to: Option<&[u8]>) -> bool {
+    matches!((from, to), (Some(from), Some(to)) if from >= to)
+}
+
 /// A byte-level key-value store, ordered by key bytes.
 pub trait KeyValueBytes: Send {
     /// The value of `key`.
