@@ -242,20 +242,13 @@ impl TopologyTestDriver {
         &self,
         name: &str,
     ) -> Result<BTreeMap<K, V>, DriverError> {
-        let mut thread = self.thread.borrow_mut();
-        let mut all = BTreeMap::new();
-        let store_err = |source| DriverError::Store {
-            store: name.to_owned(),
-            source,
-        };
-        for id in thread.task_ids() {
-            if let Some((spec, bytes)) = thread.task_mut(id).and_then(|t| t.store_mut(name)) {
-                let store =
-                    brook_topology::KeyValueStore::<K, V>::new(spec, bytes).map_err(store_err)?;
-                all.extend(store.all().map_err(store_err)?);
-            }
-        }
-        Ok(all)
+        self.thread
+            .borrow_mut()
+            .read_store(name)
+            .map_err(|source| DriverError::Store {
+                store: name.to_owned(),
+                source,
+            })
     }
 
     /// A driver with defaults: application `test-app`, one partition per topic.

@@ -1146,6 +1146,21 @@ impl StreamThread {
         self.tasks.get_mut(&id)
     }
 
+    /// The contents of store `name`, merged over this thread's tasks
+    /// (uncommitted writes included, as processors see them).
+    pub fn read_store<K: Ord + 'static, V: 'static>(
+        &mut self,
+        name: &str,
+    ) -> Result<BTreeMap<K, V>, brook_topology::processor::ProcessError> {
+        let mut all = BTreeMap::new();
+        for task in self.tasks.values_mut() {
+            if let Some((spec, bytes)) = task.store_mut(name) {
+                all.extend(brook_topology::KeyValueStore::<K, V>::new(spec, bytes)?.all()?);
+            }
+        }
+        Ok(all)
+    }
+
     /// The ids of the tasks.
     pub fn task_ids(&self) -> Vec<TaskId> {
         self.tasks.keys().copied().collect()

@@ -166,25 +166,15 @@ fn committed_oracle(cluster: &MemoryCluster) -> Result<Expected, Box<dyn Error>>
 }
 
 fn actual_stores(thread: &mut StreamThread) -> Result<Expected, Box<dyn Error>> {
-    let mut actual = Expected::default();
-    for id in thread.task_ids() {
-        let task = thread.task_mut(id).ok_or("task")?;
-        if let Some((spec, bytes)) = task.store_mut("counts") {
-            let store = brook_topology::KeyValueStore::<String, i64>::new(spec, bytes)?;
-            actual.counts.extend(store.all()?);
-        }
-        if let Some((spec, bytes)) = task.store_mut("windowed") {
-            let store = brook_topology::KeyValueStore::<Windowed<String>, i64>::new(spec, bytes)?;
-            for (k, v) in store.all()? {
-                actual.windowed.insert((k.key, k.window.start), v);
-            }
-        }
-        if let Some((spec, bytes)) = task.store_mut("sums") {
-            let store = brook_topology::KeyValueStore::<String, i64>::new(spec, bytes)?;
-            actual.sums.extend(store.all()?);
-        }
-    }
-    Ok(actual)
+    Ok(Expected {
+        counts: thread.read_store("counts")?,
+        windowed: thread
+            .read_store::<Windowed<String>, i64>("windowed")?
+            .into_iter()
+            .map(|(k, v)| ((k.key, k.window.start), v))
+            .collect(),
+        sums: thread.read_store("sums")?,
+    })
 }
 
 /// Committed changelog records at or past each task's checkpoint: what a

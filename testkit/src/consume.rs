@@ -70,3 +70,46 @@ pub fn consume_exactly(
     }
     Ok(got)
 }
+
+/// Every record of `topic` — all its partitions, from their start to their
+/// end offsets as of the call — read through the runtime's cluster port by a
+/// read-committed consumer in `group`; fails if that takes over `timeout`.
+pub fn read_topic(
+    cluster: &dyn brook_runtime::cluster::Cluster,
+    topic: &str,
+    group: &str,
+    timeout: Duration,
+) -> std::result::Result<
+    Vec<brook_runtime::cluster::ConsumedRecord>,
+    brook_runtime::cluster::ClusterError,
+> {
+    use brook_runtime::cluster::{ClusterError, Isolation, TopicPartition};
+    let partitions = cluster.partition_count(topic)?;
+    let tps: Vec<TopicPartition> = (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    let mut consumer = cluster.consumer(group, Isolation::ReadCommitted)?;
+    let ends = consumer.end_offsets(&tps)?;
+    consumer.assign(&tps)?;
+    for tp in &tps {
+        consumer.seek(tp, 0)?;
+    }
+    let mut out = Vec::new();
+    let started = Instant::now();
+    loop {
+        let mut behind = false;
+        for tp in &tps {
+            behind |= consumer.position(tp)? < ends[tp];
+        }
+        if !behind {
+            return Ok(out);
+        }
+        if started.elapsed() > timeout {
+            return Err(ClusterError::Client(format!(
+                "reading {topic} to its end took over {timeout:?} ({} records read)",
+                out.len()
+            )));
+        }
+        out.extend(consumer.poll(1_000)?);
+    }
+}

@@ -22,7 +22,7 @@ mod namespace;
 mod tansu;
 
 pub use broker::{BrokerKind, Capabilities, Restart, TestBroker};
-pub use consume::{Received, consume_exactly};
+pub use consume::{Received, consume_exactly, read_topic};
 pub use namespace::Namespace;
 pub use tansu::{TANSU_ENV, TANSU_VERSION, TansuBroker, tansu_binary};
 

@@ -13,7 +13,7 @@ use brook_runtime::cluster::{Cluster, Isolation, ProducedRecord, TopicPartition}
 use brook_runtime::kafka::KafkaCluster;
 use brook_runtime::thread::{StreamThread, StreamsConfig};
 use brook_runtime::tools::{self, ResetTo};
-use brook_testkit::TestBroker;
+use brook_testkit::{TestBroker, read_topic};
 use brook_topology::serdes::{Json, Utf8};
 use brook_topology::{
     Consumed, Grouped, Headers, Materialized, Produced, StreamsBuilder, TopicSpec,
@@ -117,16 +117,6 @@ fn word_count(ns: &brook_testkit::Namespace) -> TestResult<brook_topology::Topol
     Ok(b.build()?)
 }
 
-fn read_store(thread: &mut StreamThread) -> TestResult<BTreeMap<String, i64>> {
-    let mut all = BTreeMap::new();
-    for id in thread.task_ids() {
-        if let Some((spec, bytes)) = thread.task_mut(id).and_then(|t| t.store_mut("counts")) {
-            all.extend(brook_topology::KeyValueStore::<String, i64>::new(spec, bytes)?.all()?);
-        }
-    }
-    Ok(all)
-}
-
 #[test]
 fn on_tansu_state_is_restored_rebuilt_and_reset() -> TestResult {
     let broker = TestBroker::tansu()?;
@@ -160,9 +150,13 @@ fn on_tansu_state_is_restored_rebuilt_and_reset() -> TestResult {
     let mut thread = StreamThread::new(&topology, config.clone(), &cluster, |_| true, 0)?;
     let started = Instant::now();
     let mut now = 0;
-    while read_store(&mut thread)? != expected {
+    while thread.read_store::<String, i64>("counts")? != expected {
         if started.elapsed() > Duration::from_secs(60) {
-            return Err(format!("counts after 60 s: {:?}", read_store(&mut thread)?).into());
+            return Err(format!(
+                "counts after 60 s: {:?}",
+                thread.read_store::<String, i64>("counts")?
+            )
+            .into());
         }
         now += 10;
         thread.run_once(now)?;
@@ -184,7 +178,7 @@ fn on_tansu_state_is_restored_rebuilt_and_reset() -> TestResult {
         "{:?}",
         thread.restore_metrics()
     );
-    assert_eq!(read_store(&mut thread)?, expected);
+    assert_eq!(thread.read_store::<String, i64>("counts")?, expected);
     drop(thread);
 
     // Rebuild from changelogs only, into the first state directory.
@@ -232,9 +226,13 @@ fn on_tansu_state_is_restored_rebuilt_and_reset() -> TestResult {
     // The application recomputes the same result from its inputs.
     let mut thread = StreamThread::new(&topology, config, &cluster, |_| true, now)?;
     let started = Instant::now();
-    while read_store(&mut thread)? != expected {
+    while thread.read_store::<String, i64>("counts")? != expected {
         if started.elapsed() > Duration::from_secs(60) {
-            return Err(format!("recomputed: {:?}", read_store(&mut thread)?).into());
+            return Err(format!(
+                "recomputed: {:?}",
+                thread.read_store::<String, i64>("counts")?
+            )
+            .into());
         }
         now += 10;
         thread.run_once(now)?;
@@ -273,25 +271,16 @@ fn on_tansu_instances_split_partitions_and_a_joiner_rebalances_without_loss() ->
         Ok(streams)
     };
     let echoed = || -> TestResult<BTreeMap<i64, usize>> {
-        let mut consumer = cluster.consumer(&ns.group("reader"), Isolation::ReadCommitted)?;
-        let tps: Vec<_> = (0..4).map(|p| TopicPartition::new(&output, p)).collect();
-        let ends = consumer.end_offsets(&tps)?;
-        consumer.assign(&tps)?;
-        for tp in &tps {
-            consumer.seek(tp, 0)?;
-        }
         let mut seen = BTreeMap::new();
-        let started = Instant::now();
-        while tps
-            .iter()
-            .any(|tp| consumer.position(tp).map_or(true, |p| p < ends[tp]))
-            && started.elapsed() < Duration::from_secs(30)
-        {
-            for r in consumer.poll(1_000)? {
-                *seen
-                    .entry(String::from_utf8(r.value.unwrap_or_default())?.parse()?)
-                    .or_insert(0) += 1;
-            }
+        for r in read_topic(
+            cluster.as_ref(),
+            &output,
+            &ns.group("reader"),
+            Duration::from_secs(30),
+        )? {
+            *seen
+                .entry(String::from_utf8(r.value.unwrap_or_default())?.parse()?)
+                .or_insert(0) += 1;
         }
         Ok(seen)
     };

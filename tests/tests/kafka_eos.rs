@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use brook_runtime::cluster::{Cluster, Isolation, ProducedRecord, TopicPartition};
+use brook_runtime::cluster::{Cluster, ProducedRecord};
 use brook_runtime::kafka::KafkaCluster;
 use brook_runtime::streams::{ErrorResponse, KafkaStreams};
 use brook_runtime::thread::StreamsConfig;
-use brook_testkit::TestBroker;
+use brook_testkit::{TestBroker, read_topic};
 use brook_topology::processor::{ProcessError, Processor, ProcessorContext};
 use brook_topology::serdes::{Json, Serde, Utf8};
 use brook_topology::{
@@ -46,28 +46,15 @@ impl Processor<String, i64, String, i64> for FailOnce {
 }
 
 fn read_all(cluster: &KafkaCluster, topic: &str, group: &str) -> TestResult<Vec<(String, i64)>> {
-    let mut consumer = cluster.consumer(group, Isolation::ReadCommitted)?;
-    let tps: Vec<_> = (0..3).map(|p| TopicPartition::new(topic, p)).collect();
-    let ends = consumer.end_offsets(&tps)?;
-    consumer.assign(&tps)?;
-    for tp in &tps {
-        consumer.seek(tp, 0)?;
-    }
-    let mut out = Vec::new();
-    let started = Instant::now();
-    while tps
-        .iter()
-        .any(|tp| consumer.position(tp).map_or(true, |p| p < ends[tp]))
-        && started.elapsed() < Duration::from_secs(60)
-    {
-        for r in consumer.poll(1_000)? {
-            out.push((
+    read_topic(cluster, topic, group, Duration::from_secs(60))?
+        .into_iter()
+        .map(|r| {
+            Ok((
                 String::from_utf8(r.key.unwrap_or_default())?,
                 Json::<i64>::new().deserialize(r.value.as_deref())?,
-            ));
-        }
-    }
-    Ok(out)
+            ))
+        })
+        .collect()
 }
 
 #[test]

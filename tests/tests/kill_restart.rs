@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use brook_runtime::cluster::{Cluster, Isolation, ProducedRecord, TopicPartition};
 use brook_runtime::kafka::{KafkaCluster, KafkaConfig};
 use brook_runtime::thread::{StreamThread, StreamsConfig};
-use brook_testkit::TestBroker;
+use brook_testkit::{TestBroker, read_topic};
 use brook_topology::serdes::{Json, Serde, Utf8};
 use brook_topology::{Consumed, Grouped, Headers, Materialized, StreamsBuilder, TopicSpec};
 
@@ -73,33 +73,11 @@ fn child_instance() -> TestResult {
     }
 }
 
-fn changelog_latest(
-    cluster: &KafkaCluster,
-    topic: &str,
-    partitions: i32,
-) -> TestResult<BTreeMap<String, i64>> {
-    let mut consumer = cluster.consumer("kill-test-reader", Isolation::ReadCommitted)?;
-    let tps: Vec<TopicPartition> = (0..partitions)
-        .map(|p| TopicPartition::new(topic, p))
-        .collect();
-    let ends = consumer.end_offsets(&tps)?;
-    consumer.assign(&tps)?;
-    for tp in &tps {
-        consumer.seek(tp, 0)?;
-    }
+fn changelog_latest(cluster: &KafkaCluster, topic: &str) -> TestResult<BTreeMap<String, i64>> {
     let mut latest = BTreeMap::new();
-    let started = Instant::now();
-    while tps
-        .iter()
-        .any(|tp| consumer.position(tp).map_or(true, |p| p < ends[tp]))
-    {
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err("reading the changelog timed out".into());
-        }
-        for r in consumer.poll(1_000)? {
-            let key = String::from_utf8(r.key.unwrap_or_default())?;
-            latest.insert(key, Json::<i64>::new().deserialize(r.value.as_deref())?);
-        }
+    for r in read_topic(cluster, topic, "kill-test-reader", Duration::from_secs(60))? {
+        let key = String::from_utf8(r.key.unwrap_or_default())?;
+        latest.insert(key, Json::<i64>::new().deserialize(r.value.as_deref())?);
     }
     Ok(latest)
 }
@@ -113,16 +91,6 @@ fn committed(cluster: &KafkaCluster, group: &str, input: &str) -> TestResult<i64
         total += consumer.position(&tp)?;
     }
     Ok(total)
-}
-
-fn store(thread: &mut StreamThread) -> TestResult<BTreeMap<String, i64>> {
-    let mut all = BTreeMap::new();
-    for id in thread.task_ids() {
-        if let Some((spec, bytes)) = thread.task_mut(id).and_then(|t| t.store_mut("counts")) {
-            all.extend(brook_topology::KeyValueStore::<String, i64>::new(spec, bytes)?.all()?);
-        }
-    }
-    Ok(all)
 }
 
 #[test]
@@ -183,7 +151,7 @@ fn a_killed_instance_restarts_from_its_state_directory_on_tansu() -> TestResult 
 
     // Restart on the same state directory.
     let changelog = format!("{app}-counts-changelog");
-    let expected_after_restore = changelog_latest(&cluster, &changelog, 2)?;
+    let expected_after_restore = changelog_latest(&cluster, &changelog)?;
     let mut thread = StreamThread::new(
         &topology(&input)?,
         config(&app, state.path()),
@@ -192,7 +160,7 @@ fn a_killed_instance_restarts_from_its_state_directory_on_tansu() -> TestResult 
         now_ms(),
     )?;
     assert_eq!(
-        store(&mut thread)?,
+        thread.read_store::<String, i64>("counts")?,
         expected_after_restore,
         "local state after restore is the changelog's latest values"
     );
@@ -213,7 +181,7 @@ fn a_killed_instance_restarts_from_its_state_directory_on_tansu() -> TestResult 
     loop {
         thread.run_once(now_ms())?;
         thread.commit()?;
-        let counts = store(&mut thread)?;
+        let counts = thread.read_store::<String, i64>("counts")?;
         let counted: i64 = counts.values().sum();
         // Done when every input record is behind the committed offsets
         // (duplicates may push the sum past RECORDS earlier).
