@@ -1,7 +1,19 @@
-//! brook-schemas: EventMart's Avro schemas and a Confluent-compatible
-//! schema registry.
+//! brook-schemas: EventMart's Avro schemas, schema compatibility and a
+//! Confluent-compatible schema registry.
 //!
-//! This crate will hold the versioned `.avsc` files, typed events,
-//! compatibility checking per the Avro specification's resolution rules, and
-//! the registry server. It is empty until that work lands; it depends only
-//! on `brook-topology`.
+//! - [`events`]: the `.avsc` files under `schemas/subjects/<subject>/v<N>.avsc`
+//!   (the seed's `user_event` v1 and v2, EventMart's service events) and a
+//!   typed Rust struct for each.
+//! - [`avro`]: a model of Avro schemas that checks them as the
+//!   specification requires; [`compat`]: the specification's resolution
+//!   rules as compatibility checks, and the registry's compatibility levels.
+//! - [`codec`]: Avro binary encoding of typed values and decoding with
+//!   schema resolution (a v1 reader of v2 data, a v2 reader of v1 data).
+
+pub mod avro;
+pub mod codec;
+pub mod compat;
+pub mod events;
+
+pub use compat::CompatibilityLevel;
+pub use events::Event;
