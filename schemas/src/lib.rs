@@ -9,11 +9,15 @@
 //!   rules as compatibility checks, and the registry's compatibility levels.
 //! - [`codec`]: Avro binary encoding of typed values and decoding with
 //!   schema resolution (a v1 reader of v2 data, a v2 reader of v1 data).
+//! - [`registry`]: the schema registry's subjects, versions, ids, levels and
+//!   deletes with Confluent's semantics and error codes, kept in a log in
+//!   the format of Confluent's `_schemas` topic.
 
 pub mod avro;
 pub mod codec;
 pub mod compat;
 pub mod events;
+pub mod registry;
 
 pub use compat::CompatibilityLevel;
 pub use events::Event;
