@@ -1,6 +1,10 @@
 //! brook-connectors: serdes and sinks.
 //!
-//! This crate will hold the Avro serde with Confluent's wire format (magic
-//! byte, schema id, Avro binary) and the sinks: an exactly-once Parquet data
-//! lake on `object_store` and a relational sink. It is empty until that work
-//! lands; it depends only on `brook-topology`.
+//! - [`avro`]: Avro serdes in Confluent's wire format (magic byte, schema
+//!   id, Avro binary) with a cached schema-registry client, resolving each
+//!   record's writer schema to the reader's.
+//!
+//! The sinks (an exactly-once Parquet data lake on `object_store`, a
+//! relational sink) come with issue 7.
+
+pub mod avro;

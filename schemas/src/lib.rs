@@ -11,13 +11,15 @@
 //!   schema resolution (a v1 reader of v2 data, a v2 reader of v1 data).
 //! - [`registry`]: the schema registry's subjects, versions, ids, levels and
 //!   deletes with Confluent's semantics and error codes, kept in a log in
-//!   the format of Confluent's `_schemas` topic.
+//!   the format of Confluent's `_schemas` topic; [`server`]: its HTTP API,
+//!   Confluent Schema Registry's REST interface.
 
 pub mod avro;
 pub mod codec;
 pub mod compat;
 pub mod events;
 pub mod registry;
+pub mod server;
 
 pub use compat::CompatibilityLevel;
 pub use events::Event;

@@ -70,7 +70,9 @@ pub enum RegistryError {
     #[error("Invalid schema: {0}")]
     InvalidSchema(String),
     /// 42202
-    #[error("The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"")]
+    #[error(
+        "The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
+    )]
     InvalidVersion(String),
     /// 42203
     #[error("Invalid compatibility level. {0}")]
@@ -150,6 +152,10 @@ pub struct SubjectVersion {
     pub schema: String,
 }
 
+/// One `_schemas` record: a JSON key and a JSON value (`None`: a
+/// tombstone).
+pub type LogRecord = (Vec<u8>, Option<Vec<u8>>);
+
 /// Where the registry keeps its log of changes.
 ///
 /// Records are Confluent `_schemas` records: JSON keys, JSON values, and
@@ -157,7 +163,7 @@ pub struct SubjectVersion {
 /// is durable.
 pub trait SchemaStore: Send + Sync {
     /// Every record so far, oldest first.
-    fn load(&self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, String>;
+    fn load(&self) -> Result<Vec<LogRecord>, String>;
     /// Appends a record.
     fn append(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), String>;
 }
@@ -166,7 +172,7 @@ pub trait SchemaStore: Send + Sync {
 /// registry on the same store.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
-    log: Arc<Mutex<Vec<(Vec<u8>, Option<Vec<u8>>)>>>,
+    log: Arc<Mutex<Vec<LogRecord>>>,
 }
 
 impl MemoryStore {
@@ -187,7 +193,7 @@ impl MemoryStore {
 }
 
 impl SchemaStore for MemoryStore {
-    fn load(&self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, String> {
+    fn load(&self) -> Result<Vec<LogRecord>, String> {
         Ok(self.log.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
@@ -220,7 +226,11 @@ struct SchemaValue {
     schema: String,
     #[serde(default)]
     deleted: bool,
-    #[serde(rename = "schemaType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "schemaType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     schema_type: Option<String>,
 }
 
@@ -334,9 +344,7 @@ impl Registry {
     /// A subject's version numbers.
     pub fn versions(&self, subject: &str, deleted: bool) -> RegistryResult<Vec<u32>> {
         let state = self.lock();
-        let versions: Vec<u32> = live(&state, subject, deleted)?
-            .map(|(n, _)| *n)
-            .collect();
+        let versions: Vec<u32> = live(&state, subject, deleted)?.map(|(n, _)| *n).collect();
         Ok(versions)
     }
 
@@ -615,7 +623,8 @@ impl Registry {
 }
 
 fn parse(schema: &str) -> RegistryResult<AvroSchema> {
-    let parsed = AvroSchema::parse(schema).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
+    let parsed =
+        AvroSchema::parse(schema).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
     // Clients parse it with apache-avro too; refuse what it refuses.
     apache_avro::Schema::parse_str(schema)
         .map_err(|e| RegistryError::InvalidSchema(format!("{e}")))?;
@@ -688,8 +697,7 @@ fn check_against_live(
 
 /// Applies one `_schemas` record to the state.
 fn apply(state: &mut State, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
-    let key: RecordKey =
-        serde_json::from_slice(key).map_err(|e| format!("unreadable key: {e}"))?;
+    let key: RecordKey = serde_json::from_slice(key).map_err(|e| format!("unreadable key: {e}"))?;
     match key.keytype.as_str() {
         "SCHEMA" => {
             let (Some(subject), Some(version)) = (key.subject, key.version) else {
@@ -708,7 +716,10 @@ fn apply(state: &mut State, key: &[u8], value: Option<&[u8]>) -> Result<(), Stri
             let value: SchemaValue =
                 serde_json::from_slice(value).map_err(|e| format!("unreadable value: {e}"))?;
             if value.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
-                return Err(format!("schema type {:?} is not supported", value.schema_type));
+                return Err(format!(
+                    "schema type {:?} is not supported",
+                    value.schema_type
+                ));
             }
             if !state.schemas.contains_key(&value.id) {
                 let parsed = AvroSchema::parse(&value.schema).map_err(|e| e.to_string())?;
@@ -787,10 +798,24 @@ mod tests {
         let err = r.register("s-value", BAD).unwrap_err();
         assert_eq!(err.code(), 409);
         assert_eq!(err.status(), 409);
-        assert!(err.to_string().contains("READER_FIELD_MISSING_DEFAULT_VALUE"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("READER_FIELD_MISSING_DEFAULT_VALUE"),
+            "{err}"
+        );
         assert_eq!(r.register("s-value", "{").unwrap_err().code(), 42201);
-        assert_eq!(r.version("nope", VersionSpec::Latest, false).unwrap_err().code(), 40401);
-        assert_eq!(r.version("s-value", VersionSpec::Number(9), false).unwrap_err().code(), 40402);
+        assert_eq!(
+            r.version("nope", VersionSpec::Latest, false)
+                .unwrap_err()
+                .code(),
+            40401
+        );
+        assert_eq!(
+            r.version("s-value", VersionSpec::Number(9), false)
+                .unwrap_err()
+                .code(),
+            40402
+        );
         assert_eq!(r.schema(99).unwrap_err().code(), 40403);
         assert_eq!(r.lookup("s-value", BAD, false).unwrap_err().code(), 40403);
     }
@@ -800,9 +825,23 @@ mod tests {
         let r = Registry::in_memory();
         r.register("s", V1).unwrap();
         r.register("s", V2).unwrap();
-        assert_eq!(r.delete_version("s", VersionSpec::Number(2), true).unwrap_err().code(), 40407);
-        assert_eq!(r.delete_version("s", VersionSpec::Number(2), false).unwrap(), 2);
-        assert_eq!(r.delete_version("s", VersionSpec::Number(2), false).unwrap_err().code(), 40406);
+        assert_eq!(
+            r.delete_version("s", VersionSpec::Number(2), true)
+                .unwrap_err()
+                .code(),
+            40407
+        );
+        assert_eq!(
+            r.delete_version("s", VersionSpec::Number(2), false)
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            r.delete_version("s", VersionSpec::Number(2), false)
+                .unwrap_err()
+                .code(),
+            40406
+        );
         assert_eq!(r.versions("s", false).unwrap(), vec![1]);
         assert_eq!(r.versions("s", true).unwrap(), vec![1, 2]);
         // Once every version is soft-deleted, none constrains new ones.
@@ -812,7 +851,10 @@ mod tests {
         assert!(r.subjects(false).is_empty());
         assert_eq!(r.subjects(true), vec!["s".to_string()]);
         // Ids stay resolvable after a soft delete.
-        assert_eq!(r.schema(2).unwrap(), AvroSchema::parse(V2).unwrap().canonical());
+        assert_eq!(
+            r.schema(2).unwrap(),
+            AvroSchema::parse(V2).unwrap().canonical()
+        );
         // Registering again continues the version numbers.
         r.register("s", BAD).unwrap();
         assert_eq!(r.versions("s", false).unwrap(), vec![3]);
@@ -827,16 +869,34 @@ mod tests {
         assert_eq!(r.global_level(), CompatibilityLevel::Backward);
         r.register("s", V1).unwrap();
         assert!(!r.check("s", None, BAD).unwrap().is_empty());
-        assert!(r.check("s", Some(VersionSpec::Latest), V2).unwrap().is_empty());
+        assert!(
+            r.check("s", Some(VersionSpec::Latest), V2)
+                .unwrap()
+                .is_empty()
+        );
         assert!(r.check("new-subject", None, BAD).unwrap().is_empty());
-        assert_eq!(r.check("new-subject", Some(VersionSpec::Latest), BAD).unwrap_err().code(), 40401);
+        assert_eq!(
+            r.check("new-subject", Some(VersionSpec::Latest), BAD)
+                .unwrap_err()
+                .code(),
+            40401
+        );
         assert_eq!(r.subject_level("s", false).unwrap_err().code(), 40408);
         r.set_subject_level("s", CompatibilityLevel::None).unwrap();
         assert!(r.check("s", None, BAD).unwrap().is_empty());
         r.set_global_level(CompatibilityLevel::Full).unwrap();
-        assert_eq!(r.subject_level("s", false).unwrap(), CompatibilityLevel::None);
-        assert_eq!(r.delete_subject_level("s").unwrap(), CompatibilityLevel::None);
-        assert_eq!(r.subject_level("s", true).unwrap(), CompatibilityLevel::Full);
+        assert_eq!(
+            r.subject_level("s", false).unwrap(),
+            CompatibilityLevel::None
+        );
+        assert_eq!(
+            r.delete_subject_level("s").unwrap(),
+            CompatibilityLevel::None
+        );
+        assert_eq!(
+            r.subject_level("s", true).unwrap(),
+            CompatibilityLevel::Full
+        );
         // FULL: V2 (optional field added) passes, BAD does not.
         assert!(r.check("s", None, V2).unwrap().is_empty());
         assert!(!r.check("s", None, BAD).unwrap().is_empty());
@@ -852,7 +912,8 @@ mod tests {
             r.register("t", V1).unwrap();
             r.set_global_level(CompatibilityLevel::Forward).unwrap();
             r.set_subject_level("t", CompatibilityLevel::None).unwrap();
-            r.delete_version("s", VersionSpec::Number(1), false).unwrap();
+            r.delete_version("s", VersionSpec::Number(1), false)
+                .unwrap();
             r.delete_subject("t", false).unwrap();
             r.delete_subject("t", true).unwrap();
         }
@@ -861,16 +922,23 @@ mod tests {
         assert_eq!(r.versions("s", true).unwrap(), vec![1, 2]);
         assert_eq!(r.versions("s", false).unwrap(), vec![2]);
         assert_eq!(r.global_level(), CompatibilityLevel::Forward);
-        assert_eq!(r.subject_level("t", false).unwrap(), CompatibilityLevel::None);
+        assert_eq!(
+            r.subject_level("t", false).unwrap(),
+            CompatibilityLevel::None
+        );
         assert_eq!(r.register("u", V1).unwrap(), 1);
         // FORWARD: V1 cannot read data without its field "a".
-        let without_a = r#"{"type":"record","name":"E","fields":[{"name":"z","type":"int","default":0}]}"#;
+        let without_a =
+            r#"{"type":"record","name":"E","fields":[{"name":"z","type":"int","default":0}]}"#;
         assert_eq!(r.register("u", without_a).unwrap_err().code(), 409);
         assert_eq!(r.register("u", BAD).unwrap(), 3);
         // Keys are Confluent's: compaction keeps the last record per key.
         let log = store.load().unwrap();
         let first = String::from_utf8(log[0].0.clone()).unwrap();
-        assert_eq!(first, r#"{"keytype":"SCHEMA","subject":"s","version":1,"magic":1}"#);
+        assert_eq!(
+            first,
+            r#"{"keytype":"SCHEMA","subject":"s","version":1,"magic":1}"#
+        );
         // An unreadable store is refused with where it broke.
         let broken = MemoryStore::new();
         broken.append(b"not json".to_vec(), None).unwrap();
