@@ -116,6 +116,13 @@ impl DriverBuilder {
         self
     }
 
+    /// What happens to records that cannot be deserialized (default: the
+    /// dead-letter topic).
+    pub fn deserialization_handler(mut self, handler: crate::task::DeserializationHandler) -> Self {
+        self.config.deserialization_handler = handler;
+        self
+    }
+
     /// Runs with exactly-once transactions (default: at-least-once).
     pub fn exactly_once(mut self) -> Self {
         self.config.guarantee = crate::thread::ProcessingGuarantee::ExactlyOnceV2;

@@ -469,6 +469,12 @@ impl MetricsHandle {
                 |t| t.tasks.dead_lettered as f64,
             ),
             (
+                "skipped_records_total",
+                "counter",
+                "Bad records logged and skipped (log-and-continue handler).",
+                |t| t.tasks.skipped as f64,
+            ),
+            (
                 "late_records_dropped_total",
                 "counter",
                 "Records dropped because their windows had closed.",

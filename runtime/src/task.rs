@@ -8,11 +8,13 @@
 //! runtime's clock does.
 //!
 //! A record whose key or value cannot be deserialized, or whose timestamp is
-//! negative, is not processed: it goes, bytes unchanged, to the dead-letter
+//! negative, is not processed; the [`DeserializationHandler`] decides what
+//! happens to it. By default it goes, bytes unchanged, to the dead-letter
 //! topic with headers saying what was wrong and where it came from
 //! (`brook.error`, `brook.topic`, `brook.partition`, `brook.offset`), and
 //! its offset counts as consumed, so one bad record neither stops the
-//! application nor disappears.
+//! application nor disappears; it can instead be logged and skipped, or
+//! fail the task with an error naming topic, partition and offset.
 //!
 //! Processors forward depth-first: a forwarded record is processed by the
 //! whole downstream chain before the forwarding processor's next output.
@@ -56,6 +58,19 @@ pub enum TaskError {
         /// What failed.
         source: brook_topology::store::StoreError,
     },
+    /// A record could not be deserialized (or had an invalid timestamp)
+    /// and the handler is [`DeserializationHandler::Fail`].
+    #[error("cannot process the record at {topic}/{partition}@{offset}: {reason}")]
+    BadRecord {
+        /// Its topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// What was wrong.
+        reason: String,
+    },
     /// A sink could not serialize a record.
     #[error("sink {node} could not serialize the {part} of a record for topic {topic}")]
     Serialize {
@@ -77,6 +92,8 @@ pub struct TaskMetrics {
     pub processed: u64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: u64,
+    /// Bad records skipped (logged) by [`DeserializationHandler::LogAndContinue`].
+    pub skipped: u64,
     /// Punctuations fired.
     pub punctuations: u64,
     /// Records dropped because their windows had closed.
@@ -93,10 +110,87 @@ impl TaskMetrics {
     pub fn add(&mut self, other: &TaskMetrics) {
         self.processed += other.processed;
         self.dead_lettered += other.dead_lettered;
+        self.skipped += other.skipped;
         self.punctuations += other.punctuations;
         self.late_records += other.late_records;
         self.e2e_latency_ms_sum += other.e2e_latency_ms_sum;
         self.e2e_latency_ms_max = self.e2e_latency_ms_max.max(other.e2e_latency_ms_max);
+    }
+}
+
+/// What happens to a record that cannot be deserialized, or whose
+/// timestamp is invalid (Kafka Streams' deserialization exception handler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeserializationHandler {
+    /// To the dead-letter topic, bytes unchanged, with error headers; the
+    /// application goes on (the default: nothing is lost, nothing stops).
+    #[default]
+    DeadLetter,
+    /// Skipped: logged with topic, partition, offset and reason, and
+    /// counted (`skipped`); the application goes on.
+    LogAndContinue,
+    /// The task fails with an error naming topic, partition, offset and
+    /// reason; nothing past the record is committed.
+    Fail,
+}
+
+impl std::str::FromStr for DeserializationHandler {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dead-letter" | "dead_letter" => Ok(DeserializationHandler::DeadLetter),
+            "log-and-continue" | "log_and_continue" | "skip" => {
+                Ok(DeserializationHandler::LogAndContinue)
+            }
+            "fail" => Ok(DeserializationHandler::Fail),
+            other => Err(format!(
+                "unknown deserialization handler {other:?} (dead-letter, log-and-continue or fail)"
+            )),
+        }
+    }
+}
+
+/// Where bad records go: the handler and, for dead letters, the topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRecords {
+    /// What to do.
+    pub handler: DeserializationHandler,
+    /// The dead-letter topic.
+    pub dead_letter_topic: String,
+}
+
+impl BadRecords {
+    /// Applies the handler to `raw`: a dead letter to send, nothing
+    /// (skipped and logged), or the error that stops the caller.
+    pub fn handle(
+        &self,
+        raw: &ConsumedRecord,
+        reason: &str,
+    ) -> Result<Option<ProducedRecord>, TaskError> {
+        match self.handler {
+            DeserializationHandler::DeadLetter => Ok(Some(dead_letter_record(
+                raw,
+                reason,
+                &self.dead_letter_topic,
+            ))),
+            DeserializationHandler::LogAndContinue => {
+                tracing::warn!(
+                    topic = %raw.tp.topic,
+                    partition = raw.tp.partition,
+                    offset = raw.offset,
+                    reason,
+                    "skipping a record that cannot be processed"
+                );
+                Ok(None)
+            }
+            DeserializationHandler::Fail => Err(TaskError::BadRecord {
+                topic: raw.tp.topic.clone(),
+                partition: raw.tp.partition,
+                offset: raw.offset,
+                reason: reason.to_owned(),
+            }),
+        }
     }
 }
 
@@ -278,7 +372,7 @@ pub struct StreamTask {
     sources: HashMap<String, NodeId>,
     queues: BTreeMap<TopicPartition, VecDeque<ConsumedRecord>>,
     consumed: BTreeMap<TopicPartition, i64>,
-    dead_letter_topic: String,
+    bad_records: BadRecords,
     state: TaskState,
 }
 
@@ -291,7 +385,7 @@ impl StreamTask {
         subtopology: &Subtopology,
         partition: i32,
         application_id: &str,
-        dead_letter_topic: &str,
+        bad_records: &BadRecords,
         globals: &BTreeMap<String, SharedStore>,
         open_store: &mut StoreFactory<'_>,
     ) -> Result<Self, TaskError> {
@@ -380,7 +474,7 @@ impl StreamTask {
             sources,
             queues,
             consumed: BTreeMap::new(),
-            dead_letter_topic: dead_letter_topic.to_owned(),
+            bad_records: bad_records.clone(),
             state: TaskState {
                 id: TaskId {
                     subtopology: subtopology.id,
@@ -470,14 +564,14 @@ impl StreamTask {
         let key = match (source.key)(raw.key.as_deref()) {
             Ok(key) => key,
             Err(error) => {
-                self.dead_letter(&raw, format!("cannot deserialize the key: {error}"));
+                self.bad_record(&raw, format!("cannot deserialize the key: {error}"))?;
                 return Ok(true);
             }
         };
         let value = match (source.value)(raw.value.as_deref()) {
             Ok(value) => value,
             Err(error) => {
-                self.dead_letter(&raw, format!("cannot deserialize the value: {error}"));
+                self.bad_record(&raw, format!("cannot deserialize the value: {error}"))?;
                 return Ok(true);
             }
         };
@@ -486,7 +580,7 @@ impl StreamTask {
             None => raw.timestamp,
         };
         if timestamp < 0 {
-            self.dead_letter(&raw, format!("invalid (negative) timestamp {timestamp}"));
+            self.bad_record(&raw, format!("invalid (negative) timestamp {timestamp}"))?;
             return Ok(true);
         }
         self.state.stream_time = self.state.stream_time.max(timestamp);
@@ -656,10 +750,15 @@ impl StreamTask {
         }
     }
 
-    fn dead_letter(&mut self, raw: &ConsumedRecord, error: String) {
-        let letter = dead_letter_record(raw, &error, &self.dead_letter_topic);
-        self.state.output.push(letter);
-        self.state.metrics.dead_lettered += 1;
+    fn bad_record(&mut self, raw: &ConsumedRecord, error: String) -> Result<(), TaskError> {
+        match self.bad_records.handle(raw, &error)? {
+            Some(letter) => {
+                self.state.output.push(letter);
+                self.state.metrics.dead_lettered += 1;
+            }
+            None => self.state.metrics.skipped += 1,
+        }
+        Ok(())
     }
 
     /// Lets every processor forward what it held back (caches), before a

@@ -52,7 +52,7 @@ use brook_state::{
 use brook_topology::graph::GlobalStore;
 
 use crate::cluster::ConsumedRecord;
-use crate::task::{StreamTask, TaskError, TaskMetrics, dead_letter_record};
+use crate::task::{BadRecords, DeserializationHandler, StreamTask, TaskError, TaskMetrics};
 
 /// What a crash may do to results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,8 @@ pub struct StreamsConfig {
     pub max_poll_records: usize,
     /// Where undeserializable records go; default `<application.id>-dead-letters`.
     pub dead_letter_topic: Option<String>,
+    /// What happens to undeserializable records (default: dead letters).
+    pub deserialization_handler: DeserializationHandler,
     /// At-least-once (default) or exactly-once.
     pub guarantee: ProcessingGuarantee,
     /// Names this instance's transactional producer:
@@ -112,6 +114,7 @@ impl StreamsConfig {
             commit_interval: Duration::from_secs(30),
             max_poll_records: 500,
             dead_letter_topic: None,
+            deserialization_handler: DeserializationHandler::DeadLetter,
             guarantee: ProcessingGuarantee::AtLeastOnce,
             instance_id: "0".into(),
             state_dir: None,
@@ -147,6 +150,14 @@ impl StreamsConfig {
             .clone()
             .unwrap_or_else(|| format!("{}-dead-letters", self.application_id))
     }
+
+    /// The handler and dead-letter topic for bad records.
+    pub fn bad_records(&self) -> BadRecords {
+        BadRecords {
+            handler: self.deserialization_handler,
+            dead_letter_topic: self.dead_letter_topic(),
+        }
+    }
 }
 
 /// Why the runtime stopped.
@@ -179,6 +190,14 @@ pub enum RuntimeError {
         store: String,
         /// What failed.
         source: brook_topology::store::StoreError,
+    },
+    /// A global store's update failed.
+    #[error("global store {store} failed")]
+    Global {
+        /// The store.
+        store: String,
+        /// What went wrong.
+        source: Box<TaskError>,
     },
     /// A task failed.
     #[error("task {task} failed")]
@@ -575,7 +594,7 @@ struct GlobalUpdater {
     consumer: Box<dyn ClusterConsumer>,
     /// Global topic name → its spec and store.
     stores: HashMap<String, (GlobalStore, SharedStore)>,
-    dead_letter_topic: String,
+    bad_records: BadRecords,
 }
 
 impl GlobalUpdater {
@@ -605,7 +624,7 @@ impl GlobalUpdater {
         let mut updater = GlobalUpdater {
             consumer,
             stores,
-            dead_letter_topic: config.dead_letter_topic(),
+            bad_records: config.bad_records(),
         };
         // Load everything present before any task processes a record.
         let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
@@ -644,40 +663,41 @@ impl GlobalUpdater {
             let Some((global, store)) = self.stores.get_mut(&record.tp.topic) else {
                 continue;
             };
-            let Some(key) = record.key.as_deref() else {
-                letters.push(dead_letter_record(
-                    &record,
-                    "global table record without a key",
-                    &self.dead_letter_topic,
-                ));
-                continue;
-            };
-            if let Err(e) = (global.key)(Some(key)) {
-                letters.push(dead_letter_record(
-                    &record,
-                    &format!("cannot deserialize the key: {e}"),
-                    &self.dead_letter_topic,
-                ));
-                continue;
-            }
-            match record.value.as_deref() {
-                None => store.put(key, None).map_err(|source| RuntimeError::Store {
-                    store: global.store.clone(),
-                    source,
-                })?,
-                Some(value) => match (global.value)(Some(value)) {
-                    Ok(_) => store
-                        .put(key, Some(value))
-                        .map_err(|source| RuntimeError::Store {
-                            store: global.store.clone(),
-                            source,
-                        })?,
-                    Err(e) => letters.push(dead_letter_record(
-                        &record,
-                        &format!("cannot deserialize the value: {e}"),
-                        &self.dead_letter_topic,
-                    )),
+            let reason = match record.key.as_deref() {
+                None => Some("global table record without a key".to_owned()),
+                Some(key) => match (global.key)(Some(key)) {
+                    Err(e) => Some(format!("cannot deserialize the key: {e}")),
+                    Ok(_) => match record.value.as_deref() {
+                        None => {
+                            store.put(key, None).map_err(|source| RuntimeError::Store {
+                                store: global.store.clone(),
+                                source,
+                            })?;
+                            None
+                        }
+                        Some(value) => match (global.value)(Some(value)) {
+                            Ok(_) => {
+                                store.put(key, Some(value)).map_err(|source| {
+                                    RuntimeError::Store {
+                                        store: global.store.clone(),
+                                        source,
+                                    }
+                                })?;
+                                None
+                            }
+                            Err(e) => Some(format!("cannot deserialize the value: {e}")),
+                        },
+                    },
                 },
+            };
+            if let Some(reason) = reason {
+                let handled = self.bad_records.handle(&record, &reason).map_err(|e| {
+                    RuntimeError::Global {
+                        store: global.store.clone(),
+                        source: Box::new(e),
+                    }
+                })?;
+                letters.extend(handled);
             }
         }
         Ok(letters)
@@ -997,7 +1017,7 @@ impl StreamThread {
     /// Creates, restores and initializes tasks.
     fn add_tasks(&mut self, ids: &[TaskId]) -> Result<(), RuntimeError> {
         let app = self.config.application_id.clone();
-        let dead_letters = self.config.dead_letter_topic();
+        let bad_records = self.config.bad_records();
         for &id in ids {
             if self.tasks.contains_key(&id) {
                 continue;
@@ -1049,7 +1069,7 @@ impl StreamThread {
                 sub,
                 id.partition,
                 &app,
-                &dead_letters,
+                &bad_records,
                 &self.global_stores,
                 &mut open_store,
             )

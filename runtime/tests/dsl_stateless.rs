@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use brook_runtime::driver::TopologyTestDriver;
 use brook_runtime::partition::partition_for_key;
-use brook_runtime::task::dead_letter_error;
+use brook_runtime::task::{DeserializationHandler, dead_letter_error};
 use brook_runtime::thread::RuntimeError;
 use brook_topology::processor::{
     ProcessError, Processor, ProcessorContext, PunctuationType, ScheduleId,
@@ -278,6 +278,51 @@ fn repartition_moves_records_to_the_partition_of_their_new_key() -> TestResult {
     assert_eq!(by_kind["VIEW"], vec!["user-0", "user-2"]);
     assert_eq!(by_kind["PURCHASE"], vec!["user-1", "user-4"]);
     assert_eq!(by_kind["CART"], vec!["user-3"]);
+    Ok(())
+}
+
+#[test]
+fn log_and_continue_skips_and_counts_bad_records() -> TestResult {
+    let b = StreamsBuilder::new();
+    b.stream("events", events_in())
+        .map_values(|e| e.kind)
+        .to("kinds", Produced::with(Utf8, Utf8));
+    let driver = TopologyTestDriver::builder(b.build()?)
+        .application_id("shop")
+        .deserialization_handler(DeserializationHandler::LogAndContinue)
+        .build()?;
+    let input = driver.input_topic("events", Utf8, Json::<Event>::new());
+    input.pipe_input("u1".into(), event("u1", "VIEW", None, 0), 5)?;
+    input.pipe_raw(Some(b"u2"), Some(b"{\"user\": \"u2\""), 6)?;
+    input.pipe_input("u3".into(), event("u3", "CART", None, 0), 8)?;
+    assert_eq!(
+        driver.output_topic("kinds", Utf8, Utf8).read_values()?,
+        vec!["VIEW", "CART"]
+    );
+    assert!(driver.cluster().records("shop-dead-letters")?.is_empty());
+    assert_eq!(driver.metrics().skipped, 1);
+    assert_eq!(driver.metrics().dead_lettered, 0);
+    Ok(())
+}
+
+#[test]
+fn the_fail_handler_stops_with_topic_partition_and_offset() -> TestResult {
+    let b = StreamsBuilder::new();
+    b.stream("events", events_in())
+        .map_values(|e| e.kind)
+        .to("kinds", Produced::with(Utf8, Utf8));
+    let driver = TopologyTestDriver::builder(b.build()?)
+        .application_id("shop")
+        .deserialization_handler(DeserializationHandler::Fail)
+        .build()?;
+    let input = driver.input_topic("events", Utf8, Json::<Event>::new());
+    input.pipe_input("u1".into(), event("u1", "VIEW", None, 0), 5)?;
+    let err = input
+        .pipe_raw(Some(b"u2"), Some(b"{\"user\": \"u2\""), 6)
+        .unwrap_err();
+    let chain = brook_runtime::cluster::error_chain(&err);
+    assert!(chain.contains("events/0@1"), "{chain}");
+    assert!(chain.contains("cannot deserialize the value"), "{chain}");
     Ok(())
 }
 

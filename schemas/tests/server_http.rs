@@ -41,7 +41,10 @@ impl Http {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no status in {text:?}"));
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 
@@ -71,15 +74,23 @@ fn schema(s: &str) -> Option<Value> {
 }
 
 fn code(v: &Value) -> i64 {
-    v["error_code"].as_i64().unwrap_or_else(|| panic!("no error_code in {v}"))
+    v["error_code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no error_code in {v}"))
 }
 
 #[test]
 fn subjects_versions_ids_and_lookups() {
     let h = Http::new();
     assert_eq!(h.call("GET", "/subjects", None), (200, json!([])));
-    assert_eq!(h.call("POST", "/subjects/orders-value/versions", schema(V1)), (200, json!({"id": 1})));
-    assert_eq!(h.call("POST", "/subjects/orders-value/versions", schema(V2)), (200, json!({"id": 2})));
+    assert_eq!(
+        h.call("POST", "/subjects/orders-value/versions", schema(V1)),
+        (200, json!({"id": 1}))
+    );
+    assert_eq!(
+        h.call("POST", "/subjects/orders-value/versions", schema(V2)),
+        (200, json!({"id": 2}))
+    );
     // The converter sends schemaType explicitly.
     let (status, body) = h.call(
         "POST",
@@ -87,8 +98,14 @@ fn subjects_versions_ids_and_lookups() {
         Some(json!({"schema": V2, "schemaType": "AVRO"})),
     );
     assert_eq!((status, body), (200, json!({"id": 2})));
-    assert_eq!(h.call("GET", "/subjects", None), (200, json!(["orders-value"])));
-    assert_eq!(h.call("GET", "/subjects/orders-value/versions", None), (200, json!([1, 2])));
+    assert_eq!(
+        h.call("GET", "/subjects", None),
+        (200, json!(["orders-value"]))
+    );
+    assert_eq!(
+        h.call("GET", "/subjects/orders-value/versions", None),
+        (200, json!([1, 2]))
+    );
     let (status, latest) = h.call("GET", "/subjects/orders-value/versions/latest", None);
     assert_eq!(status, 200);
     assert_eq!(latest["subject"], "orders-value");
@@ -108,13 +125,28 @@ fn subjects_versions_ids_and_lookups() {
         h.call("GET", "/schemas/ids/2/versions", None),
         (200, json!([{"subject": "orders-value", "version": 2}]))
     );
-    assert_eq!(h.call("GET", "/schemas/ids/2/subjects", None), (200, json!(["orders-value"])));
-    assert_eq!(h.call("GET", "/schemas/types", None), (200, json!(["AVRO"])));
+    assert_eq!(
+        h.call("GET", "/schemas/ids/2/subjects", None),
+        (200, json!(["orders-value"]))
+    );
+    assert_eq!(
+        h.call("GET", "/schemas/types", None),
+        (200, json!(["AVRO"]))
+    );
     let (status, found) = h.call("POST", "/subjects/orders-value", schema(V1));
-    assert_eq!((status, found["version"].clone(), found["id"].clone()), (200, json!(1), json!(1)));
+    assert_eq!(
+        (status, found["version"].clone(), found["id"].clone()),
+        (200, json!(1), json!(1))
+    );
     // Subjects with characters that need escaping.
-    assert_eq!(h.call("POST", "/subjects/a%2Fb%3Ac/versions", schema(V1)), (200, json!({"id": 1})));
-    assert_eq!(h.call("GET", "/subjects/a%2Fb%3Ac/versions", None), (200, json!([1])));
+    assert_eq!(
+        h.call("POST", "/subjects/a%2Fb%3Ac/versions", schema(V1)),
+        (200, json!({"id": 1}))
+    );
+    assert_eq!(
+        h.call("GET", "/subjects/a%2Fb%3Ac/versions", None),
+        (200, json!([1]))
+    );
     // Errors: Confluent's codes and statuses.
     let (status, e) = h.call("GET", "/subjects/nope/versions", None);
     assert_eq!((status, code(&e)), (404, 40401));
@@ -129,8 +161,15 @@ fn subjects_versions_ids_and_lookups() {
     assert_eq!((status, code(&e)), (404, 40403));
     let (status, e) = h.call("POST", "/subjects/orders-value/versions", schema(BREAKS));
     assert_eq!((status, code(&e)), (409, 409));
-    assert!(e["message"].as_str().unwrap().contains("TYPE_MISMATCH"), "{e}");
-    let (status, e) = h.call("POST", "/subjects/x/versions", schema(r#"{"type":"recrd"}"#));
+    assert!(
+        e["message"].as_str().unwrap().contains("TYPE_MISMATCH"),
+        "{e}"
+    );
+    let (status, e) = h.call(
+        "POST",
+        "/subjects/x/versions",
+        schema(r#"{"type":"recrd"}"#),
+    );
     assert_eq!((status, code(&e)), (422, 42201));
     let (status, e) = h.call(
         "POST",
@@ -145,13 +184,24 @@ fn subjects_versions_ids_and_lookups() {
 fn compatibility_config_and_deletes() {
     let h = Http::new();
     h.call("POST", "/subjects/s/versions", schema(V1));
-    assert_eq!(h.call("GET", "/config", None), (200, json!({"compatibilityLevel": "BACKWARD"})));
     assert_eq!(
-        h.call("POST", "/compatibility/subjects/s/versions/latest", schema(V2)),
+        h.call("GET", "/config", None),
+        (200, json!({"compatibilityLevel": "BACKWARD"}))
+    );
+    assert_eq!(
+        h.call(
+            "POST",
+            "/compatibility/subjects/s/versions/latest",
+            schema(V2)
+        ),
         (200, json!({"is_compatible": true}))
     );
     assert_eq!(
-        h.call("POST", "/compatibility/subjects/s/versions/latest", schema(BREAKS)),
+        h.call(
+            "POST",
+            "/compatibility/subjects/s/versions/latest",
+            schema(BREAKS)
+        ),
         (200, json!({"is_compatible": false}))
     );
     let (status, verbose) = h.call(
@@ -161,8 +211,18 @@ fn compatibility_config_and_deletes() {
     );
     assert_eq!(status, 200);
     assert_eq!(verbose["is_compatible"], false);
-    assert!(verbose["messages"][0].as_str().unwrap().contains("/fields/a"), "{verbose}");
-    let (status, e) = h.call("POST", "/compatibility/subjects/none/versions/latest", schema(V1));
+    assert!(
+        verbose["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("/fields/a"),
+        "{verbose}"
+    );
+    let (status, e) = h.call(
+        "POST",
+        "/compatibility/subjects/none/versions/latest",
+        schema(V1),
+    );
     assert_eq!((status, code(&e)), (404, 40401));
     assert_eq!(
         h.call("POST", "/compatibility/subjects/none/versions", schema(V1)),
@@ -180,13 +240,21 @@ fn compatibility_config_and_deletes() {
         (200, json!({"compatibility": "NONE"}))
     );
     assert_eq!(
-        h.call("POST", "/compatibility/subjects/s/versions/latest", schema(BREAKS)),
+        h.call(
+            "POST",
+            "/compatibility/subjects/s/versions/latest",
+            schema(BREAKS)
+        ),
         (200, json!({"is_compatible": true}))
     );
     let (status, e) = h.call("PUT", "/config", Some(json!({"compatibility": "SIDEWAYS"})));
     assert_eq!((status, code(&e)), (422, 42203));
     assert_eq!(
-        h.call("PUT", "/config", Some(json!({"compatibility": "FULL_TRANSITIVE"}))),
+        h.call(
+            "PUT",
+            "/config",
+            Some(json!({"compatibility": "FULL_TRANSITIVE"}))
+        ),
         (200, json!({"compatibility": "FULL_TRANSITIVE"}))
     );
     assert_eq!(
@@ -201,19 +269,34 @@ fn compatibility_config_and_deletes() {
     h.call("POST", "/subjects/s/versions", schema(V2));
     let (status, e) = h.call("DELETE", "/subjects/s?permanent=true", None);
     assert_eq!((status, code(&e)), (404, 40405));
-    assert_eq!(h.call("DELETE", "/subjects/s/versions/2", None), (200, json!(2)));
+    assert_eq!(
+        h.call("DELETE", "/subjects/s/versions/2", None),
+        (200, json!(2))
+    );
     let (status, e) = h.call("DELETE", "/subjects/s/versions/2", None);
     assert_eq!((status, code(&e)), (404, 40406));
-    assert_eq!(h.call("GET", "/subjects/s/versions?deleted=true", None), (200, json!([1, 2])));
+    assert_eq!(
+        h.call("GET", "/subjects/s/versions?deleted=true", None),
+        (200, json!([1, 2]))
+    );
     assert_eq!(h.call("DELETE", "/subjects/s", None), (200, json!([1])));
     assert_eq!(h.call("GET", "/subjects", None), (200, json!([])));
-    assert_eq!(h.call("GET", "/subjects?deleted=true", None), (200, json!(["s"])));
+    assert_eq!(
+        h.call("GET", "/subjects?deleted=true", None),
+        (200, json!(["s"]))
+    );
     // Soft-deleted schemas still resolve by id: old data stays readable.
     assert_eq!(h.call("GET", "/schemas/ids/2", None).0, 200);
-    assert_eq!(h.call("DELETE", "/subjects/s?permanent=true", None), (200, json!([1, 2])));
+    assert_eq!(
+        h.call("DELETE", "/subjects/s?permanent=true", None),
+        (200, json!([1, 2]))
+    );
     let (status, e) = h.call("GET", "/subjects/s/versions?deleted=true", None);
     assert_eq!((status, code(&e)), (404, 40401));
-    assert_eq!(h.call("GET", "/mode", None), (200, json!({"mode": "READWRITE"})));
+    assert_eq!(
+        h.call("GET", "/mode", None),
+        (200, json!({"mode": "READWRITE"}))
+    );
 }
 
 #[test]
@@ -231,7 +314,11 @@ fn malformed_oversized_and_unknown_requests_get_4xx() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("not JSON"));
     let big = format!("{{\"schema\": \"{}\"}}", "x".repeat(10_000));
-    let (status, e) = h.call("POST", "/subjects/s/versions", Some(serde_json::from_str(&big).unwrap()));
+    let (status, e) = h.call(
+        "POST",
+        "/subjects/s/versions",
+        Some(serde_json::from_str(&big).unwrap()),
+    );
     assert_eq!((status, code(&e)), (413, 413));
     let (status, e) = h.call("GET", "/nothing/here", None);
     assert_eq!((status, code(&e)), (404, 404));
