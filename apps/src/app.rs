@@ -259,7 +259,8 @@ pub fn run(
     }
 }
 
-fn init_logging(filter: &str) {
+/// Logs to stderr with `filter` (`info`, `brook_runtime=debug`, ...).
+pub fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

@@ -12,8 +12,17 @@
 //!   common flags, config file, environment overrides, logs, a Prometheus
 //!   endpoint and clean shutdown on SIGINT/SIGTERM.
 //!
+//! - `brook-schema-registry`: brook's Confluent-compatible schema registry
+//!   (storage in a compacted `_schemas` topic via [`registry`], or in
+//!   memory).
+//! - `brook-schema`: check a schema file against a subject before
+//!   deploying, register schemas, and run the seed's v1 → v2 dual-write
+//!   migration ([`migrate`]).
+//!
 //! EventMart's applications join them as the DSL and runtime land.
 
 pub mod app;
 pub mod args;
 pub mod demo;
+pub mod migrate;
+pub mod registry;

@@ -106,6 +106,7 @@ impl RegistryClientConfig {
 pub struct SchemaRegistryClient {
     config: RegistryClientConfig,
     settings: SrSettings,
+    http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
     by_id: RwLock<HashMap<u32, Arc<CodecSchema>>>,
 }
@@ -145,9 +146,15 @@ impl SchemaRegistryClient {
             .enable_all()
             .build()
             .map_err(|e| fail(format!("cannot start the client's runtime: {e}")))?;
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
         Ok(Arc::new(SchemaRegistryClient {
             config,
             settings,
+            http,
             runtime,
             by_id: RwLock::new(HashMap::new()),
         }))
@@ -264,6 +271,121 @@ impl SchemaRegistryClient {
             message: format!("{what}: the answer has no id"),
             retriable: false,
         })
+    }
+
+    /// A request to the registry's REST API with the client's auth; the
+    /// JSON answer, or the registry's error (code and message).
+    async fn rest(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, RegistryClientError> {
+        let url = format!("{}{path}", self.config.url);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .header("Accept", "application/vnd.schemaregistry.v1+json");
+        if let Some((user, password)) = &self.config.basic_auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                .body(body.to_string());
+        }
+        let fail = |message: String, retriable: bool| RegistryClientError {
+            url: self.config.url.clone(),
+            message: format!("{method} {path}: {message}"),
+            retriable,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string(), true))?;
+        let status = response.status();
+        let json: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| fail(format!("HTTP {status}, unreadable answer: {e}"), false))?;
+        if status.is_success() {
+            Ok(json)
+        } else {
+            Err(fail(
+                format!(
+                    "HTTP {status}, error code {}: {}",
+                    json["error_code"], json["message"]
+                ),
+                status.is_server_error(),
+            ))
+        }
+    }
+
+    /// Whether `schema` may be registered under `subject` (`version`:
+    /// `None` checks what registering would check; `Some("latest")` or a
+    /// number checks against that version). Returns the verdict and the
+    /// registry's reasons.
+    pub async fn check_compatibility(
+        &self,
+        subject: &str,
+        schema: &str,
+        version: Option<&str>,
+    ) -> Result<(bool, Vec<String>), RegistryClientError> {
+        let path = match version {
+            None => format!(
+                "/compatibility/subjects/{}/versions?verbose=true",
+                escape_subject(subject)
+            ),
+            Some(v) => format!(
+                "/compatibility/subjects/{}/versions/{}?verbose=true",
+                escape_subject(subject),
+                escape_subject(v)
+            ),
+        };
+        let answer = self
+            .rest(
+                reqwest::Method::POST,
+                &path,
+                Some(serde_json::json!({"schema": schema, "schemaType": "AVRO"})),
+            )
+            .await?;
+        let compatible = answer["is_compatible"].as_bool().unwrap_or(false);
+        let messages = answer["messages"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((compatible, messages))
+    }
+
+    /// The latest live version of `subject` (`version`, `id`), or `None`
+    /// when the subject has none.
+    pub async fn latest_version(
+        &self,
+        subject: &str,
+    ) -> Result<Option<(u32, u32)>, RegistryClientError> {
+        let path = format!("/subjects/{}/versions/latest", escape_subject(subject));
+        match self.rest(reqwest::Method::GET, &path, None).await {
+            Ok(v) => Ok(Some((
+                v["version"].as_u64().unwrap_or(0) as u32,
+                v["id"].as_u64().unwrap_or(0) as u32,
+            ))),
+            Err(e) if e.message.contains("40401") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The compatibility level that applies to `subject`.
+    pub async fn compatibility_level(&self, subject: &str) -> Result<String, RegistryClientError> {
+        let path = format!("/config/{}?defaultToGlobal=true", escape_subject(subject));
+        let answer = self.rest(reqwest::Method::GET, &path, None).await?;
+        Ok(answer["compatibilityLevel"]
+            .as_str()
+            .unwrap_or("BACKWARD")
+            .to_owned())
     }
 
     /// Runs a registry call from synchronous code (a serde in a stream
