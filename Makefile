@@ -1,7 +1,8 @@
 # brook's two commands:
 #   make demo   runs a pipeline end to end on the embedded dev broker (no external services)
 #   make test   the whole test suite: fmt, dependency rules, clippy, unit, doc and broker tests
-# Each installs what it needs first (apt packages, the tansu test broker) and is idempotent.
+# Each installs what it needs first (apt packages, the tansu test broker, a Python venv
+# with Confluent's client) and is idempotent.
 #
 # Builds go to a persistent target directory outside the clone, so repeated
 # runs on one machine reuse them: $BROOK_TARGET_DIR, else ~/.cache/brook/target.
@@ -18,7 +19,7 @@ CARGO ?= cargo
 # Where `make test-kafka` finds Kafka (e.g. the docker-compose broker).
 BROOK_BOOTSTRAP ?= 127.0.0.1:9092
 
-.PHONY: help deps tools test fmt-check check-deps clippy unit demo bench test-kafka
+.PHONY: help deps python-deps tools test fmt-check check-deps clippy unit demo bench test-kafka
 
 help:
 	@echo "make demo        run a stream-processing pipeline end to end on the embedded dev broker"
@@ -26,12 +27,16 @@ help:
 	@echo "make bench       run the benchmarks (release build), results under bench/results/"
 	@echo "make test-kafka  broker-backed tests against an external Kafka at BROOK_BOOTSTRAP ($(BROOK_BOOTSTRAP))"
 	@echo "make deps        install the system packages the build needs"
-	@echo "make tools       deps, plus the tansu test broker (cached under $(BROOK_CACHE)/tools)"
+	@echo "make tools       deps, the tansu test broker (cached under $(BROOK_CACHE)/tools) and python-deps"
+	@echo "make python-deps Confluent's Python client for the registry conformance test ($(BROOK_CACHE)/venv)"
 
 deps:
 	@scripts/install-deps.sh
 
-tools: deps
+python-deps:
+	@scripts/install-python.sh
+
+tools: deps python-deps
 	@scripts/install-tansu.sh
 
 fmt-check: deps
