@@ -334,12 +334,19 @@ pub fn run_migration(
             );
         }
     }
-    cluster
-        .create_topics(&[TopicSpec::new(options.topic.clone(), options.partitions)])
-        .map_err(|e| anyhow::anyhow!("creating {}: {}", options.topic, error_chain(&e)))?;
-    let partitions = cluster
-        .partition_count(&options.topic)
-        .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    // Created only when missing (some brokers, like the dev broker, have
+    // no admin API but do have the topic).
+    let partitions = match cluster.partition_count(&options.topic) {
+        Ok(n) => n,
+        Err(_) => {
+            cluster
+                .create_topics(&[TopicSpec::new(options.topic.clone(), options.partitions)])
+                .map_err(|e| anyhow::anyhow!("creating {}: {}", options.topic, error_chain(&e)))?;
+            cluster
+                .partition_count(&options.topic)
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))?
+        }
+    };
     let v1 = AvroSerde::<UserEventV1>::new(registry.clone(), subject.clone(), UserEventV1::SCHEMA)?;
     let v2 = AvroSerde::<UserEventV2>::new(registry.clone(), subject.clone(), UserEventV2::SCHEMA)?;
     // v1 first: the subject's history is v1 then v2.
