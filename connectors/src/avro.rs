@@ -30,7 +30,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use brook_schemas::codec::{self, CodecSchema};
+use brook_schemas::codec::{self, CodecSchema, Resolver};
 use brook_schemas::events::Event;
 use brook_topology::serdes::{Serde, SerdeError};
 use schema_registry_converter::async_impl::schema_registry::{
@@ -464,6 +464,8 @@ pub struct AvroSerde<T> {
     schema: Arc<CodecSchema>,
     auto_register: bool,
     id: OnceLock<u32>,
+    /// Readers of other writer schemas, by writer id.
+    resolvers: Arc<RwLock<HashMap<u32, Arc<Resolver>>>>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -476,6 +478,7 @@ impl<T> Clone for AvroSerde<T> {
             schema: self.schema.clone(),
             auto_register: self.auto_register,
             id: self.id.clone(),
+            resolvers: self.resolvers.clone(),
             _type: PhantomData,
         }
     }
@@ -510,6 +513,7 @@ impl<T> AvroSerde<T> {
             schema: Arc::new(parsed),
             auto_register: true,
             id: OnceLock::new(),
+            resolvers: Arc::new(RwLock::new(HashMap::new())),
             _type: PhantomData,
         })
     }
@@ -621,8 +625,28 @@ impl<T: Serialize + DeserializeOwned> AvroSerde<T> {
     }
 
     fn decode_with(&self, id: u32, writer: &CodecSchema, datum: &[u8]) -> Result<T, SerdeError> {
-        codec::decode(writer, &self.schema, datum)
-            .map_err(|e| self.decode_error(format!("schema id {id}: {e}")))
+        let fail = |e: codec::CodecError| self.decode_error(format!("schema id {id}: {e}"));
+        if *writer == *self.schema {
+            return codec::decode(writer, &self.schema, datum).map_err(fail);
+        }
+        let cached = self
+            .resolvers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        let resolver = match cached {
+            Some(r) => r,
+            None => {
+                let r = Arc::new(Resolver::new(writer, &self.schema).map_err(fail)?);
+                self.resolvers
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, r.clone());
+                r
+            }
+        };
+        resolver.decode(datum).map_err(fail)
     }
 
     /// Encodes `value` (async: registers without blocking a thread).

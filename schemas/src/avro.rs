@@ -222,14 +222,15 @@ impl AvroSchema {
     /// length, union index and enum index in range, strings UTF-8, and no
     /// byte missing or left over. Decoders may be lenient with truncated
     /// data (apache-avro reads a union at the end of the input as null);
-    /// this walk is not, and it allocates nothing.
+    /// this walk is not, and it allocates nothing unless it fails.
     pub fn check_datum(&self, bytes: &[u8]) -> Result<(), DatumError> {
         let mut walker = Walker {
             schema: self,
             bytes,
             pos: 0,
+            path: Vec::new(),
         };
-        walker.walk(&self.root, "")?;
+        walker.walk(&self.root)?;
         if walker.pos != bytes.len() {
             return Err(DatumError {
                 offset: walker.pos,
@@ -247,45 +248,62 @@ impl AvroSchema {
 /// The most zero-byte items (nulls) one array or map block may claim.
 const MAX_EMPTY_ITEMS: u64 = 1 << 24;
 
+/// One step of the path to where a walk is.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Name(&'a str),
+    Index(i64),
+}
+
 struct Walker<'a> {
     schema: &'a AvroSchema,
     bytes: &'a [u8],
     pos: usize,
+    path: Vec<Step<'a>>,
 }
 
-impl Walker<'_> {
-    fn fail(&self, path: &str, reason: impl Into<String>) -> DatumError {
+impl<'a> Walker<'a> {
+    fn fail(&self, reason: impl Into<String>) -> DatumError {
+        let mut path = String::new();
+        for step in &self.path {
+            match step {
+                Step::Name(n) => {
+                    path.push('/');
+                    path.push_str(n);
+                }
+                Step::Index(i) => {
+                    path.push('/');
+                    path.push_str(&i.to_string());
+                }
+            }
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
         DatumError {
             offset: self.pos,
-            path: if path.is_empty() {
-                "/".into()
-            } else {
-                path.into()
-            },
+            path,
             reason: reason.into(),
         }
     }
 
-    fn take(&mut self, n: usize, path: &str) -> Result<&[u8], DatumError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DatumError> {
         if self.bytes.len() - self.pos < n {
-            return Err(self.fail(
-                path,
-                format!(
-                    "the data ends early: {n} bytes needed, {} left",
-                    self.bytes.len() - self.pos
-                ),
-            ));
+            return Err(self.fail(format!(
+                "the data ends early: {n} bytes needed, {} left",
+                self.bytes.len() - self.pos
+            )));
         }
         let out = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
         Ok(out)
     }
 
-    fn long(&mut self, path: &str) -> Result<i64, DatumError> {
+    fn long(&mut self) -> Result<i64, DatumError> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let Some(&b) = self.bytes.get(self.pos) else {
-                return Err(self.fail(path, "the data ends inside a number"));
+                return Err(self.fail("the data ends inside a number"));
             };
             self.pos += 1;
             value |= u64::from(b & 0x7f) << (7 * i);
@@ -293,87 +311,87 @@ impl Walker<'_> {
                 return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
             }
         }
-        Err(self.fail(path, "a number longer than 10 bytes"))
+        Err(self.fail("a number longer than 10 bytes"))
     }
 
-    fn length(&mut self, path: &str) -> Result<usize, DatumError> {
-        let n = self.long(path)?;
-        usize::try_from(n).map_err(|_| self.fail(path, format!("negative length {n}")))
+    fn length(&mut self) -> Result<usize, DatumError> {
+        let n = self.long()?;
+        usize::try_from(n).map_err(|_| self.fail(format!("negative length {n}")))
     }
 
-    fn walk(&mut self, ty: &AvroType, path: &str) -> Result<(), DatumError> {
+    fn nested(&mut self, step: Step<'a>, ty: &'a AvroType) -> Result<(), DatumError> {
+        self.path.push(step);
+        self.walk(ty)?;
+        self.path.pop();
+        Ok(())
+    }
+
+    fn walk(&mut self, ty: &'a AvroType) -> Result<(), DatumError> {
         match ty {
             AvroType::Null => Ok(()),
-            AvroType::Boolean => match self.take(1, path)?[0] {
+            AvroType::Boolean => match self.take(1)?[0] {
                 0 | 1 => Ok(()),
-                b => Err(self.fail(path, format!("boolean byte {b}"))),
+                b => {
+                    self.pos -= 1;
+                    Err(self.fail(format!("boolean byte {b}")))
+                }
             },
             AvroType::Int => {
-                let v = self.long(path)?;
+                let v = self.long()?;
                 if i32::try_from(v).is_err() {
-                    return Err(self.fail(path, format!("{v} does not fit an int")));
+                    return Err(self.fail(format!("{v} does not fit an int")));
                 }
                 Ok(())
             }
-            AvroType::Long => self.long(path).map(drop),
-            AvroType::Float => self.take(4, path).map(drop),
-            AvroType::Double => self.take(8, path).map(drop),
+            AvroType::Long => self.long().map(drop),
+            AvroType::Float => self.take(4).map(drop),
+            AvroType::Double => self.take(8).map(drop),
             AvroType::Bytes => {
-                let n = self.length(path)?;
-                self.take(n, path).map(drop)
+                let n = self.length()?;
+                self.take(n).map(drop)
             }
             AvroType::String => {
-                let n = self.length(path)?;
+                let n = self.length()?;
                 let start = self.pos;
-                let text = self.take(n, path)?;
+                let text = self.take(n)?;
                 if std::str::from_utf8(text).is_err() {
                     self.pos = start;
-                    return Err(self.fail(path, "a string that is not UTF-8"));
+                    return Err(self.fail("a string that is not UTF-8"));
                 }
                 Ok(())
             }
-            AvroType::Array(items) => {
-                let item_path = format!("{path}/items");
-                self.blocks(path, |w| w.walk(items, &item_path))
-            }
-            AvroType::Map(values) => {
-                let value_path = format!("{path}/values");
-                self.blocks(path, |w| {
-                    w.walk(&AvroType::String, &value_path)?;
-                    w.walk(values, &value_path)
-                })
-            }
+            AvroType::Array(items) => self.blocks(|w| w.nested(Step::Name("items"), items)),
+            AvroType::Map(values) => self.blocks(|w| {
+                w.nested(Step::Name("keys"), &AvroType::String)?;
+                w.nested(Step::Name("values"), values)
+            }),
             AvroType::Union(branches) => {
-                let index = self.long(path)?;
-                let branch = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| branches.get(i))
-                    .ok_or_else(|| {
-                        self.fail(
-                            path,
-                            format!("union index {index} of {} branches", branches.len()),
-                        )
-                    })?;
-                self.walk(branch, &format!("{path}/{index}"))
+                let index = self.long()?;
+                let Some(branch) = usize::try_from(index).ok().and_then(|i| branches.get(i)) else {
+                    return Err(self.fail(format!(
+                        "union index {index} of {} branches",
+                        branches.len()
+                    )));
+                };
+                self.nested(Step::Index(index), branch)
             }
             AvroType::Named(i) => match &self.schema.named[*i].kind {
                 NamedKind::Record(fields) => {
                     for field in fields {
-                        self.walk(&field.ty, &format!("{path}/{}", field.name))?;
+                        self.nested(Step::Name(&field.name), &field.ty)?;
                     }
                     Ok(())
                 }
                 NamedKind::Enum { symbols, .. } => {
-                    let index = self.long(path)?;
+                    let index = self.long()?;
                     if index < 0 || index as usize >= symbols.len() {
-                        return Err(self.fail(
-                            path,
-                            format!("enum index {index} of {} symbols", symbols.len()),
-                        ));
+                        return Err(
+                            self.fail(format!("enum index {index} of {} symbols", symbols.len()))
+                        );
                     }
                     Ok(())
                 }
-                NamedKind::Fixed(size) => self.take(*size, path).map(drop),
+                NamedKind::Fixed(size) => self.take(*size).map(drop),
             },
         }
     }
@@ -382,28 +400,27 @@ impl Walker<'_> {
     /// that many items, until a zero count.
     fn blocks(
         &mut self,
-        path: &str,
         mut item: impl FnMut(&mut Self) -> Result<(), DatumError>,
     ) -> Result<(), DatumError> {
         loop {
-            let count = self.long(path)?;
+            let count = self.long()?;
             if count == 0 {
                 return Ok(());
             }
             if count < 0 {
-                self.length(path)?;
+                self.length()?;
             }
             let count = count.unsigned_abs();
             for n in 0..count {
                 if self.pos >= self.bytes.len() {
-                    return Err(self.fail(path, "the data ends inside an array or map"));
+                    return Err(self.fail("the data ends inside an array or map"));
                 }
                 let before = self.pos;
                 item(self)?;
                 // Items of no bytes (nulls) cannot be told from a forged
                 // count; refuse absurd ones rather than loop for ever.
                 if n == 0 && self.pos == before && count > MAX_EMPTY_ITEMS {
-                    return Err(self.fail(path, format!("{count} items of zero bytes")));
+                    return Err(self.fail(format!("{count} items of zero bytes")));
                 }
             }
         }

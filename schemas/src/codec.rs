@@ -12,10 +12,13 @@
 //! naming the byte and the field, never a panic or a silently shortened
 //! value.
 
+use std::collections::HashMap;
 use std::io::Cursor;
+use std::sync::{Mutex, OnceLock};
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::ResolvedSchema;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
@@ -39,13 +42,32 @@ pub enum CodecError {
 
 /// A schema parsed twice: by brook's checker ([`AvroSchema`], for
 /// validation and compatibility) and by apache-avro (for encoding and
-/// decoding).
-#[derive(Debug, Clone)]
+/// decoding), with apache-avro's writer and reader for it built once.
+///
+/// apache-avro's readers and writers borrow their schema, so the parsed
+/// schema is interned for the life of the process: one copy per distinct
+/// schema (by canonical text), however often it is parsed — as many as the
+/// registry ids and reader types a process meets.
 pub struct CodecSchema {
     /// brook's model.
     pub model: AvroSchema,
-    /// apache-avro's.
-    pub avro: Schema,
+    avro: &'static Interned,
+}
+
+struct Interned {
+    schema: &'static Schema,
+    resolved: ResolvedSchema<'static>,
+    writer: GenericDatumWriter<'static>,
+    reader: GenericDatumReader<'static>,
+}
+
+impl std::fmt::Debug for CodecSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodecSchema")
+            .field("name", &self.model.name())
+            .field("canonical", &self.model.canonical())
+            .finish()
+    }
 }
 
 impl PartialEq for CodecSchema {
@@ -54,12 +76,47 @@ impl PartialEq for CodecSchema {
     }
 }
 
+fn interned() -> &'static Mutex<HashMap<String, &'static Interned>> {
+    static INTERNED: OnceLock<Mutex<HashMap<String, &'static Interned>>> = OnceLock::new();
+    INTERNED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
 impl CodecSchema {
     /// Parses and checks a schema's text.
     pub fn parse(text: &str) -> Result<CodecSchema, String> {
         let model = AvroSchema::parse(text).map_err(|e| e.to_string())?;
-        let avro = Schema::parse_str(text).map_err(|e| error_chain(&e))?;
+        let mut table = interned().lock().unwrap_or_else(|p| p.into_inner());
+        let avro = match table.get(model.canonical()) {
+            Some(found) => *found,
+            None => {
+                let schema: &'static Schema = Box::leak(Box::new(
+                    Schema::parse_str(text).map_err(|e| error_chain(&e))?,
+                ));
+                let resolved = ResolvedSchema::try_from(schema).map_err(|e| error_chain(&e))?;
+                let writer = GenericDatumWriter::builder(schema)
+                    .resolved_schemata(resolved.clone())
+                    .build()
+                    .map_err(|e| error_chain(&e))?;
+                let reader = GenericDatumReader::builder(schema)
+                    .resolved_writer_schemata(resolved.clone())
+                    .build()
+                    .map_err(|e| error_chain(&e))?;
+                let entry: &'static Interned = Box::leak(Box::new(Interned {
+                    schema,
+                    resolved,
+                    writer,
+                    reader,
+                }));
+                table.insert(model.canonical().to_owned(), entry);
+                entry
+            }
+        };
         Ok(CodecSchema { model, avro })
+    }
+
+    /// apache-avro's form of the schema.
+    pub fn avro(&self) -> &Schema {
+        self.avro.schema
     }
 }
 
@@ -70,10 +127,18 @@ pub fn parse_schema(text: &str) -> Result<CodecSchema, String> {
 
 /// Encodes `value` as an Avro datum of `schema`.
 pub fn encode<T: Serialize>(schema: &CodecSchema, value: &T) -> Result<Vec<u8>, CodecError> {
-    GenericDatumWriter::builder(&schema.avro)
-        .build()
-        .and_then(|w| w.write_ser_to_vec(value))
+    schema
+        .avro
+        .writer
+        .write_ser_to_vec(value)
         .map_err(|e| CodecError::Encode(error_chain(&e)))
+}
+
+fn check(writer: &CodecSchema, bytes: &[u8]) -> Result<(), CodecError> {
+    writer
+        .model
+        .check_datum(bytes)
+        .map_err(|e| CodecError::Corrupt(e.to_string()))
 }
 
 /// Decodes a datum written with `writer`, resolved to `reader` (or read as
@@ -83,20 +148,16 @@ pub fn decode_value(
     reader: Option<&CodecSchema>,
     bytes: &[u8],
 ) -> Result<Value, CodecError> {
-    writer
-        .model
-        .check_datum(bytes)
-        .map_err(|e| CodecError::Corrupt(e.to_string()))?;
-    let mut cursor = Cursor::new(bytes);
-    let raw = GenericDatumReader::builder(&writer.avro)
-        .build()
-        .and_then(|r| r.read_value(&mut cursor))
-        .map_err(|e| CodecError::Corrupt(error_chain(&e)))?;
     match reader {
-        Some(reader) if reader != writer => raw
-            .resolve(&reader.avro)
-            .map_err(|e| CodecError::Resolve(error_chain(&e))),
-        _ => Ok(raw),
+        Some(reader) if reader != writer => Resolver::new(writer, reader)?.decode_value(bytes),
+        _ => {
+            check(writer, bytes)?;
+            writer
+                .avro
+                .reader
+                .read_value(&mut Cursor::new(bytes))
+                .map_err(|e| CodecError::Corrupt(error_chain(&e)))
+        }
     }
 }
 
@@ -107,8 +168,70 @@ pub fn decode<T: DeserializeOwned>(
     reader: &CodecSchema,
     bytes: &[u8],
 ) -> Result<T, CodecError> {
-    let value = decode_value(writer, Some(reader), bytes)?;
-    apache_avro::from_value::<T>(&value).map_err(|e| CodecError::Resolve(error_chain(&e)))
+    if writer == reader {
+        check(writer, bytes)?;
+        // The same schema: straight from the bytes into T. That path also
+        // wants T's serde name to be the record's name; a type named
+        // otherwise goes through apache-avro's Value instead (~1.7x slower).
+        if let Ok(value) = writer.avro.reader.read_deser::<T>(&mut Cursor::new(bytes)) {
+            return Ok(value);
+        }
+        let value = writer
+            .avro
+            .reader
+            .read_value(&mut Cursor::new(bytes))
+            .map_err(|e| CodecError::Corrupt(error_chain(&e)))?;
+        apache_avro::from_value::<T>(&value).map_err(|e| CodecError::Resolve(error_chain(&e)))
+    } else {
+        Resolver::new(writer, reader)?.decode(bytes)
+    }
+}
+
+/// Reads data of one writer schema as another (reader) schema; build it
+/// once per writer and keep it.
+pub struct Resolver {
+    model: AvroSchema,
+    reader: GenericDatumReader<'static>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("writer", &self.model.name())
+            .finish()
+    }
+}
+
+impl Resolver {
+    /// A resolver from `writer` to `reader`.
+    pub fn new(writer: &CodecSchema, reader: &CodecSchema) -> Result<Resolver, CodecError> {
+        let resolving = GenericDatumReader::builder(writer.avro.schema)
+            .resolved_writer_schemata(writer.avro.resolved.clone())
+            .reader_schema(reader.avro.schema)
+            .resolved_reader_schemata(reader.avro.resolved.clone())
+            .build()
+            .map_err(|e| CodecError::Resolve(error_chain(&e)))?;
+        Ok(Resolver {
+            model: writer.model.clone(),
+            reader: resolving,
+        })
+    }
+
+    /// Decodes a datum of the writer schema as the reader schema's value.
+    pub fn decode_value(&self, bytes: &[u8]) -> Result<Value, CodecError> {
+        self.model
+            .check_datum(bytes)
+            .map_err(|e| CodecError::Corrupt(e.to_string()))?;
+        self.reader
+            .read_value(&mut Cursor::new(bytes))
+            .map_err(|e| CodecError::Resolve(error_chain(&e)))
+    }
+
+    /// Decodes a datum of the writer schema into the reader's type.
+    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let value = self.decode_value(bytes)?;
+        apache_avro::from_value::<T>(&value).map_err(|e| CodecError::Resolve(error_chain(&e)))
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

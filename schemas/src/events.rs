@@ -3,7 +3,9 @@
 //! Every struct here is the Rust side of one `.avsc` file: field names,
 //! order and types match, Avro enums are Rust enums with the same symbols,
 //! nullable unions are `Option`s and `timestamp-millis` is epoch
-//! milliseconds in an `i64`. [`Event`] ties a struct to its subject,
+//! milliseconds in an `i64`. A struct's serde name is its record's name
+//! (`UserEventV2` is `#[serde(rename = "UserEvent")]`), which lets the
+//! decoder go straight from bytes to the struct. [`Event`] ties a struct to its subject,
 //! version and schema text, which the Avro serde registers and reads with.
 //!
 //! - [`ecommerce`]: the seed's `user_event`, version 1 and version 2 (v2
@@ -138,6 +140,7 @@ pub mod ecommerce {
 
     /// `com.ecommerce.events.UserEvent`, version 1.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename = "UserEvent")]
     pub struct UserEventV1 {
         /// Unique event identifier (UUID).
         pub event_id: String,
@@ -154,6 +157,7 @@ pub mod ecommerce {
     /// `com.ecommerce.events.UserEvent`, version 2: v1 plus optional
     /// product, price, category, device and country.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename = "UserEvent")]
     pub struct UserEventV2 {
         /// Unique event identifier (UUID).
         pub event_id: String,

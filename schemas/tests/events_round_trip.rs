@@ -211,3 +211,24 @@ fn v1_data_read_as_v2_gets_defaults_and_v2_data_read_as_v1_drops_new_fields() {
     // Reading with the wrong writer schema is an error, not garbage.
     assert!(decode::<UserEventV2>(&s1, &s2, &new).is_err());
 }
+
+#[test]
+fn a_type_whose_name_is_not_the_records_still_decodes() {
+    // The fast path wants the struct's serde name to be the record's; any
+    // other type goes through apache-avro's Value and must give the same.
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Renamed {
+        event_id: String,
+        user_id: String,
+        event_type: EventType,
+        timestamp: i64,
+        session_id: String,
+    }
+    let schema = parse_schema(UserEventV1::SCHEMA).unwrap();
+    let bytes = encode(&schema, &v1()).unwrap();
+    let read: Renamed = decode(&schema, &schema, &bytes).unwrap();
+    assert_eq!(read.session_id, v1().session_id);
+    assert_eq!(read.event_type, v1().event_type);
+    let generic: serde_json::Value = decode(&schema, &schema, &bytes).unwrap();
+    assert_eq!(generic["user_id"], "user_0001");
+}

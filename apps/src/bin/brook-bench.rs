@@ -2,7 +2,11 @@
 //!
 //! ```text
 //! brook-bench [--runs N] [--records N] [--out DIR] [--label TEXT]
+//!             [--only GROUP,...]
 //! ```
+//!
+//! `--only` runs some groups: `partition`, `mock`, `restore`, `count`,
+//! `e2e`, `avro` (default: all).
 //!
 //! Runs each benchmark `--runs` times (default 5) in one process, prints a
 //! table of medians with min and max, and writes the same table as Markdown
@@ -101,6 +105,7 @@ fn main() {
             "out",
             "label",
             "count-child",
+            "only",
         ],
         USAGE,
     ) {
@@ -157,33 +162,69 @@ fn run(args: &Args) -> Result<()> {
     let mut cache = Sample::new("rocksdb_cache_usage", "MiB");
     let mut e2e_stateless = Sample::new("e2e_stateless_mock", "records/s");
     let mut e2e_windowed = Sample::new("e2e_windowed_mock", "records/s");
+    let mut avro_encode = Sample::new("avro_encode_user_event_v2", "records/s");
+    let mut avro_decode = Sample::new("avro_decode_v2_as_v2", "records/s");
+    let mut avro_resolve = Sample::new("avro_decode_v1_as_v2_resolving", "records/s");
+    let mut json_decode = Sample::new("json_decode_user_event_v2", "records/s");
     let keys: Vec<String> = (0..1_000_000).map(|i| format!("customer-{i:08}")).collect();
+    let only: Option<Vec<String>> = args
+        .get("only")
+        .map(|o| o.split(',').map(str::to_owned).collect());
+    let groups = ["partition", "mock", "restore", "count", "e2e", "avro"];
+    if let Some(unknown) = only
+        .iter()
+        .flatten()
+        .find(|g| !groups.contains(&g.as_str()))
+    {
+        bail!("--only {unknown:?}: groups are {}", groups.join(", "));
+    }
+    let want = |group: &str| only.as_ref().is_none_or(|o| o.iter().any(|g| g == group));
     for run in 1..=runs {
-        partition.runs.push(bench_partition(&keys));
-        let (p, c) = bench_mock_roundtrip(records, true).with_context(|| format!("run {run}"))?;
-        produce.runs.push(p);
-        consume.runs.push(c);
-        let (p, _) = bench_mock_roundtrip(records, false).with_context(|| format!("run {run}"))?;
-        produce_plain.runs.push(p);
-        restore
-            .runs
-            .push(bench_restore(state_records).with_context(|| format!("run {run}: restore"))?);
-        let (rate, before, after, used) =
-            count_in_child(state_records).with_context(|| format!("run {run}: count"))?;
-        count.runs.push(rate);
-        rss_before.runs.push(before);
-        rss.runs.push(after);
-        cache.runs.push(used);
-        let (_, before, after, _) = count_in_child(2 * state_records)
-            .with_context(|| format!("run {run}: count twice the keys"))?;
-        rss_before2.runs.push(before);
-        rss2.runs.push(after);
-        e2e_stateless
-            .runs
-            .push(bench_e2e(records, false).with_context(|| format!("run {run}: e2e stateless"))?);
-        e2e_windowed
-            .runs
-            .push(bench_e2e(records, true).with_context(|| format!("run {run}: e2e windowed"))?);
+        if want("partition") {
+            partition.runs.push(bench_partition(&keys));
+        }
+        if want("mock") {
+            let (p, c) =
+                bench_mock_roundtrip(records, true).with_context(|| format!("run {run}"))?;
+            produce.runs.push(p);
+            consume.runs.push(c);
+            let (p, _) =
+                bench_mock_roundtrip(records, false).with_context(|| format!("run {run}"))?;
+            produce_plain.runs.push(p);
+        }
+        if want("restore") {
+            restore
+                .runs
+                .push(bench_restore(state_records).with_context(|| format!("run {run}: restore"))?);
+        }
+        if want("count") {
+            let (rate, before, after, used) =
+                count_in_child(state_records).with_context(|| format!("run {run}: count"))?;
+            count.runs.push(rate);
+            rss_before.runs.push(before);
+            rss.runs.push(after);
+            cache.runs.push(used);
+            let (_, before, after, _) = count_in_child(2 * state_records)
+                .with_context(|| format!("run {run}: count twice the keys"))?;
+            rss_before2.runs.push(before);
+            rss2.runs.push(after);
+        }
+        if want("e2e") {
+            e2e_stateless.runs.push(
+                bench_e2e(records, false).with_context(|| format!("run {run}: e2e stateless"))?,
+            );
+            e2e_windowed.runs.push(
+                bench_e2e(records, true).with_context(|| format!("run {run}: e2e windowed"))?,
+            );
+        }
+        if want("avro") {
+            let (enc, dec, res, json) =
+                bench_avro(records).with_context(|| format!("run {run}: avro serde"))?;
+            avro_encode.runs.push(enc);
+            avro_decode.runs.push(dec);
+            avro_resolve.runs.push(res);
+            json_decode.runs.push(json);
+        }
         eprintln!("run {run}/{runs} done");
     }
 
@@ -201,10 +242,83 @@ fn run(args: &Args) -> Result<()> {
         cache,
         e2e_stateless,
         e2e_windowed,
+        avro_encode,
+        avro_decode,
+        avro_resolve,
+        json_decode,
     ];
+    let samples: Vec<Sample> = samples.into_iter().filter(|s| !s.runs.is_empty()).collect();
     let table = render_table(&samples, runs, records, &label);
     println!("{table}");
     write_results(&out_dir, &samples, &table, runs, records, &label)
+}
+
+/// The Avro serde on the seed's user_event, against an in-process registry
+/// (schemas cached after the first record): encode v2, decode v2 as v2,
+/// decode v1 as v2 (schema resolution), and JSON decoding of the same v2
+/// events for comparison. Records/s each.
+fn bench_avro(records: usize) -> Result<(f64, f64, f64, f64)> {
+    use brook_connectors::avro::{AvroSerde, RegistryClientConfig, SchemaRegistryClient};
+    use brook_schemas::events::ecommerce::{DeviceType, EventType, UserEventV1, UserEventV2};
+    use brook_topology::serdes::{Json, Serde};
+    let server = brook_schemas::server::RegistryServer::start(
+        std::sync::Arc::new(brook_schemas::registry::Registry::in_memory()),
+        brook_schemas::server::ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        },
+    )?;
+    let client = SchemaRegistryClient::new(RegistryClientConfig::new(server.url()))?;
+    let v1 = AvroSerde::<UserEventV1>::for_event(client.clone());
+    let v2 = AvroSerde::<UserEventV2>::for_event(client);
+    let event = |i: usize| UserEventV2 {
+        event_id: format!("event-{i:08}"),
+        user_id: format!("user_{:04}", i % 1000),
+        event_type: EventType::ALL[i % 5],
+        timestamp: 1_700_000_000_000 + i as i64,
+        session_id: format!("session-{}", i / 10),
+        product_id: Some(format!("PROD-{:03}", i % 100)),
+        product_name: Some("Wireless Headphones".into()),
+        price: Some(79.99),
+        category: Some("Electronics".into()),
+        device_type: Some(DeviceType::Mobile),
+        country: Some("US".into()),
+    };
+    let events: Vec<UserEventV2> = (0..records).map(event).collect();
+    let old: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| {
+            v1.serialize(&UserEventV1::from(e.clone()))
+                .map(|b| b.unwrap_or_default())
+        })
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let mut new = Vec::with_capacity(records);
+    for e in &events {
+        new.push(v2.serialize(e)?.unwrap_or_default());
+    }
+    let encode = records as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for bytes in &new {
+        std::hint::black_box(v2.deserialize(Some(bytes))?);
+    }
+    let decode = records as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for bytes in &old {
+        std::hint::black_box(v2.deserialize(Some(bytes))?);
+    }
+    let resolve = records as f64 / started.elapsed().as_secs_f64();
+    let json = Json::<UserEventV2>::new();
+    let as_json: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| json.serialize(e).map(|b| b.unwrap_or_default()))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    for bytes in &as_json {
+        std::hint::black_box(json.deserialize(Some(bytes))?);
+    }
+    let json_rate = records as f64 / started.elapsed().as_secs_f64();
+    Ok((encode, decode, resolve, json_rate))
 }
 
 fn bench_partition(keys: &[String]) -> f64 {

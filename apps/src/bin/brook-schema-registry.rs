@@ -11,7 +11,10 @@
 //! for Avro schemas. Storage: the compacted one-partition topic `_schemas`
 //! on the Kafka cluster at `--bootstrap` (or `BROOK_BOOTSTRAP`), in
 //! Confluent's record format, so the registry's state survives restarts;
-//! or `--storage memory` for tests and demos (lost on exit).
+//! or `--storage memory` for tests and demos (lost on exit). Run one
+//! registry process per topic: there is no leader election between
+//! registries sharing a topic (Confluent's primary/secondary setup), so a
+//! second writer would assign ids of its own.
 //!
 //! Listens on loopback unless `--listen` says otherwise. Basic auth:
 //! `user:password` in the file `--basic-auth-file` or the environment
