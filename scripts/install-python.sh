@@ -3,12 +3,13 @@
 # $BROOK_CACHE/venv (default ~/.cache/brook/venv), unless they are there:
 #   confluent-kafka[avro,schemaregistry]  Confluent's Python client, for the
 #                                         schema registry conformance test
+#   duckdb, pyarrow                       readers of the Parquet data lake
 # Idempotent: does nothing (and needs no network) when the venv has them.
 set -euo pipefail
 
 venv="${BROOK_CACHE:-$HOME/.cache/brook}/venv"
-requirements="confluent-kafka[avro,schemaregistry]==2.16.0"
-check='import confluent_kafka, fastavro; from confluent_kafka.schema_registry.avro import AvroSerializer; assert confluent_kafka.__version__ == "2.16.0"'
+requirements=("confluent-kafka[avro,schemaregistry]==2.16.0" "duckdb==2.0.0" "pyarrow==26.0.1")
+check='import confluent_kafka, fastavro, duckdb, pyarrow; from confluent_kafka.schema_registry.avro import AvroSerializer; assert confluent_kafka.__version__ == "2.16.0" and duckdb.__version__ == "2.0.0" and pyarrow.__version__ == "26.0.1"'
 
 if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c "$check" 2>/dev/null; then
   exit 0
@@ -23,8 +24,8 @@ if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/d
   $sudo apt-get install -y -qq --no-install-recommends python3 python3-venv
 fi
 
-echo "install-python: creating $venv with $requirements"
+echo "install-python: creating $venv with ${requirements[*]}"
 rm -rf "$venv"
 python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check "$requirements"
+"$venv/bin/pip" install --quiet --disable-pip-version-check "${requirements[@]}"
 "$venv/bin/python" -c "$check"

@@ -3,8 +3,13 @@
 //! - [`avro`]: Avro serdes in Confluent's wire format (magic byte, schema
 //!   id, Avro binary) with a cached schema-registry client, resolving each
 //!   record's writer schema to the reader's.
+//! - [`lake`]: the pieces of the Parquet data lake — Arrow schemas from
+//!   Avro schemas, Parquet files with zstd/snappy, Hive partition
+//!   directories by event time, offset-derived file names, and an
+//!   `object_store` location to write them to.
 //!
-//! The sinks (an exactly-once Parquet data lake on `object_store`, a
-//! relational sink) come with issue 7.
+//! The exactly-once lake sink and the relational sink build on these
+//! (issue 7).
 
 pub mod avro;
+pub mod lake;
