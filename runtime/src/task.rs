@@ -772,6 +772,16 @@ impl StreamTask {
         Ok(())
     }
 
+    /// Runs every processor's [`committed`](brook_topology::processor::Processor::committed)
+    /// hook, after the commit was applied locally.
+    pub fn committed_processors(&mut self) -> Result<(), TaskError> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.run_processor(id, |processor, ctx| processor.committed(ctx))?;
+        }
+        Ok(())
+    }
+
     /// Turns the stores' uncommitted writes into changelog records (one
     /// per key, its last value), into this task's partition of each
     /// changelog; they are part of the output the commit writes.

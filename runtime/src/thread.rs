@@ -229,8 +229,12 @@ pub enum FaultPoint {
     BeforeCommit,
     /// The cluster committed; local stores were not updated yet.
     AfterCommit,
-    /// Local stores were updated; the checkpoint was not written yet.
+    /// Local stores were updated; the processors' `committed` hooks have
+    /// not run yet.
     AfterLocalApply,
+    /// The processors' `committed` hooks ran (an external two-phase commit
+    /// published); the checkpoint was not written yet.
+    AfterCommittedHooks,
     /// A checkpoint was written.
     AfterCheckpoint,
     /// In the middle of restoring a store (after its first batch).
@@ -239,13 +243,14 @@ pub enum FaultPoint {
 
 impl FaultPoint {
     /// Every point, in cycle order.
-    pub const ALL: [FaultPoint; 8] = [
+    pub const ALL: [FaultPoint; 9] = [
         FaultPoint::BeforeProduce,
         FaultPoint::AfterProduce,
         FaultPoint::AfterSendOffsets,
         FaultPoint::BeforeCommit,
         FaultPoint::AfterCommit,
         FaultPoint::AfterLocalApply,
+        FaultPoint::AfterCommittedHooks,
         FaultPoint::AfterCheckpoint,
         FaultPoint::DuringRestore,
     ];
@@ -1405,6 +1410,14 @@ impl StreamThread {
                 })?;
         }
         self.fault(FaultPoint::AfterLocalApply)?;
+        for (id, task) in &mut self.tasks {
+            task.committed_processors()
+                .map_err(|source| RuntimeError::Task {
+                    task: *id,
+                    source: Box::new(source),
+                })?;
+        }
+        self.fault(FaultPoint::AfterCommittedHooks)?;
         let due: Vec<TaskId> = self
             .tasks
             .iter()

@@ -255,6 +255,9 @@ pub trait DynProcessor: Send {
     /// Called before every commit: a processor holding updates back (a
     /// cache) forwards them now, so the commit includes them.
     fn flush(&mut self, ctx: &mut dyn DynContext) -> Result<(), ProcessError>;
+    /// Called after every commit, once the task's outputs, changelogs and
+    /// offsets are committed and its stores updated.
+    fn committed(&mut self, ctx: &mut dyn DynContext) -> Result<(), ProcessError>;
     /// Called once when the task closes.
     fn close(&mut self);
 }
@@ -289,6 +292,20 @@ pub trait Processor<KIn, VIn, KOut, VOut>: Send + 'static {
     /// Called before every commit: forward whatever was held back (caches
     /// coalescing updates between commits do).
     fn flush(&mut self, _ctx: &mut ProcessorContext<'_, KOut, VOut>) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    /// Called after every commit, once everything the task did up to it is
+    /// committed (outputs, changelogs, input offsets) and its stores
+    /// updated: the moment to make external side effects of the committed
+    /// work visible (two-phase commit with an external system). Store
+    /// writes made here belong to the next commit; a crash before it
+    /// commits runs the hook's work again on recovery, so it must be
+    /// idempotent.
+    fn committed(
+        &mut self,
+        _ctx: &mut ProcessorContext<'_, KOut, VOut>,
+    ) -> Result<(), ProcessError> {
         Ok(())
     }
 
@@ -431,6 +448,10 @@ where
 
     fn flush(&mut self, ctx: &mut dyn DynContext) -> Result<(), ProcessError> {
         self.inner.flush(&mut ProcessorContext::new(ctx))
+    }
+
+    fn committed(&mut self, ctx: &mut dyn DynContext) -> Result<(), ProcessError> {
+        self.inner.committed(&mut ProcessorContext::new(ctx))
     }
 
     fn close(&mut self) {

@@ -13,9 +13,13 @@
 //!   and last offsets it holds, so a replay of the same records writes the
 //!   same name (and overwrites) instead of a duplicate;
 //! - [`Lake`]: an `object_store` location (a local directory by default)
-//!   to put, copy, list and delete files in.
+//!   to put, copy, list and delete files in;
+//! - [`sink`]: the exactly-once sink processor built from them, which
+//!   stages files per transaction and publishes them after the task's
+//!   commit.
 
 pub mod arrow_schema;
+pub mod sink;
 
 use std::sync::Arc;
 
@@ -185,6 +189,16 @@ impl ParquetFile {
     /// The sum of the sizes given to [`ParquetFile::push`].
     pub fn approx_bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Memory of the Arrow data decoded so far (complete batches of 8192
+    /// rows), bytes: the same for the same rows, so files roll at the same
+    /// rows when the input is replayed.
+    pub fn arrow_bytes(&self) -> usize {
+        self.batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
     }
 
     /// The first and last input offsets of its rows (`None` when empty).
@@ -365,6 +379,18 @@ impl Lake {
         let mut paths: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
         paths.sort();
         Ok(paths)
+    }
+
+    /// Whether `path` exists.
+    pub fn exists(&self, path: &str) -> Result<bool, LakeError> {
+        match self
+            .runtime
+            .block_on(self.store.head(&ObjectPath::from(path)))
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.store_error(path, e)),
+        }
     }
 
     /// The bytes of `path`.
