@@ -12,8 +12,10 @@
 //! - [`file_name`]: a file's name from the topic, partition and the first
 //!   and last offsets it holds, so a replay of the same records writes the
 //!   same name (and overwrites) instead of a duplicate;
-//! - [`Lake`]: an `object_store` location (a local directory by default)
-//!   to put, copy, list and delete files in;
+//! - [`Lake`]: an `object_store` location — a local directory by default,
+//!   or `s3://bucket/prefix` on S3 or an S3-compatible server ([`S3Options`]:
+//!   endpoint, path-style, credentials) — to put, copy, list and delete
+//!   files in;
 //! - [`sink`]: the exactly-once sink processor built from them, which
 //!   stages files per transaction and publishes them after the task's
 //!   commit.
@@ -294,17 +296,91 @@ impl std::fmt::Debug for Lake {
     }
 }
 
+/// Settings of an S3-compatible lake (`s3://bucket/prefix`). Unset ones
+/// come from the usual `AWS_*` environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+/// `AWS_ENDPOINT`, ...).
+#[derive(Clone, Default)]
+pub struct S3Options {
+    /// The endpoint of an S3-compatible server (MinIO, ...): `http://host:9000`.
+    pub endpoint: Option<String>,
+    /// The region (default `us-east-1`).
+    pub region: Option<String>,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    pub secret_access_key: Option<String>,
+    /// Allow plain HTTP (local servers).
+    pub allow_http: bool,
+    /// Path-style requests (`endpoint/bucket/key`, as MinIO wants) instead
+    /// of virtual-hosted ones (`bucket.endpoint/key`).
+    pub path_style: bool,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow_http", &self.allow_http)
+            .field("path_style", &self.path_style)
+            .finish()
+    }
+}
+
 impl Lake {
     /// A lake at `url`: `file:///dir`, a plain directory path (created if
-    /// missing), or `memory://` (tests).
+    /// missing), `memory://` (tests), or `s3://bucket/prefix` with
+    /// settings from the `AWS_*` environment variables.
     pub fn open(url: &str) -> Result<Lake, LakeError> {
+        Lake::open_with(url, &S3Options::default())
+    }
+
+    /// A lake at `url`, with explicit S3 settings for `s3://` URLs.
+    pub fn open_with(url: &str, s3: &S3Options) -> Result<Lake, LakeError> {
         let store: Arc<dyn ObjectStore> = if url == "memory://" {
             Arc::new(object_store::memory::InMemory::new())
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(LakeError::Config(format!(
+                    "lake URL {url:?} names no bucket"
+                )));
+            }
+            let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_allow_http(s3.allow_http)
+                .with_virtual_hosted_style_request(!s3.path_style);
+            if let Some(endpoint) = &s3.endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            builder = builder.with_region(s3.region.as_deref().unwrap_or("us-east-1"));
+            if let Some(key) = &s3.access_key_id {
+                builder = builder.with_access_key_id(key);
+            }
+            if let Some(secret) = &s3.secret_access_key {
+                builder = builder.with_secret_access_key(secret);
+            }
+            let store = builder.build().map_err(|e| LakeError::Store {
+                location: url.into(),
+                message: e.to_string(),
+            })?;
+            let prefix = prefix.trim_matches('/');
+            if prefix.is_empty() {
+                Arc::new(store)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+            }
         } else {
             let dir = url.strip_prefix("file://").unwrap_or(url);
             if dir.contains("://") {
                 return Err(LakeError::Config(format!(
-                    "lake URL {url:?}: only file:// paths and memory:// are supported so far"
+                    "lake URL {url:?}: expected a directory, file://, s3:// or memory://"
                 )));
             }
             std::fs::create_dir_all(dir).map_err(|e| LakeError::Store {
