@@ -7,9 +7,10 @@
 //!   Avro schemas, Parquet files with zstd/snappy, Hive partition
 //!   directories by event time, offset-derived file names, and an
 //!   `object_store` location to write them to.
-//!
-//! The exactly-once lake sink and the relational sink build on these
-//! (issue 7).
+//!   The exactly-once sink built on them is [`lake::sink`].
+//! - [`source`]: sources that bring outside data into topics and resume
+//!   where they stopped: a JSON-lines file source.
 
 pub mod avro;
 pub mod lake;
+pub mod source;
