@@ -8,9 +8,12 @@
 //!   directories by event time, offset-derived file names, and an
 //!   `object_store` location to write them to.
 //!   The exactly-once sink built on them is [`lake::sink`].
+//! - [`postgres`]: a PostgreSQL table mirroring a stream by key
+//!   (idempotent upserts and deletes, created from the Avro schema).
 //! - [`source`]: sources that bring outside data into topics and resume
 //!   where they stopped: a JSON-lines file source.
 
 pub mod avro;
 pub mod lake;
+pub mod postgres;
 pub mod source;

@@ -19,11 +19,13 @@
 mod broker;
 mod consume;
 mod namespace;
+mod postgres;
 mod tansu;
 
 pub use broker::{BrokerKind, Capabilities, Restart, TestBroker};
 pub use consume::{Received, consume_exactly, read_topic};
 pub use namespace::Namespace;
+pub use postgres::{TestPostgres, postgres_bin};
 pub use tansu::{TANSU_ENV, TANSU_VERSION, TansuBroker, tansu_binary};
 
 use std::time::Duration;
