@@ -58,7 +58,7 @@ pub enum SourceError {
     },
 }
 
-fn cluster_error(what: impl Into<String>) -> impl FnOnce(ClusterError) -> SourceError {
+pub(crate) fn cluster_error(what: impl Into<String>) -> impl FnOnce(ClusterError) -> SourceError {
     let what = what.into();
     move |e| SourceError::Cluster {
         what,
@@ -114,6 +114,115 @@ impl FileSourceConfig {
     }
 }
 
+/// The latest stored offset record of source `name` in `offsets_topic`
+/// (read to its end), if any.
+pub fn latest_offset(
+    cluster: &dyn Cluster,
+    offsets_topic: &str,
+    name: &str,
+) -> Result<Option<Vec<u8>>, SourceError> {
+    let tp = TopicPartition::new(offsets_topic.to_owned(), 0);
+    let mut consumer = cluster
+        .consumer(
+            &format!("{offsets_topic}-position"),
+            Isolation::ReadCommitted,
+        )
+        .map_err(cluster_error("a consumer of the offsets topic"))?;
+    consumer
+        .assign(std::slice::from_ref(&tp))
+        .map_err(cluster_error("reading the offsets topic"))?;
+    consumer
+        .seek(&tp, 0)
+        .map_err(cluster_error("reading the offsets topic"))?;
+    let end = consumer
+        .end_offsets(std::slice::from_ref(&tp))
+        .map_err(cluster_error("reading the offsets topic"))?
+        .get(&tp)
+        .copied()
+        .unwrap_or(0);
+    let mut latest = None;
+    let mut next = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while next < end {
+        if std::time::Instant::now() > deadline {
+            return Err(SourceError::Position {
+                name: name.to_owned(),
+                reason: format!("reading the offsets topic timed out at {next} of {end}"),
+            });
+        }
+        for record in consumer
+            .poll(1000)
+            .map_err(cluster_error("reading the offsets topic"))?
+        {
+            next = record.offset + 1;
+            if record.key.as_deref() == Some(name.as_bytes()) {
+                latest = record.value;
+            }
+        }
+    }
+    Ok(latest)
+}
+
+/// Creates a source's offsets topic (compacted, one partition) and
+/// dead-letter topic if missing, and its producer: transactional (as
+/// `brook-source-<name>`, fencing a predecessor) for exactly-once.
+pub fn source_producer(
+    cluster: &dyn Cluster,
+    name: &str,
+    offsets_topic: &str,
+    dead_letter_topic: &str,
+    exactly_once: bool,
+) -> Result<Box<dyn ClusterProducer>, SourceError> {
+    cluster
+        .create_topics(&[
+            TopicSpec::new(offsets_topic.to_owned(), 1).cleanup_policy(CleanupPolicy::Compact),
+            TopicSpec::new(dead_letter_topic.to_owned(), 1),
+        ])
+        .map_err(cluster_error("creating the offsets and dead-letter topics"))?;
+    if exactly_once {
+        cluster
+            .transactional_producer(&format!("brook-source-{name}"))
+            .map_err(cluster_error("a transactional producer"))
+    } else {
+        cluster.producer().map_err(cluster_error("a producer"))
+    }
+}
+
+/// Sends `records` and then the source's new offset, atomically with
+/// `exactly_once`, else records first (flushed) and the offset after.
+pub fn send_with_offset(
+    producer: &mut dyn ClusterProducer,
+    exactly_once: bool,
+    records: Vec<ProducedRecord>,
+    offset: ProducedRecord,
+    what: &str,
+) -> Result<(), SourceError> {
+    if exactly_once {
+        producer
+            .begin_transaction()
+            .map_err(cluster_error("beginning a transaction"))?;
+    }
+    for record in records {
+        producer.send(record).map_err(cluster_error(what))?;
+    }
+    if !exactly_once {
+        // At-least-once: the records are durable before the offset.
+        producer.flush().map_err(cluster_error(what))?;
+    }
+    producer
+        .send(offset)
+        .map_err(cluster_error("storing the offset"))?;
+    if exactly_once {
+        producer
+            .commit_transaction()
+            .map_err(cluster_error("committing records and offset"))
+    } else {
+        producer
+            .flush()
+            .map_err(cluster_error("storing the offset"))
+    }
+}
+
 /// Where a source is in its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct FilePosition {
@@ -146,7 +255,7 @@ struct StoredPosition {
     line: u64,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -156,22 +265,15 @@ impl FileSource {
     /// Creates the topics it needs if missing and resumes from the stored
     /// position (the start of the file when there is none).
     pub fn open(cluster: Arc<dyn Cluster>, config: FileSourceConfig) -> Result<Self, SourceError> {
-        cluster
-            .create_topics(&[
-                TopicSpec::new(config.offsets_topic.clone(), 1)
-                    .cleanup_policy(CleanupPolicy::Compact),
-                TopicSpec::new(config.dead_letter_topic.clone(), 1),
-            ])
-            .map_err(cluster_error("creating the offsets and dead-letter topics"))?;
         // A transactional producer fences a predecessor with the same name
         // and aborts what it left open, before the position is read.
-        let producer = if config.exactly_once {
-            cluster
-                .transactional_producer(&format!("brook-source-{}", config.name))
-                .map_err(cluster_error("a transactional producer"))?
-        } else {
-            cluster.producer().map_err(cluster_error("a producer"))?
-        };
+        let producer = source_producer(
+            cluster.as_ref(),
+            &config.name,
+            &config.offsets_topic,
+            &config.dead_letter_topic,
+            config.exactly_once,
+        )?;
         let position = Self::stored_position(cluster.as_ref(), &config)?;
         tracing::info!(source = %config.name, file = %config.path.display(), byte = position.byte, line = position.line, "file source resumes");
         Ok(FileSource {
@@ -185,46 +287,7 @@ impl FileSource {
         cluster: &dyn Cluster,
         config: &FileSourceConfig,
     ) -> Result<FilePosition, SourceError> {
-        let tp = TopicPartition::new(config.offsets_topic.clone(), 0);
-        let mut consumer = cluster
-            .consumer(
-                &format!("{}-position", config.offsets_topic),
-                Isolation::ReadCommitted,
-            )
-            .map_err(cluster_error("a consumer of the offsets topic"))?;
-        consumer
-            .assign(std::slice::from_ref(&tp))
-            .map_err(cluster_error("reading the offsets topic"))?;
-        consumer
-            .seek(&tp, 0)
-            .map_err(cluster_error("reading the offsets topic"))?;
-        let end = consumer
-            .end_offsets(std::slice::from_ref(&tp))
-            .map_err(cluster_error("reading the offsets topic"))?
-            .get(&tp)
-            .copied()
-            .unwrap_or(0);
-        let mut latest = None;
-        let mut next = 0;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while next < end {
-            if std::time::Instant::now() > deadline {
-                return Err(SourceError::Position {
-                    name: config.name.clone(),
-                    reason: format!("reading the offsets topic timed out at {next} of {end}"),
-                });
-            }
-            for record in consumer
-                .poll(1000)
-                .map_err(cluster_error("reading the offsets topic"))?
-            {
-                next = record.offset + 1;
-                if record.key.as_deref() == Some(config.name.as_bytes()) {
-                    latest = record.value;
-                }
-            }
-        }
-        let Some(value) = latest else {
+        let Some(value) = latest_offset(cluster, &config.offsets_topic, &config.name)? else {
             return Ok(FilePosition::default());
         };
         let stored: StoredPosition =
@@ -296,40 +359,22 @@ impl FileSource {
         })
         .expect("a position serializes");
         let lines = (position.line - self.position.line) as usize;
-        if self.config.exactly_once {
-            self.producer
-                .begin_transaction()
-                .map_err(cluster_error("beginning a transaction"))?;
-        }
         let what = format!("sending lines of {path} to {}", self.config.topic);
-        for record in records {
-            self.producer
-                .send(record)
-                .map_err(cluster_error(what.clone()))?;
-        }
-        if !self.config.exactly_once {
-            // At-least-once: the records are durable before the position.
-            self.producer.flush().map_err(cluster_error(what.clone()))?;
-        }
-        self.producer
-            .send(ProducedRecord {
-                topic: self.config.offsets_topic.clone(),
-                partition: Some(0),
-                key: Some(self.config.name.clone().into_bytes()),
-                value: Some(stored),
-                timestamp: now_ms(),
-                headers: Headers::new(),
-            })
-            .map_err(cluster_error("storing the position"))?;
-        if self.config.exactly_once {
-            self.producer
-                .commit_transaction()
-                .map_err(cluster_error("committing lines and position"))?;
-        } else {
-            self.producer
-                .flush()
-                .map_err(cluster_error("storing the position"))?;
-        }
+        let offset = ProducedRecord {
+            topic: self.config.offsets_topic.clone(),
+            partition: Some(0),
+            key: Some(self.config.name.clone().into_bytes()),
+            value: Some(stored),
+            timestamp: now_ms(),
+            headers: Headers::new(),
+        };
+        send_with_offset(
+            self.producer.as_mut(),
+            self.config.exactly_once,
+            records,
+            offset,
+            &what,
+        )?;
         self.position = position;
         Ok(lines)
     }
