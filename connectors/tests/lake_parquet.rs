@@ -161,3 +161,57 @@ fn lake_files_are_read_by_parquet_duckdb_and_pyarrow() {
     let columns = got["pyarrow"]["columns"].as_array().unwrap();
     assert!(columns.iter().any(|c| c == "event_date"), "{columns:?}");
 }
+
+#[test]
+fn the_sinks_output_matches_its_input_in_duckdb() {
+    use brook_connectors::lake::sink::{LakeSinkConfig, to_lake};
+    use brook_runtime::driver::TopologyTestDriver;
+    use brook_topology::serdes::{Json, Utf8};
+    use brook_topology::{Consumed, StreamsBuilder};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Arc::new(Lake::open(dir.path().to_str().unwrap()).unwrap());
+    let b = StreamsBuilder::new();
+    let stream = b.stream("orders", Consumed::with(Utf8, Json::<OrderEvent>::new()));
+    let schema = Arc::new(
+        arrow_schema(&apache_avro::Schema::parse_str(OrderEvent::SCHEMA).unwrap()).unwrap(),
+    );
+    let mut config = LakeSinkConfig::new("orders");
+    config.max_file_rows = 40;
+    to_lake(&b, &stream, lake, schema, config);
+    let driver = TopologyTestDriver::builder(b.build().unwrap())
+        .application_id("duck")
+        .topic("orders", 3)
+        .exactly_once()
+        .build()
+        .unwrap();
+    let orders: Vec<OrderEvent> = (0..400).map(order).collect();
+    let input = driver.input_topic("orders", Utf8, Json::<OrderEvent>::new());
+    for o in &orders {
+        input
+            .pipe_input(o.order_id.clone(), o.clone(), o.timestamp)
+            .unwrap();
+    }
+    drop(driver);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/query_lake.py");
+    let out = Command::new(python())
+        .args([script, dir.path().join("orders").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let total: f64 = orders.iter().map(|o| o.total).sum();
+    let items: usize = orders.iter().map(|o| o.items.len()).sum();
+    assert_eq!(got["duckdb"]["rows"], 400);
+    assert_eq!(
+        got["duckdb"]["total"].as_f64().unwrap(),
+        (total * 100.0).round() / 100.0
+    );
+    assert_eq!(got["duckdb"]["items"], items);
+    assert_eq!(got["duckdb"]["by_type"]["ORDER_DELIVERED"], 100);
+    assert_eq!(got["pyarrow"]["rows"], 400);
+}
