@@ -27,7 +27,7 @@ help:
 	@echo "make bench       run the benchmarks (release build), results under bench/results/"
 	@echo "make test-kafka  broker-backed tests against an external Kafka at BROOK_BOOTSTRAP ($(BROOK_BOOTSTRAP))"
 	@echo "make deps        install the system packages the build needs"
-	@echo "make tools       deps, the tansu test broker (cached under $(BROOK_CACHE)/tools) and python-deps"
+	@echo "make tools       deps, postgresql, the tansu test broker (cached under $(BROOK_CACHE)/tools) and python-deps"
 	@echo "make python-deps Confluent's Python client for the registry conformance test ($(BROOK_CACHE)/venv)"
 
 deps:
@@ -37,6 +37,7 @@ python-deps:
 	@scripts/install-python.sh
 
 tools: deps python-deps
+	@scripts/install-deps.sh postgresql
 	@scripts/install-tansu.sh
 
 fmt-check: deps

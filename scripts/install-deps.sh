@@ -5,10 +5,11 @@
 #   libclang-dev          bindgen for RocksDB
 #   libcurl4-openssl-dev  librdkafka >= 2.11 includes curl.h even without its curl feature
 #   libssl-dev zlib1g-dev pkg-config
-#   postgresql            the server the PostgreSQL sink's tests start (not run as a service)
+# Extra packages may be named as arguments (`make tools` adds postgresql: the
+# server the PostgreSQL connectors' tests start themselves).
 set -euo pipefail
 
-packages=(cmake g++ libclang-dev libcurl4-openssl-dev libssl-dev zlib1g-dev pkg-config postgresql)
+packages=(cmake g++ libclang-dev libcurl4-openssl-dev libssl-dev zlib1g-dev pkg-config "$@")
 missing=()
 for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
