@@ -24,5 +24,6 @@
 pub mod app;
 pub mod args;
 pub mod demo;
+pub mod eventmart;
 pub mod migrate;
 pub mod registry;
