@@ -33,12 +33,16 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
+use std::sync::Arc;
+
+use brook_connectors::avro::{AvroSerde, SchemaRegistryClient};
 use brook_schemas::events::Event;
 use brook_schemas::events::ecommerce::{DeviceType, EventType, UserEventV1, UserEventV2};
 use brook_schemas::events::eventmart::{
     CustomerTier, OrderEvent, OrderEventType, OrderItem, PaymentEvent, PaymentEventType,
     PaymentMethod, ProductEvent, ProductEventType, UserEvent, UserEventType,
 };
+use brook_topology::serdes::{Serde, SerdeError};
 
 /// A small, fast, seedable random number generator (SplitMix64): the
 /// generator's output must be reproducible from its seed alone.
@@ -434,7 +438,7 @@ impl Generator {
                         last.to_lowercase()
                     ),
                     name: format!("{first} {last}"),
-                    country: *rng.pick(&COUNTRIES),
+                    country: COUNTRIES[rng.below(COUNTRIES.len() as u64) as usize],
                     tier,
                     session: None,
                 }
@@ -791,6 +795,51 @@ impl Generator {
                 Generated::Order(event)
             }
         }
+    }
+}
+
+/// Avro encoders (Confluent wire format) of every generated event, schemas
+/// registered on first use.
+#[derive(Clone)]
+pub struct Encoder {
+    clicks_v1: AvroSerde<UserEventV1>,
+    clicks_v2: AvroSerde<UserEventV2>,
+    users: AvroSerde<UserEvent>,
+    products: AvroSerde<ProductEvent>,
+    orders: AvroSerde<OrderEvent>,
+    payments: AvroSerde<PaymentEvent>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Encoder")
+    }
+}
+
+impl Encoder {
+    /// Encoders using `registry`.
+    pub fn new(registry: Arc<SchemaRegistryClient>) -> Self {
+        Encoder {
+            clicks_v1: AvroSerde::for_event(registry.clone()).auto_register(true),
+            clicks_v2: AvroSerde::for_event(registry.clone()).auto_register(true),
+            users: AvroSerde::for_event(registry.clone()).auto_register(true),
+            products: AvroSerde::for_event(registry.clone()).auto_register(true),
+            orders: AvroSerde::for_event(registry.clone()).auto_register(true),
+            payments: AvroSerde::for_event(registry).auto_register(true),
+        }
+    }
+
+    /// The value bytes of `event`.
+    pub fn encode(&self, event: &Generated) -> Result<Vec<u8>, SerdeError> {
+        let bytes = match event {
+            Generated::Click(Click::V1(e)) => self.clicks_v1.serialize(e)?,
+            Generated::Click(Click::V2(e)) => self.clicks_v2.serialize(e)?,
+            Generated::User(e) => self.users.serialize(e)?,
+            Generated::Product(e) => self.products.serialize(e)?,
+            Generated::Order(e) => self.orders.serialize(e)?,
+            Generated::Payment(e) => self.payments.serialize(e)?,
+        };
+        Ok(bytes.unwrap_or_default())
     }
 }
 
