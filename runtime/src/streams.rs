@@ -37,8 +37,9 @@
 //! down, or shut the whole application down (every instance, through the
 //! application's control topic `<application.id>-control`).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -140,7 +141,12 @@ struct Shared {
     starting: Mutex<usize>,
     metrics: Mutex<Vec<ThreadSnapshot>>,
     errors: Mutex<Vec<String>>,
+    /// One mailbox per stream thread for interactive queries.
+    queries: Mutex<Vec<mpsc::Sender<StoreQuery>>>,
 }
+
+/// A question for one stream thread, answered between two of its loops.
+type StoreQuery = Box<dyn FnOnce(&mut StreamThread) + Send>;
 
 impl Shared {
     fn set_state(&self, new: StreamsState) {
@@ -219,6 +225,7 @@ impl KafkaStreams {
                 starting: Mutex::new(0),
                 metrics: Mutex::new(Vec::new()),
                 errors: Mutex::new(Vec::new()),
+                queries: Mutex::new(Vec::new()),
             }),
             threads: Vec::new(),
             options: ThreadOptions::default(),
@@ -357,8 +364,12 @@ impl KafkaStreams {
             consumer
         };
         let control = Arc::new(Mutex::new(control));
+        let mut mailboxes = Vec::new();
         for index in 0..threads {
+            let (sender, queries) = mpsc::channel();
+            mailboxes.push(sender);
             let runner = ThreadRunner {
+                queries,
                 index,
                 threads,
                 topology: self.topology.clone(),
@@ -378,7 +389,21 @@ impl KafkaStreams {
                 })?;
             self.threads.push(handle);
         }
+        *self
+            .shared
+            .queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = mailboxes;
         Ok(())
+    }
+
+    /// A handle for interactive queries over this instance's stores, to
+    /// use from any thread (a REST endpoint, a dashboard).
+    pub fn store_queries(&self) -> StoreQueries {
+        StoreQueries {
+            shared: self.shared.clone(),
+            topology: self.topology.clone(),
+        }
     }
 
     /// Stops: every thread commits, checkpoints and closes its tasks.
@@ -567,7 +592,149 @@ impl MetricsHandle {
     }
 }
 
+/// Interactive queries: reads of an instance's local stores, as its
+/// processors see them (the state of the last processed record, including
+/// writes not committed yet, like Kafka Streams' interactive queries under
+/// at-least-once).
+///
+/// Each stream thread answers between two of its loops, so a query waits
+/// at most one loop (a poll and its processing, or one restore batch) per
+/// thread. Only this instance's tasks are read: with several instances,
+/// each holds the keys of its own partitions.
+#[derive(Clone)]
+pub struct StoreQueries {
+    shared: Arc<Shared>,
+    topology: Arc<Topology>,
+}
+
+impl std::fmt::Debug for StoreQueries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreQueries").finish_non_exhaustive()
+    }
+}
+
+/// Why an interactive query got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The instance is not running (not started, stopping, or failed).
+    #[error("the instance is {0:?}, not running")]
+    NotRunning(StreamsState),
+    /// The topology has no store of that name.
+    #[error("the topology has no store {0:?}")]
+    UnknownStore(String),
+    /// A thread did not answer in time (busy restoring a large store?).
+    #[error("stream thread {thread} did not answer within {timeout:?}")]
+    Timeout {
+        /// Which thread.
+        thread: usize,
+        /// How long it was given.
+        timeout: Duration,
+    },
+    /// The store could not be read (unknown store, bad bytes).
+    #[error("reading store {store:?}")]
+    Store {
+        /// The store.
+        store: String,
+        /// Why.
+        source: brook_topology::processor::ProcessError,
+    },
+}
+
+impl StoreQueries {
+    /// Asks every stream thread `question` and collects the answers, in
+    /// thread order.
+    pub fn ask<R: Send + 'static>(
+        &self,
+        question: impl Fn(&mut StreamThread) -> R + Send + Sync + 'static,
+        timeout: Duration,
+    ) -> Result<Vec<R>, QueryError> {
+        let state = self.shared.state();
+        if !matches!(state, StreamsState::Running | StreamsState::Rebalancing) {
+            return Err(QueryError::NotRunning(state));
+        }
+        let question = Arc::new(question);
+        let mailboxes = self
+            .shared
+            .queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut answers = Vec::new();
+        for (thread, mailbox) in mailboxes.iter().enumerate() {
+            let (tx, rx) = mpsc::sync_channel(1);
+            let q = question.clone();
+            let sent = mailbox.send(Box::new(move |t: &mut StreamThread| {
+                let _ = tx.send(q(t));
+            }));
+            if sent.is_err() {
+                // The thread ended (instance stopping).
+                return Err(QueryError::NotRunning(self.shared.state()));
+            }
+            answers.push((thread, rx));
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        answers
+            .into_iter()
+            .map(|(thread, rx)| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                rx.recv_timeout(left)
+                    .map_err(|_| QueryError::Timeout { thread, timeout })
+            })
+            .collect()
+    }
+
+    fn known(&self, name: &str) -> Result<(), QueryError> {
+        match self.topology.store(name) {
+            Some(_) => Ok(()),
+            None => Err(QueryError::UnknownStore(name.to_owned())),
+        }
+    }
+
+    /// The contents of store `name` over all of this instance's tasks.
+    pub fn read_store<K, V>(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<BTreeMap<K, V>, QueryError>
+    where
+        K: Ord + Send + 'static,
+        V: Send + 'static,
+    {
+        self.known(name)?;
+        let store = name.to_owned();
+        let mut all = BTreeMap::new();
+        for part in self.ask(move |t| t.read_store::<K, V>(&store), timeout)? {
+            all.extend(part.map_err(|source| QueryError::Store {
+                store: name.to_owned(),
+                source,
+            })?);
+        }
+        Ok(all)
+    }
+
+    /// The value of `key` in store `name`, from whichever task holds it.
+    pub fn get<K, V>(&self, name: &str, key: K, timeout: Duration) -> Result<Option<V>, QueryError>
+    where
+        K: Send + Sync + 'static,
+        V: Send + 'static,
+    {
+        self.known(name)?;
+        let store = name.to_owned();
+        let mut found = None;
+        for part in self.ask(move |t| t.get_from_store::<K, V>(&store, &key), timeout)? {
+            if let Some(v) = part.map_err(|source| QueryError::Store {
+                store: name.to_owned(),
+                source,
+            })? {
+                found = Some(v);
+            }
+        }
+        Ok(found)
+    }
+}
+
 struct ThreadRunner {
+    queries: mpsc::Receiver<StoreQuery>,
     index: usize,
     threads: usize,
     topology: Arc<Topology>,
@@ -737,6 +904,9 @@ impl ThreadRunner {
                         .get_mut(self.index)
                     {
                         *slot = retired.then(&ThreadSnapshot::of(&thread));
+                    }
+                    while let Ok(query) = self.queries.try_recv() {
+                        query(&mut thread);
                     }
                     if polled == 0 {
                         std::thread::sleep(Duration::from_millis(2));

@@ -1186,6 +1186,23 @@ impl StreamThread {
         Ok(all)
     }
 
+    /// The value of `key` in store `name`, from the task that has it.
+    pub fn get_from_store<K: 'static, V: 'static>(
+        &mut self,
+        name: &str,
+        key: &K,
+    ) -> Result<Option<V>, brook_topology::processor::ProcessError> {
+        for task in self.tasks.values_mut() {
+            if let Some((spec, bytes)) = task.store_mut(name)
+                && let Some(v) =
+                    brook_topology::KeyValueStore::<K, V>::new(spec, bytes)?.get(key)?
+            {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
     /// The ids of the tasks.
     pub fn task_ids(&self) -> Vec<TaskId> {
         self.tasks.keys().copied().collect()

@@ -543,3 +543,57 @@ fn a_zombie_member_is_fenced_and_rejoins_without_duplicates() -> TestResult {
     b.close()?;
     Ok(())
 }
+
+#[test]
+fn interactive_queries_read_the_stores_of_every_thread_while_running() -> TestResult {
+    let cluster = cluster(4)?;
+    let mut config = StreamsConfig::new("iq");
+    config.num_threads = 2;
+    let mut streams = KafkaStreams::new(topology(never())?, config, Arc::new(cluster.clone()));
+    let queries = streams.store_queries();
+    // Not started: a clear refusal, no hang.
+    assert!(matches!(
+        queries.read_store::<String, i64>("counts", WAIT),
+        Err(brook_runtime::streams::QueryError::NotRunning(
+            StreamsState::Created
+        ))
+    ));
+    streams.start()?;
+    streams.wait_for_state(StreamsState::Running, WAIT);
+    produce(&cluster, 300)?;
+    let started = Instant::now();
+    let mut counts = BTreeMap::new();
+    while started.elapsed() < WAIT {
+        counts = queries.read_store::<String, i64>("counts", WAIT)?;
+        if counts == expected_counts(300) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Both threads' tasks, merged: every key once.
+    assert_eq!(counts, expected_counts(300));
+    assert_eq!(
+        queries.get::<String, i64>("counts", "k3".into(), WAIT)?,
+        Some(expected_counts(300)["k3"])
+    );
+    assert_eq!(
+        queries.get::<String, i64>("counts", "nope".into(), WAIT)?,
+        None
+    );
+    assert!(matches!(
+        queries.read_store::<String, i64>("no-such-store", WAIT),
+        Err(brook_runtime::streams::QueryError::UnknownStore(s)) if s == "no-such-store"
+    ));
+    // Another thread can ask too.
+    let q = queries.clone();
+    let from_elsewhere = std::thread::spawn(move || q.read_store::<String, i64>("counts", WAIT))
+        .join()
+        .map_err(|_| "query thread panicked")??;
+    assert_eq!(from_elsewhere, expected_counts(300));
+    streams.close()?;
+    assert!(matches!(
+        queries.read_store::<String, i64>("counts", WAIT),
+        Err(brook_runtime::streams::QueryError::NotRunning(_))
+    ));
+    Ok(())
+}
