@@ -464,6 +464,20 @@ impl MetricsHandle {
         self.shared.state()
     }
 
+    /// The application id.
+    pub fn application_id(&self) -> &str {
+        &self.application_id
+    }
+
+    /// Every thread's counters, as of its last loop.
+    pub fn threads(&self) -> Vec<ThreadSnapshot> {
+        self.shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The metrics in Prometheus' text format, labelled with the
     /// application id and thread.
     pub fn prometheus(&self) -> String {

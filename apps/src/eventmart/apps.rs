@@ -268,7 +268,8 @@ pub fn revenue_per_category(cfg: &EventMartConfig) -> Result<Topology> {
                 count: acc.count + 1,
             },
             Materialized::named(stores::REVENUE_PER_CATEGORY, Utf8, Json::<Revenue>::new())
-                .with_caching(),
+                .with_caching()
+                .with_retention(Duration::from_secs(3 * 3600)),
         );
     emit(
         table.to_stream(),
@@ -298,7 +299,8 @@ pub fn device_distribution(cfg: &EventMartConfig) -> Result<Topology> {
         .windowed_by(tumbling(600, cfg.grace)?)
         .count(
             Materialized::named(stores::DEVICE_DISTRIBUTION, Utf8, Json::<i64>::new())
-                .with_caching(),
+                .with_caching()
+                .with_retention(Duration::from_secs(6 * 3600)),
         );
     emit(
         table.to_stream(),

@@ -5,7 +5,14 @@
 //!   user and product lifecycles they start.
 //! - [`apps`]: the applications (analytics, order analytics, notifications,
 //!   audit, the lake), each a topology.
+//! - [`dashboard`]: the live page and JSON API over the apps' stores.
+//! - [`run`]: the `eventmart` binary that runs them.
+//! - [`generate`]: the `eventmart-generator` binary (rate, duration, count,
+//!   progress).
 
 pub mod apps;
+pub mod dashboard;
+pub mod generate;
 pub mod generator;
+pub mod run;
 pub mod topics;
