@@ -1,5 +1,5 @@
 # brook's two commands:
-#   make demo   runs a pipeline end to end on the embedded dev broker (no external services)
+#   make demo   runs EventMart end to end on the embedded broker, with a live dashboard (no external services)
 #   make test   the whole test suite: fmt, dependency rules, clippy, unit, doc and broker tests
 # Each installs what it needs first (apt packages, the tansu test broker, a Python venv
 # with Confluent's client) and is idempotent.
@@ -22,12 +22,12 @@ BROOK_BOOTSTRAP ?= 127.0.0.1:9092
 .PHONY: help deps python-deps tools test fmt-check check-deps clippy unit demo bench test-kafka
 
 help:
-	@echo "make demo        run a stream-processing pipeline end to end on the embedded dev broker"
+	@echo "make demo        EventMart end to end on the embedded broker; dashboard at http://127.0.0.1:8088/ (Ctrl-C stops)"
 	@echo "make test        fmt check, dependency rules, clippy -D warnings, all tests (mock + tansu brokers)"
 	@echo "make bench       run the benchmarks (release build), results under bench/results/"
 	@echo "make test-kafka  broker-backed tests against an external Kafka at BROOK_BOOTSTRAP ($(BROOK_BOOTSTRAP))"
 	@echo "make deps        install the system packages the build needs"
-	@echo "make tools       deps, postgresql, the tansu test broker (cached under $(BROOK_CACHE)/tools) and python-deps"
+	@echo "make tools       deps, postgresql, chromium, the tansu test broker (cached under $(BROOK_CACHE)/tools) and python-deps"
 	@echo "make python-deps Confluent's Python client for the registry conformance test ($(BROOK_CACHE)/venv)"
 
 deps:
@@ -37,7 +37,7 @@ python-deps:
 	@scripts/install-python.sh
 
 tools: deps python-deps
-	@scripts/install-deps.sh postgresql
+	@scripts/install-deps.sh postgresql chromium
 	@scripts/install-tansu.sh
 
 fmt-check: deps

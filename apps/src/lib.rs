@@ -3,8 +3,6 @@
 //! - `brook-dev-broker`: librdkafka's mock cluster as a standalone process
 //!   for local development; prints its bootstrap address and serves until
 //!   killed. Any Kafka client on this machine can connect to it.
-//! - `brook-demo`: a small pipeline run end to end by `make demo` (page views
-//!   → re-keyed through a repartition topic → counted per page → verified).
 //!
 //! - `brook-state`: inspect, wipe, rebuild and reset application state.
 //! - `brook-wordcount`: a word count as an application binary, the example
@@ -19,11 +17,17 @@
 //!   deploying, register schemas, and run the seed's v1 → v2 dual-write
 //!   migration ([`migrate`]).
 //!
-//! EventMart's applications join them as the DSL and runtime land.
+//! EventMart ([`eventmart`]):
+//!
+//! - `eventmart-demo`: `make demo` — embedded broker and registry, topics,
+//!   the generator, every app and the live dashboard in one process.
+//! - `eventmart`: runs one, several or all apps (per partition instance or
+//!   in a consumer group) and serves the dashboard and JSON API.
+//! - `eventmart-generator`: shoppers, carts and order lifecycles into Kafka.
+//! - `eventmart-topics`: creates and verifies the topics from one file.
 
 pub mod app;
 pub mod args;
-pub mod demo;
 pub mod eventmart;
 pub mod migrate;
 pub mod registry;

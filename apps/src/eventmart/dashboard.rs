@@ -407,3 +407,72 @@ pub fn serve(listener: TcpListener, dashboard: Arc<Dashboard>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(addr: std::net::SocketAddr, text: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(text).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    fn start(auth: Option<&str>) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dashboard = Arc::new(Dashboard::new(Vec::new(), auth.map(str::to_owned)));
+        std::thread::spawn(move || serve(listener, dashboard));
+        addr
+    }
+
+    #[test]
+    fn the_page_and_api_answer_get_and_refuse_the_rest_with_4xx() {
+        let addr = start(None);
+        let page = request(addr, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+        assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+        assert!(page.contains("text/html") && page.contains("<title>EventMart"));
+        let summary = request(addr, b"GET /api/summary HTTP/1.1\r\n\r\n");
+        assert!(summary.starts_with("HTTP/1.1 200 OK"), "{summary}");
+        let body = summary.split("\r\n\r\n").nth(1).unwrap();
+        let v: Value = serde_json::from_str(body).unwrap();
+        // No apps in this process: sections are null, not errors.
+        assert!(v["events_per_minute"].is_null() && v["apps"].as_array().unwrap().is_empty());
+        let missing = request(addr, b"GET /api/revenue-per-category HTTP/1.1\r\n\r\n");
+        assert!(missing.starts_with("HTTP/1.1 503"), "{missing}");
+        assert!(missing.contains("revenue-per-category is not run by this process"));
+        assert!(request(addr, b"POST /api/summary HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        assert!(request(addr, b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(request(addr, b"GET /api/orders/ HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 400"));
+        assert!(request(addr, b"GET /api/orders/a/b HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 400"));
+        assert!(request(addr, b"garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+        let mut huge = b"GET / HTTP/1.1\r\n".to_vec();
+        huge.extend(std::iter::repeat_n(b'x', 10_000));
+        assert!(request(addr, &huge).starts_with("HTTP/1.1 431"));
+        assert!(request(addr, b"GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn basic_auth_guards_every_path() {
+        let addr = start(Some("ops:s3cret"));
+        let denied = request(addr, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+        assert!(denied.contains("www-authenticate: Basic"));
+        assert!(request(addr, b"GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 401"));
+        use base64::Engine as _;
+        let wrong = base64::engine::general_purpose::STANDARD.encode("ops:guess");
+        let r = request(
+            addr,
+            format!("GET / HTTP/1.1\r\nAuthorization: Basic {wrong}\r\n\r\n").as_bytes(),
+        );
+        assert!(r.starts_with("HTTP/1.1 401"));
+        let right = base64::engine::general_purpose::STANDARD.encode("ops:s3cret");
+        let r = request(
+            addr,
+            format!("GET / HTTP/1.1\r\nauthorization: Basic {right}\r\n\r\n").as_bytes(),
+        );
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+}

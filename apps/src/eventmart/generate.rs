@@ -143,14 +143,15 @@ impl Progress {
 }
 
 /// Generates until `pace` says stop or `stop` is set, handing each event
-/// to `sink`; flushes through `flush` every second and at the end.
+/// to `sink`; calls `flush` with the stats so far every second and at the
+/// end.
 pub fn run_paced(
     generator: &mut Generator,
     pace: &Pace,
     stop: &AtomicBool,
     show_progress: Option<bool>,
     sink: &mut dyn FnMut(&Generated) -> Result<()>,
-    flush: &mut dyn FnMut() -> Result<()>,
+    flush: &mut dyn FnMut(&GeneratorStats) -> Result<()>,
 ) -> Result<GeneratorStats> {
     let started = Instant::now();
     let mut progress = Progress {
@@ -192,7 +193,7 @@ pub fn run_paced(
         sink(&event)?;
         sent += 1;
         if flushed.elapsed() >= Duration::from_secs(1) {
-            flush()?;
+            flush(generator.stats())?;
             flushed = Instant::now();
         }
         progress.show(generator.stats(), pace, false);
@@ -202,7 +203,7 @@ pub fn run_paced(
             sink(&event)?;
         }
     }
-    flush()?;
+    flush(generator.stats())?;
     progress.show(generator.stats(), pace, true);
     Ok(generator.stats().clone())
 }
@@ -324,7 +325,7 @@ pub fn main() -> ExitCode {
             })?;
             Ok(())
         };
-        let mut flush = || -> Result<()> {
+        let mut flush = |_: &GeneratorStats| -> Result<()> {
             producer_cell
                 .borrow_mut()
                 .flush()
@@ -411,7 +412,7 @@ mod tests {
                     out.push(e.clone());
                     Ok(())
                 },
-                &mut || Ok(()),
+                &mut |_| Ok(()),
             )
             .unwrap();
             (out, started.elapsed())
@@ -443,7 +444,7 @@ mod tests {
             &stop,
             Some(false),
             &mut |_| Ok(()),
-            &mut || Ok(()),
+            &mut |_| Ok(()),
         )
         .unwrap();
         assert_eq!(stats.total(), 0);

@@ -7,11 +7,15 @@
 //!   audit, the lake), each a topology.
 //! - [`dashboard`]: the live page and JSON API over the apps' stores.
 //! - [`run`]: the `eventmart` binary that runs them.
+//! - [`demo`]: `make demo` — everything in one process on the
+//!   [`embedded`] broker, watched live.
 //! - [`generate`]: the `eventmart-generator` binary (rate, duration, count,
 //!   progress).
 
 pub mod apps;
 pub mod dashboard;
+pub mod demo;
+pub mod embedded;
 pub mod generate;
 pub mod generator;
 pub mod run;
