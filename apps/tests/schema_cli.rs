@@ -11,19 +11,22 @@ use brook_testkit::TestBroker;
 
 type TestResult = Result<(), Box<dyn Error>>;
 
-const V1: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../schemas/subjects/ecommerce-events-value/v1.avsc"
-);
-const V2: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../schemas/subjects/ecommerce-events-value/v2.avsc"
-);
-const BREAKING: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/user_event_v3_breaking.avsc"
-);
-const NOT_AVRO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/not_avro.avsc");
+/// This package's directory, as cargo gives it to the running test: a test
+/// binary reused from a shared target directory may have been built in
+/// another checkout, whose files `env!("CARGO_MANIFEST_DIR")` would name.
+fn file(relative: &str) -> String {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo test");
+    format!("{dir}/{relative}")
+}
+
+fn v1() -> String {
+    file("../schemas/subjects/ecommerce-events-value/v1.avsc")
+}
+
+fn v2() -> String {
+    file("../schemas/subjects/ecommerce-events-value/v2.avsc")
+}
+
 const SUBJECT: &str = "ecommerce-events-value";
 
 /// A registry process; killed (SIGTERM, then waited for) when dropped.
@@ -104,7 +107,7 @@ fn check_then_register_with_exit_codes_and_reasons() -> TestResult {
         )
     };
 
-    let out = check(V1)?;
+    let out = check(&v1())?;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("no versions yet"), "{}", text(&out));
     let out = schema_cli(
@@ -115,7 +118,7 @@ fn check_then_register_with_exit_codes_and_reasons() -> TestResult {
             "--subject",
             SUBJECT,
             "--file",
-            V1,
+            &v1(),
         ],
         &[],
     )?;
@@ -126,7 +129,7 @@ fn check_then_register_with_exit_codes_and_reasons() -> TestResult {
         text(&out)
     );
 
-    let out = check(V2)?;
+    let out = check(&v2())?;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("compatible with ecommerce-events-value (BACKWARD)"),
@@ -134,7 +137,7 @@ fn check_then_register_with_exit_codes_and_reasons() -> TestResult {
         text(&out)
     );
 
-    let out = check(BREAKING)?;
+    let out = check(&file("tests/fixtures/user_event_v3_breaking.avsc"))?;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("NOT compatible"), "{}", text(&out));
     assert!(text(&out).contains("session_id"), "{}", text(&out));
@@ -146,14 +149,14 @@ fn check_then_register_with_exit_codes_and_reasons() -> TestResult {
             "--subject",
             SUBJECT,
             "--file",
-            BREAKING,
+            &file("tests/fixtures/user_event_v3_breaking.avsc"),
         ],
         &[],
     )?;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("NOT registered"), "{}", text(&out));
 
-    let out = check(NOT_AVRO)?;
+    let out = check(&file("tests/fixtures/not_avro.avsc"))?;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("not a valid Avro schema"),
@@ -162,7 +165,7 @@ fn check_then_register_with_exit_codes_and_reasons() -> TestResult {
     );
     assert!(text(&out).contains("strnig"), "{}", text(&out));
 
-    let out = schema_cli(&["check", "--registry", url, "--file", V2], &[])?;
+    let out = schema_cli(&["check", "--registry", url, "--file", &v2()], &[])?;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = schema_cli(&["frobnicate"], &[])?;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -191,7 +194,7 @@ fn basic_auth_and_bad_settings() -> TestResult {
         "--subject",
         SUBJECT,
         "--file",
-        V1,
+        &v1(),
     ];
     let out = schema_cli(&args, &[])?;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -243,7 +246,7 @@ fn a_registry_on_tansu_survives_a_restart_and_the_migration_runs_against_it() ->
             "--subject",
             SUBJECT,
             "--file",
-            V1,
+            &v1(),
         ],
         &[],
     )?;
@@ -260,7 +263,7 @@ fn a_registry_on_tansu_survives_a_restart_and_the_migration_runs_against_it() ->
             "--subject",
             SUBJECT,
             "--file",
-            V2,
+            &v2(),
         ],
         &[],
     )?;

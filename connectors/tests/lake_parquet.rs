@@ -80,6 +80,15 @@ fn write(lake: &Lake, orders: &[OrderEvent], compression: Compression) -> Vec<St
     paths
 }
 
+/// This package's directory, as cargo gives it to the running test: a test
+/// binary reused from a shared target directory may have been built in
+/// another checkout, whose files `env!("CARGO_MANIFEST_DIR")` would name.
+fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .expect("CARGO_MANIFEST_DIR is set by cargo test")
+}
+
 #[test]
 fn lake_files_are_read_by_parquet_duckdb_and_pyarrow() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,9 +140,10 @@ fn lake_files_are_read_by_parquet_duckdb_and_pyarrow() {
         "no Python with duckdb/pyarrow at {} (run `make python-deps`)",
         python.display()
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/query_lake.py");
+    let script = package_dir().join("tests/python/query_lake.py");
     let out = Command::new(&python)
-        .args([script, dir.path().join("orders").to_str().unwrap()])
+        .arg(&script)
+        .arg(dir.path().join("orders"))
         .output()
         .unwrap();
     assert!(
@@ -193,9 +203,10 @@ fn the_sinks_output_matches_its_input_in_duckdb() {
             .unwrap();
     }
     drop(driver);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/query_lake.py");
+    let script = package_dir().join("tests/python/query_lake.py");
     let out = Command::new(python())
-        .args([script, dir.path().join("orders").to_str().unwrap()])
+        .arg(&script)
+        .arg(dir.path().join("orders"))
         .output()
         .unwrap();
     assert!(

@@ -1385,7 +1385,9 @@ impl StreamThread {
         let has_output = self.tasks.values().any(|t| t.has_output());
         if !self.dirty && !has_output && offsets == self.committed {
             self.last_commit = self.wall_clock;
-            return Ok(());
+            // Idle: the lag may still have changed (new input not yet
+            // fetched, or none left).
+            return self.maybe_measure_lag();
         }
         self.fault(FaultPoint::BeforeProduce)?;
         let started = Instant::now();
@@ -1455,11 +1457,17 @@ impl StreamThread {
         self.io.commits += 1;
         self.io.commit_nanos = self.io.commit_nanos.saturating_add(took);
         self.io.commit_max_nanos = self.io.commit_max_nanos.max(took);
+        self.maybe_measure_lag()?;
+        self.last_commit = self.wall_clock;
+        Ok(())
+    }
+
+    /// Measures the lag if the last measurement is 5 s old.
+    fn maybe_measure_lag(&mut self) -> Result<(), RuntimeError> {
         if self.wall_clock.saturating_sub(self.lag_measured) >= 5_000 {
             self.lag_measured = self.wall_clock;
             self.measure_lag()?;
         }
-        self.last_commit = self.wall_clock;
         Ok(())
     }
 

@@ -21,8 +21,17 @@ use brook_topology::{Consumed, Grouped, Headers, Materialized, StreamsBuilder, T
 
 type TestResult = Result<(), Box<dyn Error>>;
 
+/// This package's directory, as cargo gives it to the running test: a test
+/// binary reused from a shared target directory may have been built in
+/// another checkout, whose files `env!("CARGO_MANIFEST_DIR")` would name.
+fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .expect("CARGO_MANIFEST_DIR is set by cargo test")
+}
+
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-format-1")
+    package_dir().join("tests/fixtures/state-format-1")
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

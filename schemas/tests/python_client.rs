@@ -29,6 +29,15 @@ fn python() -> PathBuf {
     PathBuf::from(home).join(".cache/brook/venv/bin/python")
 }
 
+/// This package's directory, as cargo gives it to the running test: a test
+/// binary reused from a shared target directory may have been built in
+/// another checkout, whose files `env!("CARGO_MANIFEST_DIR")` would name.
+fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .expect("CARGO_MANIFEST_DIR is set by cargo test")
+}
+
 #[test]
 fn confluents_python_client_works_unchanged() {
     let python = python();
@@ -69,12 +78,10 @@ fn confluents_python_client_works_unchanged() {
     payload.extend_from_slice(&encode(&v2, &event).unwrap());
     let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
 
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/confluent_conformance.py"
-    );
+    let script = package_dir().join("tests/python/confluent_conformance.py");
     let out = Command::new(&python)
-        .args([script, &server.url(), &hex])
+        .arg(&script)
+        .args([&server.url(), &hex])
         .output()
         .expect("running Python");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -7,8 +7,17 @@ use std::path::PathBuf;
 use brook_topology::serdes::{Json, Utf8};
 use brook_topology::{Consumed, Produced, Repartitioned, StreamsBuilder, Topology, TopologyError};
 
+/// This package's directory, as cargo gives it to the running test: a test
+/// binary reused from a shared target directory may have been built in
+/// another checkout, whose files `env!("CARGO_MANIFEST_DIR")` would name.
+fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .expect("CARGO_MANIFEST_DIR is set by cargo test")
+}
+
 fn check_golden(name: &str, topology: &Topology) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let path = package_dir()
         .join("tests/golden")
         .join(format!("{name}.txt"));
     let actual = topology.describe().to_string();

@@ -347,7 +347,7 @@ pub struct GeneratorStats {
     pub v1: u64,
     /// Clicks written in v2.
     pub v2: u64,
-    /// Orders placed.
+    /// Orders placed (ORDER_PLACED events generated).
     pub orders: u64,
     /// Payments that failed.
     pub payments_failed: u64,
@@ -492,8 +492,19 @@ impl Generator {
         } else {
             self.click(now_ms)
         };
-        *self.stats.by_topic.entry(out.topic()).or_default() += 1;
+        self.count(&out);
         out
+    }
+
+    /// Counts an event as it leaves the generator (an order counts when
+    /// its ORDER_PLACED does, not when it is scheduled).
+    fn count(&mut self, event: &Generated) {
+        *self.stats.by_topic.entry(event.topic()).or_default() += 1;
+        if let Generated::Order(o) = event
+            && o.event_type == OrderEventType::Placed
+        {
+            self.stats.orders += 1;
+        }
     }
 
     /// Finishes every open lifecycle: the pending steps in due order, each
@@ -501,13 +512,11 @@ impl Generator {
     /// left half-way).
     pub fn drain(&mut self) -> Vec<Generated> {
         let mut out: Vec<Generated> = self.startup.drain(..).collect();
-        for event in &out {
-            *self.stats.by_topic.entry(event.topic()).or_default() += 1;
-        }
         while let Some(Reverse((due, _, step))) = self.pending.pop() {
-            let event = self.step(step, due);
-            *self.stats.by_topic.entry(event.topic()).or_default() += 1;
-            out.push(event);
+            out.push(self.step(step, due));
+        }
+        for event in &out {
+            self.count(event);
         }
         out
     }
@@ -662,7 +671,6 @@ impl Generator {
     fn place_order(&mut self, user: usize, product: usize, now: i64) {
         let n = self.next_order;
         self.next_order += 1;
-        self.stats.orders += 1;
         let method = self
             .rng
             .weighted(&[
@@ -970,6 +978,35 @@ mod tests {
         assert_eq!(n_failed, g.stats().payments_failed);
         assert!(n_failed > 0 && n_failed < purchases as u64 / 4);
         assert_eq!(g.stats().delivered as usize + n_failed as usize, purchases);
+    }
+
+    #[test]
+    fn stats_count_what_was_emitted_even_when_stopped_right_after_a_purchase() {
+        let mut g = Generator::new(GeneratorConfig::default());
+        let mut emitted = Vec::new();
+        // Stop at the first purchase click: its ORDER_PLACED is still queued.
+        for i in 0.. {
+            let e = g.next(i * 10);
+            let purchase =
+                matches!(&e, Generated::Click(c) if c.as_v2().event_type == EventType::Purchase);
+            emitted.push(e);
+            if purchase {
+                break;
+            }
+        }
+        let placed = |events: &[Generated]| {
+            events
+                .iter()
+                .filter(
+                    |e| matches!(e, Generated::Order(o) if o.event_type == OrderEventType::Placed),
+                )
+                .count() as u64
+        };
+        assert_eq!(g.stats().orders, placed(&emitted));
+        assert_eq!(g.stats().total(), emitted.len() as u64);
+        emitted.push(g.next(1_000_000_000));
+        assert_eq!(g.stats().orders, placed(&emitted));
+        assert_eq!(g.stats().orders, 1);
     }
 
     #[test]
