@@ -644,7 +644,7 @@ pub enum QueryError {
         /// How long it was given.
         timeout: Duration,
     },
-    /// The store could not be read (unknown store, bad bytes).
+    /// The store could not be read (bytes its serdes cannot decode).
     #[error("reading store {store:?}")]
     Store {
         /// The store.
