@@ -57,22 +57,24 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+mod workloads;
+
 const USAGE: &str =
     "usage: brook-bench [--runs N] [--records N] [--state-records N] [--out DIR] [--label TEXT]";
-const PARTITIONS: i32 = 16;
-const VALUE_BYTES: usize = 100;
+pub(crate) const PARTITIONS: i32 = 16;
+pub(crate) const VALUE_BYTES: usize = 100;
 
 struct Sample {
-    name: &'static str,
+    name: String,
     unit: &'static str,
     /// Throughput of each run, in `unit`.
     runs: Vec<f64>,
 }
 
 impl Sample {
-    fn new(name: &'static str, unit: &'static str) -> Self {
+    fn new(name: impl Into<String>, unit: &'static str) -> Self {
         Sample {
-            name,
+            name: name.into(),
             unit,
             runs: Vec::new(),
         }
@@ -160,8 +162,23 @@ fn run(args: &Args) -> Result<()> {
     let mut rss_before2 = Sample::new("rss_before_count_2x_input_only", "MiB");
     let mut rss2 = Sample::new("rss_after_count_2m_keys", "MiB");
     let mut cache = Sample::new("rocksdb_cache_usage", "MiB");
+    let mut engine: Vec<[Sample; 3]> = workloads::ENGINE
+        .iter()
+        .map(|w| {
+            [
+                Sample::new(format!("engine_{w}"), "records/s"),
+                Sample::new(format!("engine_{w}_latency_p50"), "µs"),
+                Sample::new(format!("engine_{w}_latency_p99"), "µs"),
+            ]
+        })
+        .collect();
     let mut e2e_stateless = Sample::new("e2e_stateless_mock", "records/s");
     let mut e2e_windowed = Sample::new("e2e_windowed_mock", "records/s");
+    let mut e2e_stateless_eos = Sample::new("e2e_stateless_mock_eos", "records/s");
+    let mut e2e_windowed_eos = Sample::new("e2e_windowed_mock_eos", "records/s");
+    let mut raw_loop = Sample::new("raw_consume_produce_mock", "records/s");
+    let mut quix_stateless = Sample::new("quix_stateless_mock", "records/s");
+    let mut quix_windowed = Sample::new("quix_windowed_mock", "records/s");
     let mut avro_encode = Sample::new("avro_encode_user_event_v2", "records/s");
     let mut avro_decode = Sample::new("avro_decode_v2_as_v2", "records/s");
     let mut avro_resolve = Sample::new("avro_decode_v1_as_v2_resolving", "records/s");
@@ -177,7 +194,9 @@ fn run(args: &Args) -> Result<()> {
         "mock",
         "restore",
         "count",
+        "engine",
         "e2e",
+        "baseline",
         "avro",
         "lake",
     ];
@@ -219,13 +238,44 @@ fn run(args: &Args) -> Result<()> {
             rss_before2.runs.push(before);
             rss2.runs.push(after);
         }
+        if want("engine") {
+            for (w, samples) in workloads::ENGINE.iter().zip(engine.iter_mut()) {
+                let r = workloads::engine(w, records)
+                    .with_context(|| format!("run {run}: engine {w}"))?;
+                samples[0].runs.push(r.rate);
+                samples[1].runs.push(r.p50_us);
+                samples[2].runs.push(r.p99_us);
+            }
+        }
         if want("e2e") {
-            e2e_stateless.runs.push(
-                bench_e2e(records, false).with_context(|| format!("run {run}: e2e stateless"))?,
+            for (sample, windowed, eos) in [
+                (&mut e2e_stateless, false, false),
+                (&mut e2e_windowed, true, false),
+                (&mut e2e_stateless_eos, false, true),
+                (&mut e2e_windowed_eos, true, true),
+            ] {
+                sample.runs.push(
+                    bench_e2e(records, windowed, eos)
+                        .with_context(|| format!("run {run}: {}", sample.name))?,
+                );
+            }
+        }
+        if want("baseline") {
+            let (mock, bootstrap) = mock_with_input(records, &[("e2e-out", PARTITIONS)])?;
+            raw_loop.runs.push(
+                workloads::raw_loop(&bootstrap, "e2e-in", "e2e-out", records)
+                    .with_context(|| format!("run {run}: raw loop"))?,
             );
-            e2e_windowed.runs.push(
-                bench_e2e(records, true).with_context(|| format!("run {run}: e2e windowed"))?,
-            );
+            for (sample, workload) in [
+                (&mut quix_stateless, "stateless"),
+                (&mut quix_windowed, "windowed"),
+            ] {
+                sample.runs.push(
+                    workloads::quix(&bootstrap, workload, "e2e-in", "e2e-out", records)
+                        .with_context(|| format!("run {run}: {}", sample.name))?,
+                );
+            }
+            drop(mock);
         }
         if want("avro") {
             let (enc, dec, res, json) =
@@ -244,7 +294,7 @@ fn run(args: &Args) -> Result<()> {
         eprintln!("run {run}/{runs} done");
     }
 
-    let samples = [
+    let mut samples = vec![
         partition,
         produce,
         produce_plain,
@@ -258,6 +308,11 @@ fn run(args: &Args) -> Result<()> {
         cache,
         e2e_stateless,
         e2e_windowed,
+        e2e_stateless_eos,
+        e2e_windowed_eos,
+        raw_loop,
+        quix_stateless,
+        quix_windowed,
         avro_encode,
         avro_decode,
         avro_resolve,
@@ -265,6 +320,7 @@ fn run(args: &Args) -> Result<()> {
         lake,
         lake_bytes,
     ];
+    samples.extend(engine.into_iter().flatten());
     let samples: Vec<Sample> = samples.into_iter().filter(|s| !s.runs.is_empty()).collect();
     let table = render_table(&samples, runs, records, &label);
     println!("{table}");
@@ -708,26 +764,22 @@ impl Cluster for MockBacked {
 
 /// Runs a topology on the mock cluster from `records` input records to the
 /// output topic; records/s.
-fn bench_e2e(records: usize, windowed: bool) -> Result<f64> {
-    use brook_topology::serdes::{Json, Utf8};
-    use brook_topology::window::TimeWindows;
-    use brook_topology::{Consumed, Grouped, Materialized, Produced, StreamsBuilder};
+/// A mock cluster with `records` 100-byte records keyed by 100 keys in
+/// `e2e-in` (16 partitions) and the topics in `extra`; its bootstrap.
+fn mock_with_input(
+    records: usize,
+    extra: &[(&str, i32)],
+) -> Result<(
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+)> {
     let mock = MockCluster::new(1).context("starting the mock cluster")?;
-    let kafka = KafkaConfig::new(mock.bootstrap_servers()).set_producer("linger.ms", "5");
-    let mut topics = std::collections::BTreeMap::new();
-    for (name, partitions) in [
-        ("e2e-in", PARTITIONS),
-        ("e2e-out", PARTITIONS),
-        ("e2e-e2e-counts-changelog", PARTITIONS),
-        ("e2e-dead-letters", 1),
-    ] {
-        mock.create_topic(name, partitions, 1)?;
-        topics.insert(name.to_owned(), partitions);
+    mock.create_topic("e2e-in", PARTITIONS, 1)?;
+    for (name, partitions) in extra {
+        mock.create_topic(name, *partitions, 1)?;
     }
-    let cluster = MockBacked {
-        kafka: brook_runtime::kafka::KafkaCluster::new(kafka.clone())?,
-        created: std::sync::Mutex::new(topics),
-    };
+    let bootstrap = mock.bootstrap_servers();
+    let kafka = KafkaConfig::new(&bootstrap).set_producer("linger.ms", "5");
     let producer: BaseProducer = kafka.producer().create()?;
     let value = vec![b'x'; VALUE_BYTES];
     for i in 0..records {
@@ -737,6 +789,27 @@ fn bench_e2e(records: usize, windowed: bool) -> Result<f64> {
     producer
         .flush(Duration::from_secs(60))
         .context("flushing")?;
+    Ok((mock, bootstrap))
+}
+
+fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
+    use brook_topology::serdes::{Json, Utf8};
+    use brook_topology::window::TimeWindows;
+    use brook_topology::{Consumed, Grouped, Materialized, Produced, StreamsBuilder};
+    let extra = [
+        ("e2e-out", PARTITIONS),
+        ("e2e-e2e-counts-changelog", PARTITIONS),
+        ("e2e-dead-letters", 1),
+    ];
+    let (_mock, bootstrap) = mock_with_input(records, &extra)?;
+    let kafka = KafkaConfig::new(&bootstrap).set_producer("linger.ms", "5");
+    let mut topics: std::collections::BTreeMap<String, i32> =
+        extra.iter().map(|(n, p)| ((*n).to_owned(), *p)).collect();
+    topics.insert("e2e-in".into(), PARTITIONS);
+    let cluster = MockBacked {
+        kafka: brook_runtime::kafka::KafkaCluster::new(kafka)?,
+        created: std::sync::Mutex::new(topics),
+    };
     let b = StreamsBuilder::new();
     let input = b.stream(
         "e2e-in",
@@ -760,6 +833,9 @@ fn bench_e2e(records: usize, windowed: bool) -> Result<f64> {
     }
     let dir = tempfile::tempdir()?;
     let mut config = StreamsConfig::new("e2e").state_dir(dir.path());
+    if eos {
+        config = config.exactly_once();
+    }
     config.max_poll_records = 10_000;
     config.commit_interval = Duration::from_millis(100);
     let started = Instant::now();

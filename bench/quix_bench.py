@@ -1,0 +1,94 @@
+"""Quix Streams on the same workloads as brook's end-to-end benchmarks.
+
+usage: quix_bench.py stateless|windowed BOOTSTRAP INPUT OUTPUT RECORDS
+
+Reads RECORDS records (100-byte values keyed by 100 keys, written by
+brook-bench) from INPUT and writes to OUTPUT:
+  stateless  the value's length (brook: map_values)
+  windowed   a count per key in 1 s tumbling windows, every update emitted
+             (brook: windowed_by(tumbling 1 s).count().to_stream())
+Prints one JSON line: {"records": N, "seconds": S, "records_per_second": R},
+timed from the first record processed to the last, as brook-bench times
+brook (consumer start-up excluded). At-least-once, no changelog topics
+(the mock cluster has no admin API to create them).
+
+librdkafka's mock cluster does not answer DescribeConfigs, which Quix
+Streams calls to inspect existing topics; `_metadata_only_inspect` answers
+from metadata instead (partitions and replicas; no configs). It changes how
+topics are looked up once at start, nothing in processing.
+"""
+
+import json
+import sys
+import tempfile
+import time
+
+from quixstreams import Application
+from quixstreams.models.topics.admin import TopicAdmin
+from quixstreams.models.topics.topic import TopicConfig
+
+
+def _metadata_only_inspect(self, topic_names, timeout=30):
+    cluster_topics = self.list_topics(timeout=timeout)
+    return {
+        name: TopicConfig(
+            num_partitions=len(cluster_topics[name].partitions),
+            replication_factor=len(cluster_topics[name].partitions[0].replicas),
+            # Kafka's defaults, which the mock cluster would report if it could.
+            extra_config={"retention.ms": "604800000", "retention.bytes": "-1"},
+        )
+        if name in cluster_topics
+        else None
+        for name in topic_names
+    }
+
+
+TopicAdmin.inspect_topics = _metadata_only_inspect
+
+
+def main():
+    mode, bootstrap, input_name, output_name, records = sys.argv[1:6]
+    records = int(records)
+    state_dir = tempfile.mkdtemp(prefix="quix-bench-")
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=f"quix-bench-{mode}-{time.time_ns()}",
+        auto_offset_reset="earliest",
+        auto_create_topics=False,
+        use_changelog_topics=False,
+        state_dir=state_dir,
+        commit_interval=0.1,
+        loglevel="WARNING",
+    )
+    topic_in = app.topic(input_name, key_deserializer="str", value_deserializer="bytes")
+    topic_out = app.topic(output_name, key_serializer="str", value_serializer="json")
+    seen = {"n": 0, "first": None, "last": None}
+
+    def tick(value):
+        if seen["first"] is None:
+            seen["first"] = time.perf_counter()
+        seen["n"] += 1
+        if seen["n"] >= records:
+            seen["last"] = time.perf_counter()
+            app.stop()
+        return value
+
+    sdf = app.dataframe(topic_in)
+    if mode == "stateless":
+        sdf = sdf.apply(lambda v: len(v)).update(tick)
+    elif mode == "windowed":
+        sdf = sdf.update(tick).tumbling_window(1000).count().current()
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+    sdf.to_topic(topic_out)
+    app.run()
+    seconds = (seen["last"] or time.perf_counter()) - (seen["first"] or time.perf_counter())
+    print(json.dumps({
+        "records": seen["n"],
+        "seconds": seconds,
+        "records_per_second": seen["n"] / seconds if seconds > 0 else 0.0,
+    }))
+
+
+if __name__ == "__main__":
+    main()
