@@ -28,9 +28,16 @@ const CHILD: &str = "BROOK_KILL_CHILD";
 const RECORDS: i64 = 4_000;
 const KEYS: i64 = 40;
 
-fn topology(input: &str) -> TestResult<Arc<brook_topology::Topology>> {
+/// The counting topology; `slow` makes each record take 1 ms, so that the
+/// parent reliably kills the child mid-stream however fast brook is.
+fn topology(input: &str, slow: bool) -> TestResult<Arc<brook_topology::Topology>> {
     let b = StreamsBuilder::new();
     b.stream(input, Consumed::with(Utf8, Utf8))
+        .peek(move |_, _| {
+            if slow {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
         .group_by_key(Grouped::with(Utf8, Utf8))
         .count(Materialized::named("counts", Utf8, Json::<i64>::new()));
     Ok(Arc::new(b.build()?))
@@ -62,7 +69,7 @@ fn child_instance() -> TestResult {
     };
     let cluster = KafkaCluster::new(KafkaConfig::new(bootstrap))?;
     let mut thread = StreamThread::new(
-        &topology(input)?,
+        &topology(input, true)?,
         config(app, Path::new(state)),
         &cluster,
         |_| true,
@@ -153,7 +160,7 @@ fn a_killed_instance_restarts_from_its_state_directory_on_tansu() -> TestResult 
     let changelog = format!("{app}-counts-changelog");
     let expected_after_restore = changelog_latest(&cluster, &changelog)?;
     let mut thread = StreamThread::new(
-        &topology(&input)?,
+        &topology(&input, false)?,
         config(&app, state.path()),
         &cluster,
         |_| true,

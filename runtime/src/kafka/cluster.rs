@@ -734,9 +734,25 @@ impl ClusterProducer for KafkaProducer {
     }
 
     fn flush(&mut self) -> Result<(), ClusterError> {
-        self.producer
-            .flush(self.timeout)
-            .map_err(|e| client_err("flushing the producer", e))?;
+        // Not `BaseProducer::flush(timeout)`: between its checks it calls
+        // `poll(min(timeout, 100 ms))`, and `poll` returns only when its
+        // timeout is over, so every flush with records in flight took
+        // 100 ms (measured: each at-least-once commit 100 ms, three
+        // quarters of the time of an end-to-end benchmark). A zero-timeout
+        // flush sends what lingers and serves delivery reports without
+        // waiting; in between, polls of 1 ms.
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.producer.flush(Duration::ZERO) {
+                Ok(()) => break,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                    if Instant::now() < deadline =>
+                {
+                    self.producer.poll(Duration::from_millis(1));
+                }
+                Err(e) => return Err(client_err("flushing the producer", e)),
+            }
+        }
         self.take_failure()
     }
 

@@ -837,7 +837,12 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
         config = config.exactly_once();
     }
     config.max_poll_records = 10_000;
-    config.commit_interval = Duration::from_millis(100);
+    config.commit_interval = Duration::from_millis(
+        std::env::var("BENCH_COMMIT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100),
+    );
     let started = Instant::now();
     let mut thread = StreamThread::new(
         &std::sync::Arc::new(b.build()?),
@@ -862,6 +867,16 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
         }
     }
     thread.commit()?;
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        let io = thread.thread_metrics();
+        eprintln!(
+            "commits {} total {:.0} ms max {:.1} ms, wall {:.0} ms",
+            io.commits,
+            io.commit_nanos as f64 / 1e6,
+            io.commit_max_nanos as f64 / 1e6,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let (from, done) = first.unwrap_or((started, 0));
     let rate = (records as u64 - done).max(1) as f64 / from.elapsed().as_secs_f64();
     thread.close()?;
