@@ -6,15 +6,26 @@
 //! ```
 //!
 //! `--only` runs some groups: `partition`, `mock`, `restore`, `count`,
-//! `e2e`, `avro`, `lake` (default: all).
+//! `engine`, `e2e`, `baseline`, `avro`, `lake` (default: all).
 //!
 //! Runs each benchmark `--runs` times (default 5) in one process, prints a
-//! table of medians with min and max, and writes the same table as Markdown
-//! and JSON under `--out` (default `bench/results`). The machine is shared
-//! and noisy: compare medians of benchmarks run side by side in one run, not
-//! numbers from different runs.
+//! table of medians with min and max and a table of ratios and goals, and
+//! writes them as Markdown, JSON and CSV under `--out` (default
+//! `bench/results`); `scripts/bench.sh` then draws the chart and
+//! regenerates the README's section (`bench/report.py`). The machine is
+//! shared and noisy: compare medians of benchmarks run side by side in one
+//! run, not numbers from different runs.
 //!
-//! Benchmarks so far (the full comparison with peers is its own issue):
+//! Benchmarks:
+//! - `engine_<workload>` (`workloads.rs`): stateless map/filter, 1 s
+//!   window count with RocksDB, stream-table join, EventMart's revenue per
+//!   category (Avro clicks from the generator), on the Memory cluster with
+//!   one stream thread: records/s and per-record latency (poll to output
+//!   sent, batches of 1,000) p50/p99 in µs;
+//! - `raw_consume_produce_mock`: librdkafka consuming the end-to-end input
+//!   and producing each record to the output, no processing: the ceiling;
+//! - `quix_stateless_mock`, `quix_windowed_mock`: Quix Streams on the same
+//!   broker and data (`bench/quix_bench.py`, Python from the bench venv);
 //! - `murmur2_partition`: brook's Java-compatible key partitioner, keys/s;
 //! - `mock_produce`: 100-byte keyed records into librdkafka's mock cluster
 //!   (16 partitions, so no partition passes the mock's ~5 MiB cap) with
@@ -35,7 +46,8 @@
 //!   should grow with the input held by the Memory cluster, not with the
 //!   keys in RocksDB); and `rocksdb_cache_usage`: the shared block cache
 //!   and memtables, MiB;
-//! - `e2e_stateless_mock`, `e2e_windowed_mock`: brook's runtime on the Kafka
+//! - `e2e_stateless_mock`, `e2e_windowed_mock` (and `..._eos`,
+//!   exactly-once): brook's runtime on the Kafka
 //!   adapter against the mock cluster, at-least-once, from an input topic of
 //!   `--records` records to an output topic: a `map_values`, and a 1-second
 //!   tumbling-window count per key (100 keys) with RocksDB state; records/s
@@ -322,9 +334,147 @@ fn run(args: &Args) -> Result<()> {
     ];
     samples.extend(engine.into_iter().flatten());
     let samples: Vec<Sample> = samples.into_iter().filter(|s| !s.runs.is_empty()).collect();
-    let table = render_table(&samples, runs, records, &label);
+    let mut table = render_table(&samples, runs, records, &label);
+    let comparisons = compare(&samples);
+    if !comparisons.is_empty() {
+        table.push_str(&render_comparisons(&comparisons));
+    }
     println!("{table}");
-    write_results(&out_dir, &samples, &table, runs, records, &label)
+    write_results(
+        &out_dir,
+        &samples,
+        &comparisons,
+        &table,
+        runs,
+        records,
+        &label,
+    )
+}
+
+/// One ratio or goal: `what` = `value` (a ratio of medians, or a measured
+/// median) against `goal` (`None`: reported only).
+struct Comparison {
+    what: &'static str,
+    value: f64,
+    unit: &'static str,
+    goal: Option<(f64, bool)>,
+}
+
+/// Ratios of medians measured side by side in this run, and the goals of
+/// the performance issue. `bool` in a goal: higher is better.
+fn compare(samples: &[Sample]) -> Vec<Comparison> {
+    let median = |name: &str| samples.iter().find(|s| s.name == name).map(Sample::median);
+    let mut out = Vec::new();
+    let mut ratio = |what, a: &str, b: &str, goal: Option<f64>| {
+        if let (Some(a), Some(b)) = (median(a), median(b))
+            && b > 0.0
+        {
+            out.push(Comparison {
+                what,
+                value: a / b,
+                unit: "×",
+                goal: goal.map(|g| (g, true)),
+            });
+        }
+    };
+    ratio(
+        "e2e stateless: brook / raw client",
+        "e2e_stateless_mock",
+        "raw_consume_produce_mock",
+        Some(0.8),
+    );
+    ratio(
+        "e2e windowed count: brook / raw client",
+        "e2e_windowed_mock",
+        "raw_consume_produce_mock",
+        Some(0.8),
+    );
+    ratio(
+        "e2e stateless: brook / Quix Streams",
+        "e2e_stateless_mock",
+        "quix_stateless_mock",
+        Some(10.0),
+    );
+    ratio(
+        "e2e windowed count: brook / Quix Streams",
+        "e2e_windowed_mock",
+        "quix_windowed_mock",
+        Some(10.0),
+    );
+    ratio(
+        "e2e stateless: exactly-once / at-least-once",
+        "e2e_stateless_mock_eos",
+        "e2e_stateless_mock",
+        None,
+    );
+    let mut measured = |what, name: &str, unit, goal: f64, higher: bool| {
+        if let Some(v) = median(name) {
+            out.push(Comparison {
+                what,
+                value: v,
+                unit,
+                goal: Some((goal, higher)),
+            });
+        }
+    };
+    measured(
+        "engine stateless, records/s per core",
+        "engine_stateless",
+        "records/s",
+        2_000_000.0,
+        true,
+    );
+    measured(
+        "engine windowed count (RocksDB), records/s per core",
+        "engine_windowed_count",
+        "records/s",
+        500_000.0,
+        true,
+    );
+    measured(
+        "restore, records/s",
+        "restore_rocksdb",
+        "records/s",
+        500_000.0,
+        true,
+    );
+    measured(
+        "RSS with 1M keys, MiB",
+        "rss_after_count_1m_keys",
+        "MiB",
+        512.0,
+        false,
+    );
+    out
+}
+
+fn render_comparisons(comparisons: &[Comparison]) -> String {
+    let mut out = String::from(
+        "\n| comparison (medians, this run) | measured | goal | met |\n|---|---:|---:|---|\n",
+    );
+    for c in comparisons {
+        let value = if c.unit == "×" {
+            format!("{:.2}×", c.value)
+        } else {
+            format!("{:.0} {}", c.value, c.unit)
+        };
+        let (goal, met) = match c.goal {
+            Some((g, higher)) => {
+                let met = if higher { c.value >= g } else { c.value <= g };
+                let g = if c.unit == "×" {
+                    format!("≥ {g}×")
+                } else if higher {
+                    format!("≥ {g:.0}")
+                } else {
+                    format!("≤ {g:.0}")
+                };
+                (g, if met { "yes" } else { "no" })
+            }
+            None => (String::from("—"), ""),
+        };
+        let _ = writeln!(out, "| {} | {value} | {goal} | {met} |", c.what);
+    }
+    out
 }
 
 /// The Avro serde on the seed's user_event, against an in-process registry
@@ -909,6 +1059,7 @@ fn render_table(samples: &[Sample], runs: usize, records: usize, label: &str) ->
 fn write_results(
     dir: &str,
     samples: &[Sample],
+    comparisons: &[Comparison],
     table: &str,
     runs: usize,
     records: usize,
@@ -919,7 +1070,7 @@ fn write_results(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    let stem = format!("{dir}/plumbing-{secs}");
+    let stem = format!("{dir}/bench-{secs}");
     let json = serde_json::json!({
         "label": label,
         "unix_time": secs,
@@ -933,10 +1084,33 @@ fn write_results(
             "median": s.median(),
             "runs": s.runs,
         })).collect::<Vec<_>>(),
+        "comparisons": comparisons.iter().map(|c| serde_json::json!({
+            "what": c.what,
+            "value": c.value,
+            "unit": c.unit,
+            "goal": c.goal.map(|(g, _)| g),
+            "higher_is_better": c.goal.map(|(_, h)| h),
+        })).collect::<Vec<_>>(),
     });
     std::fs::write(format!("{stem}.json"), serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {stem}.json"))?;
     std::fs::write(format!("{stem}.md"), table).with_context(|| format!("writing {stem}.md"))?;
-    eprintln!("wrote {stem}.json and {stem}.md");
+    let mut csv = String::from("benchmark,unit,median,min,max,runs\n");
+    for s in samples {
+        let sorted = s.sorted();
+        let runs: Vec<String> = s.runs.iter().map(|r| format!("{r:.1}")).collect();
+        let _ = writeln!(
+            csv,
+            "{},{},{:.1},{:.1},{:.1},{}",
+            s.name,
+            s.unit,
+            s.median(),
+            sorted[0],
+            sorted[sorted.len() - 1],
+            runs.join(" ")
+        );
+    }
+    std::fs::write(format!("{stem}.csv"), csv).with_context(|| format!("writing {stem}.csv"))?;
+    eprintln!("wrote {stem}.json, {stem}.md and {stem}.csv");
     Ok(())
 }
