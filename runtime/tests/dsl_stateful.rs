@@ -402,3 +402,43 @@ fn a_store_used_with_the_wrong_types_is_a_clear_error() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn windows_past_their_retention_are_purged_as_stream_time_moves_on() -> TestResult {
+    use brook_topology::{TimeWindows, Windowed};
+    use std::time::Duration;
+    let b = StreamsBuilder::new();
+    b.stream("clicks", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by(TimeWindows::tumbling(
+            Duration::from_secs(1),
+            Duration::ZERO,
+        )?)
+        .count(
+            Materialized::named("per-second", Utf8, Json::<i64>::new())
+                .with_retention(Duration::from_secs(10)),
+        );
+    let driver = TopologyTestDriver::new(b.build()?)?;
+    let input = driver.input_topic("clicks", Utf8, Utf8);
+    let windows = |d: &TopologyTestDriver| -> Result<Vec<i64>, Box<dyn Error>> {
+        Ok(d.read_store::<Windowed<String>, i64>("per-second")?
+            .keys()
+            .map(|k| k.window.start)
+            .collect())
+    };
+    // One record per second for 5 s: five windows.
+    for s in 0..5 {
+        input.pipe_input("k".into(), "v".into(), s * 1_000)?;
+    }
+    assert_eq!(windows(&driver)?, vec![0, 1_000, 2_000, 3_000, 4_000]);
+    // Stream time 13.5 s: windows ending at or before 3.5 s are past their
+    // 10 s retention ([0,1), [1,2), [2,3)); the others stay.
+    input.pipe_input("k".into(), "v".into(), 12_500)?;
+    input.pipe_input("k".into(), "v".into(), 13_500)?;
+    assert_eq!(windows(&driver)?, vec![3_000, 4_000, 12_000, 13_000]);
+    // Much later: only the recent windows are left, purged again and again.
+    input.pipe_input("k".into(), "v".into(), 30_000)?;
+    input.pipe_input("k".into(), "v".into(), 31_000)?;
+    assert_eq!(windows(&driver)?, vec![30_000, 31_000]);
+    Ok(())
+}

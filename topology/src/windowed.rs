@@ -94,6 +94,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
                 windows,
                 retention,
                 step: step.clone(),
+                next_expiry: None,
             }),
             &[input.node],
             vec![store.clone()],
@@ -207,6 +208,11 @@ struct WindowAggregate<K, V, VA> {
     windows: TimeWindows,
     retention: i64,
     step: Step<K, V, VA>,
+    /// The stream time at which the earliest stored window expires, when
+    /// known (after a purge, kept up to date as windows are written);
+    /// `None` until the first purge. Purges before it are skipped: they
+    /// would scan the whole store to delete nothing.
+    next_expiry: Option<Timestamp>,
 }
 
 impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
@@ -242,6 +248,9 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             let old = store.get(&key)?;
             let new = (self.step)(&record.key, record.value.clone(), old.clone());
             store.put(&key, &new)?;
+            if let Some(next) = &mut self.next_expiry {
+                *next = (*next).min(window.end.saturating_add(self.retention));
+            }
             ctx.forward(Record {
                 key,
                 value: Change {
@@ -265,12 +274,20 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         _id: ScheduleId,
         stream_time: Timestamp,
     ) -> Result<(), ProcessError> {
+        if self.next_expiry.is_some_and(|next| stream_time < next) {
+            return Ok(());
+        }
         let mut store = ctx.key_value_store::<Windowed<K>, VA>(&self.store)?;
+        let mut next = Timestamp::MAX;
         for (key, _) in store.all()? {
-            if key.window.end.saturating_add(self.retention) <= stream_time {
+            let expiry = key.window.end.saturating_add(self.retention);
+            if expiry <= stream_time {
                 store.delete(&key)?;
+            } else {
+                next = next.min(expiry);
             }
         }
+        self.next_expiry = Some(next);
         Ok(())
     }
 }
