@@ -251,7 +251,15 @@ fn run(args: &Args) -> Result<()> {
             rss2.runs.push(after);
         }
         if want("engine") {
+            // BROOK_BENCH_ENGINE=stateless,... runs only those (for profiling).
+            let only_engine = std::env::var("BROOK_BENCH_ENGINE").ok();
             for (w, samples) in workloads::ENGINE.iter().zip(engine.iter_mut()) {
+                if only_engine
+                    .as_deref()
+                    .is_some_and(|o| !o.split(',').any(|x| x == *w))
+                {
+                    continue;
+                }
                 let r = workloads::engine(w, records)
                     .with_context(|| format!("run {run}: engine {w}"))?;
                 samples[0].runs.push(r.rate);
