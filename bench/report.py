@@ -66,7 +66,7 @@ def main():
     stem = path[: -len(".json")]
 
     rows = [(n, label, group) for n, label, group in THROUGHPUT if n in by_name]
-    fig, ax = plt.subplots(figsize=(10, 0.42 * len(rows) + 1.2))
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(rows) + 1.8))
     names = [label for _, label, _ in rows][::-1]
     medians = [by_name[n]["median"] for n, _, _ in rows][::-1]
     lows = [m - min(by_name[n]["runs"]) for (n, _, _), m in zip(rows[::-1], medians)]
@@ -76,11 +76,12 @@ def main():
     ax.set_xscale("log")
     ax.set_xlabel("records/s (log scale; median, whiskers min-max)")
     ax.set_title(f"make bench {data['label']}: {data['runs']} runs, {data['records']:,} records of "
-                 f"{data['value_bytes']} B, one stream thread, 2-core machine")
+                 f"{data['value_bytes']} B\none stream thread, 2-core machine", fontsize=10)
     for y, m in enumerate(medians):
         ax.text(m, y, f"  {m / 1000:,.0f}k", va="center", fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLORS.values()]
-    ax.legend(handles, COLORS.keys(), loc="lower right", fontsize=8)
+    ax.legend(handles, COLORS.keys(), loc="upper center", bbox_to_anchor=(0.4, -0.13),
+              ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(stem + ".png", dpi=110)
     print(f"wrote {stem}.png")
