@@ -661,8 +661,15 @@ pub fn notifications(cfg: &EventMartConfig) -> Result<Topology> {
 }
 
 /// What the audit service reads of one record.
-type Describe =
-    fn(&[u8], &AuditDecoders) -> Result<(String, String, Option<String>, String), String>;
+struct Described {
+    event_type: String,
+    entity_id: String,
+    actor: Option<String>,
+    summary: String,
+}
+
+/// Decodes one record of an audited topic.
+type Describe = fn(&[u8], &AuditDecoders) -> Result<Described, String>;
 
 /// Decoders of every audited topic's records.
 #[derive(Clone)]
@@ -683,47 +690,38 @@ fn decode<T: Serialize + serde::de::DeserializeOwned + 'static>(
 }
 
 /// event type, entity, actor, summary.
-fn describe_click(
-    b: &[u8],
-    d: &AuditDecoders,
-) -> Result<(String, String, Option<String>, String), String> {
+fn describe_click(b: &[u8], d: &AuditDecoders) -> Result<Described, String> {
     let e = decode(&d.clicks, b)?;
-    Ok((
-        e.event_type.as_str().into(),
-        e.session_id.clone(),
-        Some(e.user_id.clone()),
-        format!(
+    Ok(Described {
+        event_type: e.event_type.as_str().into(),
+        entity_id: e.session_id.clone(),
+        actor: Some(e.user_id.clone()),
+        summary: format!(
             "{} by {}{}",
             e.event_type.as_str(),
             e.user_id,
             e.product_id.map(|p| format!(" on {p}")).unwrap_or_default()
         ),
-    ))
+    })
 }
 
-fn describe_user(
-    b: &[u8],
-    d: &AuditDecoders,
-) -> Result<(String, String, Option<String>, String), String> {
+fn describe_user(b: &[u8], d: &AuditDecoders) -> Result<Described, String> {
     let e = decode(&d.users, b)?;
-    Ok((
-        e.event_type.as_str().into(),
-        e.user_id.clone(),
-        Some(e.user_id.clone()),
-        format!("{} {}", e.event_type.as_str(), e.user_id),
-    ))
+    Ok(Described {
+        event_type: e.event_type.as_str().into(),
+        entity_id: e.user_id.clone(),
+        actor: Some(e.user_id.clone()),
+        summary: format!("{} {}", e.event_type.as_str(), e.user_id),
+    })
 }
 
-fn describe_product(
-    b: &[u8],
-    d: &AuditDecoders,
-) -> Result<(String, String, Option<String>, String), String> {
+fn describe_product(b: &[u8], d: &AuditDecoders) -> Result<Described, String> {
     let e = decode(&d.products, b)?;
-    Ok((
-        e.event_type.as_str().into(),
-        e.product_id.clone(),
-        None,
-        format!(
+    Ok(Described {
+        event_type: e.event_type.as_str().into(),
+        entity_id: e.product_id.clone(),
+        actor: None,
+        summary: format!(
             "{} {}{}",
             e.event_type.as_str(),
             e.product_id,
@@ -731,38 +729,32 @@ fn describe_product(
                 .map(|s| format!(" stock {s}"))
                 .unwrap_or_default()
         ),
-    ))
+    })
 }
 
-fn describe_order(
-    b: &[u8],
-    d: &AuditDecoders,
-) -> Result<(String, String, Option<String>, String), String> {
+fn describe_order(b: &[u8], d: &AuditDecoders) -> Result<Described, String> {
     let e = decode(&d.orders, b)?;
-    Ok((
-        e.event_type.as_str().into(),
-        e.order_id.clone(),
-        Some(e.user_id.clone()),
-        format!(
+    Ok(Described {
+        event_type: e.event_type.as_str().into(),
+        entity_id: e.order_id.clone(),
+        actor: Some(e.user_id.clone()),
+        summary: format!(
             "{} {} total {:.2} {}",
             e.event_type.as_str(),
             e.order_id,
             e.total,
             e.currency
         ),
-    ))
+    })
 }
 
-fn describe_payment(
-    b: &[u8],
-    d: &AuditDecoders,
-) -> Result<(String, String, Option<String>, String), String> {
+fn describe_payment(b: &[u8], d: &AuditDecoders) -> Result<Described, String> {
     let e = decode(&d.payments, b)?;
-    Ok((
-        e.event_type.as_str().into(),
-        e.payment_id.clone(),
-        Some(e.user_id.clone()),
-        format!(
+    Ok(Described {
+        event_type: e.event_type.as_str().into(),
+        entity_id: e.payment_id.clone(),
+        actor: Some(e.user_id.clone()),
+        summary: format!(
             "{} {} for {} amount {:.2} {}{}",
             e.event_type.as_str(),
             e.payment_id,
@@ -773,24 +765,21 @@ fn describe_payment(
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         ),
-    ))
+    })
 }
 
-fn describe_notification(
-    b: &[u8],
-    d: &AuditDecoders,
-) -> Result<(String, String, Option<String>, String), String> {
+fn describe_notification(b: &[u8], d: &AuditDecoders) -> Result<Described, String> {
     let e = decode(&d.notifications, b)?;
-    Ok((
-        e.event_type.as_str().into(),
-        e.notification_id.clone(),
-        Some(e.user_id.clone()),
-        format!("{} {} to {}", e.event_type.as_str(), e.template, e.user_id),
-    ))
+    Ok(Described {
+        event_type: e.event_type.as_str().into(),
+        entity_id: e.notification_id.clone(),
+        actor: Some(e.user_id.clone()),
+        summary: format!("{} {} to {}", e.event_type.as_str(), e.template, e.user_id),
+    })
 }
 
 /// The audited topics (without prefix) and how to read each.
-pub const AUDITED: [(&str, Describe); 6] = [
+const AUDITED: [(&str, Describe); 6] = [
     ("eventmart-users", describe_user),
     ("eventmart-products", describe_product),
     ("eventmart-orders", describe_order),
@@ -817,15 +806,17 @@ impl Processor<String, Vec<u8>, String, AuditEvent> for AuditProcessor {
         let schema_id = split_wire_format(&record.value)
             .ok()
             .and_then(|(id, _)| i32::try_from(id).ok());
-        let (event_type, entity_id, actor, summary) =
-            (self.describe)(&record.value, &self.decoders).unwrap_or_else(|e| {
-                (
-                    "UNDECODABLE".into(),
-                    record.key.clone(),
-                    None,
-                    format!("could not decode {} bytes: {e}", record.value.len()),
-                )
-            });
+        let Described {
+            event_type,
+            entity_id,
+            actor,
+            summary,
+        } = (self.describe)(&record.value, &self.decoders).unwrap_or_else(|e| Described {
+            event_type: "UNDECODABLE".into(),
+            entity_id: record.key.clone(),
+            actor: None,
+            summary: format!("could not decode {} bytes: {e}", record.value.len()),
+        });
         let audit = AuditEvent {
             audit_id: format!("{}-{}-{}", meta.topic, meta.partition, meta.offset),
             timestamp: record.timestamp,
