@@ -4,7 +4,7 @@
 # Extra arguments go to brook-bench (e.g. scripts/bench.sh --runs 9).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-bench-python.sh
+scripts/install-python.sh bench
 cargo build --release --locked -p brook-apps --bin brook-bench
 label="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo -dirty)"
 venv="${BROOK_CACHE:-$HOME/.cache/brook}/bench-venv"

@@ -350,7 +350,7 @@ pub fn quix(
         ])
         .output()
         .with_context(|| {
-            format!("running {python} {script} (scripts/install-bench-python.sh installs it)")
+            format!("running {python} {script} (`scripts/install-python.sh bench` installs it)")
         })?;
     if !out.status.success() {
         bail!(
