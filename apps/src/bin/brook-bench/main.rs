@@ -55,10 +55,12 @@
 //!   counted) until every record is processed and the output flushed.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use brook_apps::args::Args;
+use brook_apps::eventmart::embedded::{EmbeddedBroker, EmbeddedCluster};
 use brook_runtime::cluster::{Cluster, ProducedRecord};
 use brook_runtime::kafka::{KafkaConfig, send_blocking};
 use brook_runtime::memory::MemoryCluster;
@@ -494,7 +496,7 @@ fn bench_avro(records: usize) -> Result<(f64, f64, f64, f64)> {
     use brook_schemas::events::ecommerce::{DeviceType, EventType, UserEventV1, UserEventV2};
     use brook_topology::serdes::{Json, Serde};
     let server = brook_schemas::server::RegistryServer::start(
-        std::sync::Arc::new(brook_schemas::registry::Registry::in_memory()),
+        Arc::new(brook_schemas::registry::Registry::in_memory()),
         brook_schemas::server::ServerConfig {
             listen: "127.0.0.1:0".parse()?,
             ..Default::default()
@@ -598,10 +600,10 @@ fn bench_lake(records: usize) -> Result<(f64, f64)> {
     }
     producer.flush()?;
     let dir = tempfile::tempdir()?;
-    let lake = std::sync::Arc::new(Lake::open(dir.path().to_str().context("path")?)?);
+    let lake = Arc::new(Lake::open(dir.path().to_str().context("path")?)?);
     let b = StreamsBuilder::new();
     let orders = b.stream("orders", Consumed::with(Utf8, Json::<OrderEvent>::new()));
-    let schema = std::sync::Arc::new(arrow_schema(&apache_avro::Schema::parse_str(
+    let schema = Arc::new(arrow_schema(&apache_avro::Schema::parse_str(
         OrderEvent::SCHEMA,
     )?)?);
     to_lake(
@@ -614,13 +616,7 @@ fn bench_lake(records: usize) -> Result<(f64, f64)> {
     let mut config = StreamsConfig::new("lake").exactly_once();
     config.max_poll_records = 10_000;
     config.commit_interval = Duration::from_secs(3600);
-    let mut thread = StreamThread::new(
-        &std::sync::Arc::new(b.build()?),
-        config,
-        &cluster,
-        |_| true,
-        0,
-    )?;
+    let mut thread = StreamThread::new(&Arc::new(b.build()?), config, &cluster, |_| true, 0)?;
     let started = Instant::now();
     while thread.metrics().processed < records as u64 {
         if started.elapsed() > Duration::from_secs(300) {
@@ -707,7 +703,7 @@ fn rss_mib() -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
-fn count_topology(logged: bool) -> Result<std::sync::Arc<brook_topology::Topology>> {
+fn count_topology(logged: bool) -> Result<Arc<brook_topology::Topology>> {
     use brook_topology::serdes::{Json, Utf8};
     use brook_topology::{Consumed, Grouped, Materialized, StreamsBuilder};
     let b = StreamsBuilder::new();
@@ -720,7 +716,7 @@ fn count_topology(logged: bool) -> Result<std::sync::Arc<brook_topology::Topolog
     b.stream("bench-in", Consumed::with(Utf8, Utf8))
         .group_by_key(Grouped::with(Utf8, Utf8))
         .count(materialized);
-    Ok(std::sync::Arc::new(b.build()?))
+    Ok(Arc::new(b.build()?))
 }
 
 fn record(topic: &str, key: String, value: Vec<u8>) -> ProducedRecord {
@@ -837,106 +833,15 @@ fn bench_count(n: usize) -> Result<(f64, f64, f64, f64)> {
     Ok((rate, before, after, cache))
 }
 
-/// The Kafka adapter on the mock cluster, which has no admin API: every
-/// topic is made beforehand through the mock's own interface, and
-/// `create_topics` only checks that they exist.
-struct MockBacked {
-    kafka: brook_runtime::kafka::KafkaCluster,
-    created: std::sync::Mutex<std::collections::BTreeMap<String, i32>>,
-}
-
-impl Cluster for MockBacked {
-    fn create_topics(
-        &self,
-        specs: &[brook_topology::TopicSpec],
-    ) -> Result<(), brook_runtime::cluster::ClusterError> {
-        let created = self.created.lock().unwrap_or_else(|p| p.into_inner());
-        for spec in specs {
-            if !created.contains_key(&spec.name) {
-                return Err(brook_runtime::cluster::ClusterError::Client(format!(
-                    "topic {} must be made on the mock cluster beforehand",
-                    spec.name
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn partition_count(&self, topic: &str) -> Result<i32, brook_runtime::cluster::ClusterError> {
-        let created = self.created.lock().unwrap_or_else(|p| p.into_inner());
-        created
-            .get(topic)
-            .copied()
-            .ok_or_else(|| brook_runtime::cluster::ClusterError::UnknownTopic(topic.to_owned()))
-    }
-
-    fn list_topics(&self) -> Result<Vec<String>, brook_runtime::cluster::ClusterError> {
-        Ok(self
-            .created
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect())
-    }
-
-    fn delete_topics(
-        &self,
-        _topics: &[String],
-    ) -> Result<(), brook_runtime::cluster::ClusterError> {
-        Err(brook_runtime::cluster::ClusterError::Client(
-            "the mock cluster cannot delete topics".into(),
-        ))
-    }
-
-    fn consumer(
-        &self,
-        group: &str,
-        isolation: brook_runtime::cluster::Isolation,
-    ) -> Result<
-        Box<dyn brook_runtime::cluster::ClusterConsumer>,
-        brook_runtime::cluster::ClusterError,
-    > {
-        self.kafka.consumer(group, isolation)
-    }
-
-    fn producer(
-        &self,
-    ) -> Result<
-        Box<dyn brook_runtime::cluster::ClusterProducer>,
-        brook_runtime::cluster::ClusterError,
-    > {
-        self.kafka.producer()
-    }
-
-    fn transactional_producer(
-        &self,
-        id: &str,
-    ) -> Result<
-        Box<dyn brook_runtime::cluster::ClusterProducer>,
-        brook_runtime::cluster::ClusterError,
-    > {
-        self.kafka.transactional_producer(id)
-    }
-}
-
-/// Runs a topology on the mock cluster from `records` input records to the
-/// output topic; records/s.
 /// A mock cluster with `records` 100-byte records keyed by 100 keys in
 /// `e2e-in` (16 partitions) and the topics in `extra`; its bootstrap.
-fn mock_with_input(
-    records: usize,
-    extra: &[(&str, i32)],
-) -> Result<(
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-)> {
-    let mock = MockCluster::new(1).context("starting the mock cluster")?;
-    mock.create_topic("e2e-in", PARTITIONS, 1)?;
+fn mock_with_input(records: usize, extra: &[(&str, i32)]) -> Result<(Arc<EmbeddedBroker>, String)> {
+    let mock = Arc::new(EmbeddedBroker::start(1)?);
+    mock.create_topic(&brook_topology::TopicSpec::new("e2e-in", PARTITIONS))?;
     for (name, partitions) in extra {
-        mock.create_topic(name, *partitions, 1)?;
+        mock.create_topic(&brook_topology::TopicSpec::new(*name, *partitions))?;
     }
-    let bootstrap = mock.bootstrap_servers();
+    let bootstrap = mock.bootstrap().to_owned();
     let kafka = KafkaConfig::new(&bootstrap).set_producer("linger.ms", "5");
     let producer: BaseProducer = kafka.producer().create()?;
     let value = vec![b'x'; VALUE_BYTES];
@@ -950,6 +855,8 @@ fn mock_with_input(
     Ok((mock, bootstrap))
 }
 
+/// Runs a topology on the mock cluster from `records` input records to the
+/// output topic; records/s.
 fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
     use brook_topology::serdes::{Json, Utf8};
     use brook_topology::window::TimeWindows;
@@ -959,15 +866,9 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
         ("e2e-e2e-counts-changelog", PARTITIONS),
         ("e2e-dead-letters", 1),
     ];
-    let (_mock, bootstrap) = mock_with_input(records, &extra)?;
-    let kafka = KafkaConfig::new(&bootstrap).set_producer("linger.ms", "5");
-    let mut topics: std::collections::BTreeMap<String, i32> =
-        extra.iter().map(|(n, p)| ((*n).to_owned(), *p)).collect();
-    topics.insert("e2e-in".into(), PARTITIONS);
-    let cluster = MockBacked {
-        kafka: brook_runtime::kafka::KafkaCluster::new(kafka)?,
-        created: std::sync::Mutex::new(topics),
-    };
+    // Every topic is made beforehand, as in the other runs of this group.
+    let (mock, _) = mock_with_input(records, &extra)?;
+    let cluster = EmbeddedCluster::new(mock, |kafka| kafka.set_producer("linger.ms", "5"))?;
     let b = StreamsBuilder::new();
     let input = b.stream(
         "e2e-in",
@@ -1002,13 +903,7 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
             .unwrap_or(100),
     );
     let started = Instant::now();
-    let mut thread = StreamThread::new(
-        &std::sync::Arc::new(b.build()?),
-        config,
-        &cluster,
-        |_| true,
-        0,
-    )?;
+    let mut thread = StreamThread::new(&Arc::new(b.build()?), config, &cluster, |_| true, 0)?;
     // Timed from the first poll that returns records: consumer start-up
     // (group coordinator lookup, first fetch) is not throughput.
     let mut first: Option<(Instant, u64)> = None;
