@@ -16,15 +16,16 @@ use brook_topology::{Headers, TopicSpec, TopicSpecError};
 /// One partition of one topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
-    /// The topic.
-    pub topic: String,
+    /// The topic; shared, so copying a partition's name (once per record
+    /// on the hot path) allocates nothing.
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: i32,
 }
 
 impl TopicPartition {
     /// `topic[partition]`.
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
         TopicPartition {
             topic: topic.into(),
             partition,

@@ -49,8 +49,10 @@ pub struct StoredRecord {
     pub visibility: Visibility,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Topic {
+    /// Its name, shared by every record's partition.
+    name: Arc<str>,
     spec: Option<TopicSpec>,
     partitions: Vec<Vec<StoredRecord>>,
 }
@@ -149,8 +151,8 @@ impl State {
     fn partition(&self, tp: &TopicPartition) -> Result<&Vec<StoredRecord>, ClusterError> {
         let topic = self
             .topics
-            .get(&tp.topic)
-            .ok_or_else(|| ClusterError::UnknownTopic(tp.topic.clone()))?;
+            .get(&*tp.topic)
+            .ok_or_else(|| ClusterError::UnknownTopic(tp.topic.to_string()))?;
         usize::try_from(tp.partition)
             .ok()
             .and_then(|p| topic.partitions.get(p))
@@ -170,7 +172,7 @@ impl State {
         for tp in &open.partitions {
             if let Some(log) = self
                 .topics
-                .get_mut(&tp.topic)
+                .get_mut(&*tp.topic)
                 .and_then(|t| t.partitions.get_mut(tp.partition as usize))
             {
                 for stored in log.iter_mut().rev() {
@@ -205,7 +207,7 @@ impl State {
             (None, None) => (round_robin % count as u64) as i32,
         };
         let round_robin_used = record.partition.is_none() && record.key.is_none();
-        let tp = TopicPartition::new(record.topic.clone(), partition);
+        let tp = TopicPartition::new(Arc::clone(&topic.name), partition);
         let log = usize::try_from(partition)
             .ok()
             .and_then(|p| topic.partitions.get_mut(p))
@@ -339,6 +341,7 @@ impl Cluster for MemoryCluster {
                 .topics
                 .entry(spec.name.clone())
                 .or_insert_with(|| Topic {
+                    name: spec.name.as_str().into(),
                     spec: Some(spec.clone()),
                     partitions: vec![Vec::new(); spec.partitions as usize],
                 });
@@ -355,7 +358,7 @@ impl Cluster for MemoryCluster {
         for topic in topics {
             state.topics.remove(topic);
             for committed in state.committed.values_mut() {
-                committed.retain(|tp, _| &tp.topic != topic);
+                committed.retain(|tp, _| *tp.topic != **topic);
             }
         }
         Ok(())
@@ -772,7 +775,12 @@ impl ClusterProducer for MemoryProducer {
         };
         for record in self.queued.drain(..) {
             let (tp, offset) = state.write(record, visibility.clone())?;
-            self.written.insert(tp.clone(), offset + 1);
+            match self.written.get_mut(&tp) {
+                Some(end) => *end = offset + 1,
+                None => {
+                    self.written.insert(tp.clone(), offset + 1);
+                }
+            }
             if let Visibility::Open(id) = &visibility
                 && let Some(open) = state.transactions.get_mut(id).and_then(|t| t.open.as_mut())
             {

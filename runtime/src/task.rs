@@ -25,7 +25,8 @@
 //! (one per key written), [`StreamTask::commit_local`] applies them after
 //! the cluster committed, [`StreamTask::abort_local`] drops them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use brook_state::{BufferedStore, MeteredStore, SharedStore, StoreMetrics};
@@ -185,7 +186,7 @@ impl BadRecords {
                 Ok(None)
             }
             DeserializationHandler::Fail => Err(TaskError::BadRecord {
-                topic: raw.tp.topic.clone(),
+                topic: raw.tp.topic.to_string(),
                 partition: raw.tp.partition,
                 offset: raw.offset,
                 reason: reason.to_owned(),
@@ -194,15 +195,18 @@ impl BadRecords {
     }
 }
 
+// Children and the source's deserializers are shared (`Arc`): the task
+// holds them while it lends itself out to route a record, once per record
+// and hop, so taking them must not allocate.
 enum Instance {
     Source {
-        source: SourceNode,
-        children: Vec<NodeId>,
+        source: Arc<SourceNode>,
+        children: Arc<[NodeId]>,
     },
     Processor {
         name: String,
         processor: Box<dyn DynProcessor>,
-        children: Vec<NodeId>,
+        children: Arc<[NodeId]>,
         child_names: Vec<String>,
         stores: Vec<String>,
     },
@@ -366,14 +370,30 @@ impl DynContext for Ctx<'_> {
     }
 }
 
+/// One input partition of a task.
+struct InputQueue {
+    tp: TopicPartition,
+    /// The source node that reads it.
+    source: NodeId,
+    /// Records buffered, not yet processed.
+    records: VecDeque<ConsumedRecord>,
+    /// The offset after the last record processed, once one was.
+    consumed: Option<i64>,
+}
+
+/// What processors forwarded, with the child (or all children) each goes to.
+type Forwards = Vec<(Target, DynRecord)>;
+
 /// One sub-topology over one partition.
 pub struct StreamTask {
     nodes: BTreeMap<NodeId, Instance>,
-    sources: HashMap<String, NodeId>,
-    queues: BTreeMap<TopicPartition, VecDeque<ConsumedRecord>>,
-    consumed: BTreeMap<TopicPartition, i64>,
+    /// A handful (one per source topic): searched linearly.
+    queues: Vec<InputQueue>,
     bad_records: BadRecords,
     state: TaskState,
+    /// Emptied forward buffers, reused (routing is recursive: one per
+    /// depth), so that forwarding a record allocates nothing.
+    forward_pool: Vec<Forwards>,
 }
 
 impl StreamTask {
@@ -391,29 +411,28 @@ impl StreamTask {
     ) -> Result<Self, TaskError> {
         let all = topology.nodes();
         let mut nodes = BTreeMap::new();
-        let mut sources = HashMap::new();
-        let mut queues = BTreeMap::new();
+        let mut queues = Vec::new();
         for &id in &subtopology.nodes {
             let node = &all[id];
             let instance = match &node.kind {
                 NodeKind::Source(source) => {
                     for topic in &source.topics {
-                        let name = topic.resolve(application_id);
-                        queues.insert(
-                            TopicPartition::new(name.clone(), partition),
-                            VecDeque::new(),
-                        );
-                        sources.insert(name, id);
+                        queues.push(InputQueue {
+                            tp: TopicPartition::new(topic.resolve(application_id), partition),
+                            source: id,
+                            records: VecDeque::new(),
+                            consumed: None,
+                        });
                     }
                     Instance::Source {
-                        source: source.clone(),
-                        children: node.children.clone(),
+                        source: Arc::new(source.clone()),
+                        children: node.children.as_slice().into(),
                     }
                 }
                 NodeKind::Processor(p) => Instance::Processor {
                     name: node.name.clone(),
                     processor: (p.supplier)(),
-                    children: node.children.clone(),
+                    children: node.children.as_slice().into(),
                     child_names: node.children.iter().map(|&c| all[c].name.clone()).collect(),
                     stores: p.stores.clone(),
                 },
@@ -471,9 +490,7 @@ impl StreamTask {
         }
         Ok(StreamTask {
             nodes,
-            sources,
             queues,
-            consumed: BTreeMap::new(),
             bad_records: bad_records.clone(),
             state: TaskState {
                 id: TaskId {
@@ -490,6 +507,7 @@ impl StreamTask {
                 metrics: TaskMetrics::default(),
                 write_time: 0,
             },
+            forward_pool: Vec::new(),
         })
     }
 
@@ -500,7 +518,7 @@ impl StreamTask {
 
     /// The input partitions it reads.
     pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
-        self.queues.keys()
+        self.queues.iter().map(|q| &q.tp)
     }
 
     /// Its counters.
@@ -528,39 +546,45 @@ impl StreamTask {
 
     /// Buffers a record of one of this task's partitions.
     pub fn add_record(&mut self, record: ConsumedRecord) {
-        if let Some(queue) = self.queues.get_mut(&record.tp) {
-            queue.push_back(record);
+        if let Some(queue) = self.queues.iter_mut().find(|q| q.tp == record.tp) {
+            queue.records.push_back(record);
         }
     }
 
     /// Records buffered and not yet processed.
     pub fn buffered(&self) -> usize {
-        self.queues.values().map(VecDeque::len).sum()
+        self.queues.iter().map(|q| q.records.len()).sum()
+    }
+
+    /// The queue whose first record has the lowest timestamp (the first
+    /// such queue on ties), if any holds a record.
+    fn next_queue(&self) -> Option<usize> {
+        if let [only] = self.queues.as_slice() {
+            return (!only.records.is_empty()).then_some(0);
+        }
+        self.queues
+            .iter()
+            .enumerate()
+            .filter_map(|(i, q)| q.records.front().map(|r| (r.timestamp, i)))
+            .min()
+            .map(|(_, i)| i)
     }
 
     /// Processes the buffered record with the lowest timestamp; `false` when
     /// nothing is buffered.
     pub fn process_one(&mut self) -> Result<bool, TaskError> {
-        let Some(tp) = self
-            .queues
-            .iter()
-            .filter_map(|(tp, q)| q.front().map(|r| (r.timestamp, tp)))
-            .min()
-            .map(|(_, tp)| tp.clone())
-        else {
+        let Some(index) = self.next_queue() else {
             return Ok(false);
         };
-        let Some(raw) = self.queues.get_mut(&tp).and_then(VecDeque::pop_front) else {
+        let queue = &mut self.queues[index];
+        let Some(raw) = queue.records.pop_front() else {
             return Ok(false);
         };
-        self.consumed.insert(tp.clone(), raw.offset + 1);
-        let Some(&source_id) = self.sources.get(&tp.topic) else {
+        queue.consumed = Some(raw.offset + 1);
+        let Some(Instance::Source { source, children }) = self.nodes.get(&queue.source) else {
             return Ok(true);
         };
-        let Some(Instance::Source { source, children }) = self.nodes.get(&source_id) else {
-            return Ok(true);
-        };
-        let (source, children) = (source.clone(), children.clone());
+        let (source, children) = (Arc::clone(source), Arc::clone(children));
         let key = match (source.key)(raw.key.as_deref()) {
             Ok(key) => key,
             Err(error) => {
@@ -585,8 +609,8 @@ impl StreamTask {
         }
         self.state.stream_time = self.state.stream_time.max(timestamp);
         self.state.metadata = Some(RecordMetadata {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
+            topic: Arc::clone(&raw.tp.topic),
+            partition: raw.tp.partition,
             offset: raw.offset,
         });
         let record = DynRecord {
@@ -596,7 +620,7 @@ impl StreamTask {
             headers: raw.headers,
         };
         self.state.write_time = timestamp;
-        let result = self.route(&children, vec![(Target::All, record)]);
+        let result = self.route_all(&children, record);
         self.state.metadata = None;
         result?;
         self.state.metrics.processed += 1;
@@ -677,37 +701,38 @@ impl StreamTask {
             children,
             child_names,
             stores,
-            forwards: Vec::new(),
+            forwards: self.forward_pool.pop().unwrap_or_default(),
         };
         call(processor.as_mut(), &mut ctx).map_err(|source| TaskError::Process {
             node: name.clone(),
             source,
         })?;
         let forwards = std::mem::take(&mut ctx.forwards);
-        let children = children.clone();
+        let children = Arc::clone(children);
         self.route(&children, forwards)?;
         Ok(true)
     }
 
-    fn route(
-        &mut self,
-        children: &[NodeId],
-        forwards: Vec<(Target, DynRecord)>,
-    ) -> Result<(), TaskError> {
-        for (target, record) in forwards {
+    fn route(&mut self, children: &[NodeId], mut forwards: Forwards) -> Result<(), TaskError> {
+        for (target, record) in forwards.drain(..) {
             match target {
                 Target::One(child) => self.dispatch(child, record)?,
-                Target::All => {
-                    // The last child takes the record itself: a value with a
-                    // single consumer is never cloned.
-                    if let Some((&last, rest)) = children.split_last() {
-                        for &child in rest {
-                            self.dispatch(child, record.clone())?;
-                        }
-                        self.dispatch(last, record)?;
-                    }
-                }
+                Target::All => self.route_all(children, record)?,
             }
+        }
+        self.forward_pool.push(forwards);
+        Ok(())
+    }
+
+    /// Sends `record` to every one of `children`.
+    fn route_all(&mut self, children: &[NodeId], record: DynRecord) -> Result<(), TaskError> {
+        // The last child takes the record itself: a value with a single
+        // consumer is never cloned.
+        if let Some((&last, rest)) = children.split_last() {
+            for &child in rest {
+                self.dispatch(child, record.clone())?;
+            }
+            self.dispatch(last, record)?;
         }
         Ok(())
     }
@@ -743,8 +768,8 @@ impl StreamTask {
                 Ok(())
             }
             Some(Instance::Source { children, .. }) => {
-                let children = children.clone();
-                self.route(&children, vec![(Target::All, record)])
+                let children = Arc::clone(children);
+                self.route_all(&children, record)
             }
             None => Ok(()),
         }
@@ -793,7 +818,7 @@ impl StreamTask {
             };
             for (key, pending) in store.store.inner().pending() {
                 output.push(ProducedRecord {
-                    topic: changelog.topic.clone(),
+                    topic: changelog.topic.to_string(),
                     partition: Some(changelog.partition),
                     key: Some(key.to_vec()),
                     value: pending.value.clone(),
@@ -955,9 +980,21 @@ impl StreamTask {
         !self.state.output.is_empty()
     }
 
-    /// For each input partition, the offset of the next record to process.
-    pub fn committable_offsets(&self) -> &BTreeMap<TopicPartition, i64> {
-        &self.consumed
+    /// For each input partition a record was processed from, the offset
+    /// of the next record to process.
+    pub fn committable_offsets(&self) -> BTreeMap<TopicPartition, i64> {
+        self.queues
+            .iter()
+            .filter_map(|q| q.consumed.map(|offset| (q.tp.clone(), offset)))
+            .collect()
+    }
+
+    /// [`committable_offsets`](Self::committable_offsets) of one partition.
+    pub fn committable_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.queues
+            .iter()
+            .find(|q| &q.tp == tp)
+            .and_then(|q| q.consumed)
     }
 
     /// Closes the processors.
@@ -981,7 +1018,7 @@ pub fn dead_letter_record(
     let mut headers = raw.headers.clone();
     headers
         .add("brook.error", Some(error.as_bytes().to_vec()))
-        .add("brook.topic", Some(raw.tp.topic.clone().into_bytes()))
+        .add("brook.topic", Some(raw.tp.topic.as_bytes().to_vec()))
         .add(
             "brook.partition",
             Some(raw.tp.partition.to_string().into_bytes()),

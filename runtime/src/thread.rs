@@ -43,7 +43,8 @@ use brook_topology::processor::TaskId;
 use brook_topology::{CleanupPolicy, Timestamp, TopicSpec, Topology};
 
 use crate::cluster::{
-    Cluster, ClusterConsumer, ClusterError, ClusterProducer, Isolation, TopicPartition,
+    Cluster, ClusterConsumer, ClusterError, ClusterProducer, Isolation, ProducedRecord,
+    TopicPartition,
 };
 use brook_state::{
     Checkpoint, CheckpointError, InMemoryKeyValueStore, KeyValueBytes, RocksDbConfig, RocksDbEnv,
@@ -654,7 +655,7 @@ impl GlobalUpdater {
 
     /// Applies what the global topics have now; returns dead letters for
     /// records that cannot be decoded.
-    fn update(&mut self) -> Result<Vec<crate::cluster::ProducedRecord>, RuntimeError> {
+    fn update(&mut self) -> Result<Vec<ProducedRecord>, RuntimeError> {
         let records = self.consumer.poll(10_000)?;
         self.apply(records)
     }
@@ -662,10 +663,10 @@ impl GlobalUpdater {
     fn apply(
         &mut self,
         records: Vec<ConsumedRecord>,
-    ) -> Result<Vec<crate::cluster::ProducedRecord>, RuntimeError> {
+    ) -> Result<Vec<ProducedRecord>, RuntimeError> {
         let mut letters = Vec::new();
         for record in records {
-            let Some((global, store)) = self.stores.get_mut(&record.tp.topic) else {
+            let Some((global, store)) = self.stores.get_mut(&*record.tp.topic) else {
                 continue;
             };
             let reason = match record.key.as_deref() {
@@ -1012,7 +1013,7 @@ impl StreamThread {
         self.topology
             .subtopologies()
             .iter()
-            .find(|s| s.source_topics.iter().any(|t| t.resolve(app) == tp.topic))
+            .find(|s| s.source_topics.iter().any(|t| *t.resolve(app) == *tp.topic))
             .map(|s| TaskId {
                 subtopology: s.id,
                 partition: tp.partition,
@@ -1242,7 +1243,7 @@ impl StreamThread {
             let done = self
                 .tasks
                 .values()
-                .find_map(|t| t.committable_offsets().get(tp).copied())
+                .find_map(|t| t.committable_offset(tp))
                 .or_else(|| self.consumer.position(tp).ok())
                 .unwrap_or(0);
             lag += (ends.get(tp).copied().unwrap_or(0) - done).max(0);
@@ -1339,7 +1340,7 @@ impl StreamThread {
         }
     }
 
-    fn send(&mut self, record: crate::cluster::ProducedRecord) -> Result<(), RuntimeError> {
+    fn send(&mut self, record: ProducedRecord) -> Result<(), RuntimeError> {
         if self.exactly_once() && !self.in_transaction {
             self.producer.begin_transaction()?;
             self.in_transaction = true;
@@ -1351,11 +1352,13 @@ impl StreamThread {
     }
 
     fn send_output(&mut self) -> Result<(), RuntimeError> {
-        let mut output = Vec::new();
-        for task in self.tasks.values_mut() {
-            output.extend(task.take_output());
-        }
-        for record in output {
+        let outputs: Vec<Vec<ProducedRecord>> = self
+            .tasks
+            .values_mut()
+            .filter(|t| t.has_output())
+            .map(StreamTask::take_output)
+            .collect();
+        for record in outputs.into_iter().flatten() {
             self.send(record)?;
         }
         Ok(())
@@ -1376,11 +1379,7 @@ impl StreamThread {
         let offsets: BTreeMap<TopicPartition, i64> = self
             .tasks
             .values()
-            .flat_map(|t| {
-                t.committable_offsets()
-                    .iter()
-                    .map(|(tp, o)| (tp.clone(), *o))
-            })
+            .flat_map(StreamTask::committable_offsets)
             .collect();
         let has_output = self.tasks.values().any(|t| t.has_output());
         if !self.dirty && !has_output && offsets == self.committed {

@@ -191,7 +191,7 @@ fn on_tansu_state_is_restored_rebuilt_and_reset() -> TestResult {
         brook_state::RocksDbConfig::default(),
     )?;
     assert_eq!(rebuilt.len(), 2, "{rebuilt:?}");
-    assert!(rebuilt.iter().all(|r| r.changelog.topic == changelog));
+    assert!(rebuilt.iter().all(|r| *r.changelog.topic == *changelog));
     let stores = tools::list_stores(dir.path(), &app)?;
     assert_eq!(stores.len(), 2);
     let mut total = 0;

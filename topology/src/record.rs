@@ -93,8 +93,9 @@ impl<K, V> Record<K, V> {
 /// Where the record being processed came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
-    /// Source topic.
-    pub topic: String,
+    /// Source topic (shared with the task's partition: set per record
+    /// without allocating).
+    pub topic: std::sync::Arc<str>,
     /// Source partition.
     pub partition: i32,
     /// Offset in that partition.

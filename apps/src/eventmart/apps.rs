@@ -821,7 +821,7 @@ impl Processor<String, Vec<u8>, String, AuditEvent> for AuditProcessor {
             audit_id: format!("{}-{}-{}", meta.topic, meta.partition, meta.offset),
             timestamp: record.timestamp,
             recorded_at: ctx.wall_clock_time(),
-            source_topic: meta.topic,
+            source_topic: meta.topic.to_string(),
             source_partition: meta.partition,
             source_offset: meta.offset,
             event_type,

@@ -238,7 +238,7 @@ impl<K: Data, V: Data + Serialize> Processor<K, V, (), ()> for LakeSink<K, V> {
                 "the lake sink needs each record's source offset (it names files by them)",
             ));
         };
-        let (topic, partition, offset) = (meta.topic.clone(), meta.partition, meta.offset);
+        let (topic, partition, offset) = (meta.topic.to_string(), meta.partition, meta.offset);
         let key = (
             self.config.partitioning.directory(record.timestamp),
             topic,

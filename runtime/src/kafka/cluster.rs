@@ -179,6 +179,7 @@ impl Cluster for KafkaCluster {
             assigned: BTreeMap::new(),
             next: BTreeMap::new(),
             ends: BTreeMap::new(),
+            topic_names: Vec::new(),
         }))
     }
 
@@ -281,6 +282,9 @@ struct KafkaConsumer {
     assigned: BTreeMap<TopicPartition, Offset>,
     /// Offset after the last record returned, per partition.
     next: BTreeMap<TopicPartition, i64>,
+    /// The names of the topics read, shared by their records (a record's
+    /// partition then costs no allocation).
+    topic_names: Vec<Arc<str>>,
     /// End offsets learnt from `end_offsets`, for positions at partition EOF
     /// (read-committed readers skip transaction markers silently).
     ends: BTreeMap<TopicPartition, i64>,
@@ -323,7 +327,20 @@ impl KafkaConsumer {
             .map_err(|e| client_err(format!("assigning partitions in group {:?}", self.group), e))
     }
 
-    fn record(message: &rdkafka::message::BorrowedMessage<'_>) -> ConsumedRecord {
+    /// `message` as a record; `topic_names` shares topic names among
+    /// records.
+    fn record(
+        topic_names: &mut Vec<Arc<str>>,
+        message: &rdkafka::message::BorrowedMessage<'_>,
+    ) -> ConsumedRecord {
+        let topic = match topic_names.iter().find(|name| &***name == message.topic()) {
+            Some(name) => Arc::clone(name),
+            None => {
+                let name: Arc<str> = message.topic().into();
+                topic_names.push(Arc::clone(&name));
+                name
+            }
+        };
         let mut headers = Headers::new();
         if let Some(h) = message.headers() {
             for header in h.iter() {
@@ -331,7 +348,7 @@ impl KafkaConsumer {
             }
         }
         ConsumedRecord {
-            tp: TopicPartition::new(message.topic(), message.partition()),
+            tp: TopicPartition::new(topic, message.partition()),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
@@ -452,8 +469,13 @@ impl ClusterConsumer for KafkaConsumer {
             wait = Duration::ZERO;
             match result {
                 Ok(message) => {
-                    let record = Self::record(&message);
-                    self.next.insert(record.tp.clone(), record.offset + 1);
+                    let record = Self::record(&mut self.topic_names, &message);
+                    match self.next.get_mut(&record.tp) {
+                        Some(next) => *next = record.offset + 1,
+                        None => {
+                            self.next.insert(record.tp.clone(), record.offset + 1);
+                        }
+                    }
                     out.push(record);
                 }
                 Err(KafkaError::PartitionEOF(partition)) => {
