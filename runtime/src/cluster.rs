@@ -241,6 +241,16 @@ pub trait ClusterConsumer: Send {
     fn assign(&mut self, partitions: &[TopicPartition]) -> Result<(), ClusterError>;
     /// Up to `max` records available now, in partition order (no waiting).
     fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClusterError>;
+    /// [`poll`](Self::poll), appending to `out`: a caller polling in a
+    /// loop reuses one buffer.
+    fn poll_into(
+        &mut self,
+        max: usize,
+        out: &mut Vec<ConsumedRecord>,
+    ) -> Result<(), ClusterError> {
+        out.extend(self.poll(max)?);
+        Ok(())
+    }
     /// Reads an assigned partition from `offset` on.
     fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClusterError>;
     /// The offset of the next record [`poll`](Self::poll) considers in an

@@ -624,9 +624,19 @@ impl ClusterConsumer for MemoryConsumer {
     }
 
     fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClusterError> {
+        let mut out = Vec::new();
+        self.poll_into(max, &mut out)?;
+        Ok(out)
+    }
+
+    fn poll_into(
+        &mut self,
+        max: usize,
+        out: &mut Vec<ConsumedRecord>,
+    ) -> Result<(), ClusterError> {
         self.release_revoked();
         let state = self.cluster.lock();
-        let mut out = Vec::new();
+        let max = out.len().saturating_add(max);
         for (tp, position) in self.positions.iter_mut() {
             let log = state.partition(tp)?;
             while out.len() < max && (*position as usize) < log.len() {
@@ -640,7 +650,7 @@ impl ClusterConsumer for MemoryConsumer {
                 *position += 1;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClusterError> {

@@ -975,6 +975,15 @@ impl StreamTask {
         std::mem::take(&mut self.state.output)
     }
 
+    /// Gives back an output buffer taken with
+    /// [`take_output`](Self::take_output), emptied, to be reused.
+    pub fn recycle_output(&mut self, mut buffer: Vec<ProducedRecord>) {
+        if self.state.output.is_empty() && buffer.capacity() > self.state.output.capacity() {
+            buffer.clear();
+            self.state.output = buffer;
+        }
+    }
+
     /// Whether records wait to be taken with [`take_output`](Self::take_output).
     pub fn has_output(&self) -> bool {
         !self.state.output.is_empty()

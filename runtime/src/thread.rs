@@ -740,6 +740,8 @@ pub struct StreamThread {
     restorer: Box<dyn ClusterConsumer>,
     producer: Box<dyn ClusterProducer>,
     tasks: BTreeMap<TaskId, StreamTask>,
+    /// The records of a poll, handed to tasks; kept to be reused.
+    poll_buffer: Vec<ConsumedRecord>,
     routes: HashMap<TopicPartition, TaskId>,
     /// Partition count of every topic the topology reads.
     counts: HashMap<TopicName, i32>,
@@ -939,6 +941,7 @@ impl StreamThread {
             producer,
             topology: topology.clone(),
             tasks: BTreeMap::new(),
+            poll_buffer: Vec::new(),
             routes: HashMap::new(),
             counts,
             wall_clock: now,
@@ -1284,13 +1287,16 @@ impl StreamThread {
                 self.send(letter)?;
             }
         }
-        let records = self.consumer.poll(self.config.max_poll_records)?;
+        let mut records = std::mem::take(&mut self.poll_buffer);
+        records.clear();
+        self.consumer
+            .poll_into(self.config.max_poll_records, &mut records)?;
         let polled = records.len();
         self.io.records_in += polled as u64;
         for task in self.tasks.values_mut() {
             task.set_wall_clock(self.wall_clock);
         }
-        for record in records {
+        for record in records.drain(..) {
             if let Some(id) = self.routes.get(&record.tp)
                 && let Some(task) = self.tasks.get_mut(id)
             {
@@ -1298,6 +1304,7 @@ impl StreamThread {
                 self.dirty = true;
             }
         }
+        self.poll_buffer = records;
         for (id, task) in &mut self.tasks {
             while task.process_one().map_err(|source| RuntimeError::Task {
                 task: *id,
@@ -1352,14 +1359,24 @@ impl StreamThread {
     }
 
     fn send_output(&mut self) -> Result<(), RuntimeError> {
-        let outputs: Vec<Vec<ProducedRecord>> = self
+        let ids: Vec<TaskId> = self
             .tasks
-            .values_mut()
-            .filter(|t| t.has_output())
-            .map(StreamTask::take_output)
+            .iter()
+            .filter(|(_, t)| t.has_output())
+            .map(|(id, _)| *id)
             .collect();
-        for record in outputs.into_iter().flatten() {
-            self.send(record)?;
+        for id in ids {
+            let Some(mut output) = self.tasks.get_mut(&id).map(StreamTask::take_output) else {
+                continue;
+            };
+            for record in output.drain(..) {
+                self.send(record)?;
+            }
+            // The emptied buffer back, so the next batch does not grow a
+            // new one.
+            if let Some(task) = self.tasks.get_mut(&id) {
+                task.recycle_output(output);
+            }
         }
         Ok(())
     }

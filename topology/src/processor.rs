@@ -459,6 +459,53 @@ where
     }
 }
 
+/// A stateless processor over erased records, for the DSL's simplest
+/// operators: what it passes through (the record of `filter` and `peek`,
+/// the key of `map_values`) keeps its shared allocation instead of being
+/// unwrapped and wrapped again as a typed processor would.
+struct RecordFn<F>(F);
+
+impl<F> DynProcessor for RecordFn<F>
+where
+    F: FnMut(&mut dyn DynContext, DynRecord) -> Result<(), ProcessError> + Send,
+{
+    fn init(&mut self, _ctx: &mut dyn DynContext) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    fn process(&mut self, ctx: &mut dyn DynContext, record: DynRecord) -> Result<(), ProcessError> {
+        (self.0)(ctx, record)
+    }
+
+    fn punctuate(
+        &mut self,
+        _ctx: &mut dyn DynContext,
+        _id: ScheduleId,
+        _timestamp: Timestamp,
+    ) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    fn flush(&mut self, _ctx: &mut dyn DynContext) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    fn committed(&mut self, _ctx: &mut dyn DynContext) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    fn close(&mut self) {}
+}
+
+/// A supplier of stateless processors over erased records, each running
+/// the function `make` returns on every record.
+pub(crate) fn record_fn<F>(make: impl Fn() -> F + Send + Sync + 'static) -> ProcessorSupplier
+where
+    F: FnMut(&mut dyn DynContext, DynRecord) -> Result<(), ProcessError> + Send + 'static,
+{
+    Arc::new(move || Box::new(RecordFn(make())))
+}
+
 /// A supplier for a typed processor made by `make`.
 pub fn supplier<P, KIn, VIn, KOut, VOut>(
     make: impl Fn() -> P + Send + Sync + 'static,

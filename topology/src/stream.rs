@@ -29,8 +29,8 @@ use crate::graph::{
     SerializeFn, SinkNode, SourceNode, TimestampExtractorFn, TopicName, Topology, TopologyError,
 };
 use crate::processor::{
-    Data, ProcessError, Processor, ProcessorContext, ProcessorSupplier, erase, supplier,
-    unerase_ref,
+    Data, DynContext, DynRecord, ProcessError, Processor, ProcessorContext, ProcessorSupplier,
+    erase, record_fn, supplier, unerase, unerase_ref,
 };
 use crate::record::{Record, Timestamp};
 use crate::serdes::Serde;
@@ -350,15 +350,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         &self,
         predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static,
     ) -> KStream<K, V> {
-        let predicate = Arc::new(predicate);
-        self.then(
-            "KSTREAM-FILTER",
-            supplier(move || Filter {
-                predicate: predicate.clone(),
-                keep: true,
-            }),
-            false,
-        )
+        self.then("KSTREAM-FILTER", filter_supplier(predicate, true), false)
     }
 
     /// Drops the records for which `predicate` holds.
@@ -366,15 +358,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         &self,
         predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static,
     ) -> KStream<K, V> {
-        let predicate = Arc::new(predicate);
-        self.then(
-            "KSTREAM-FILTER",
-            supplier(move || Filter {
-                predicate: predicate.clone(),
-                keep: false,
-            }),
-            false,
-        )
+        self.then("KSTREAM-FILTER", filter_supplier(predicate, false), false)
     }
 
     /// Replaces key and value. Marks the key as changed.
@@ -392,11 +376,18 @@ impl<K: Data, V: Data> KStream<K, V> {
         f: impl Fn(V) -> VR + Send + Sync + 'static,
     ) -> KStream<K, VR> {
         let f = Arc::new(f);
-        self.then(
-            "KSTREAM-MAPVALUES",
-            supplier::<_, K, V, K, VR>(move || MapValues { f: f.clone() }),
-            false,
-        )
+        let supplier = record_fn(move || {
+            let f = f.clone();
+            move |ctx: &mut dyn DynContext, record: DynRecord| {
+                let value = f(unerase::<V>(record.value)?);
+                ctx.forward(DynRecord {
+                    value: erase(value),
+                    ..record
+                });
+                Ok(())
+            }
+        });
+        self.then("KSTREAM-MAPVALUES", supplier, false)
     }
 
     /// Replaces each record by zero or more records. Marks the key as changed.
@@ -447,11 +438,18 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// Calls `f` on every record and passes it on unchanged.
     pub fn peek(&self, f: impl Fn(&K, &V) + Send + Sync + 'static) -> KStream<K, V> {
         let f = Arc::new(f);
-        self.then(
-            "KSTREAM-PEEK",
-            supplier(move || Peek { f: f.clone() }),
-            false,
-        )
+        let supplier = record_fn(move || {
+            let f = f.clone();
+            move |ctx: &mut dyn DynContext, record: DynRecord| {
+                f(
+                    unerase_ref::<K>(&record.key)?,
+                    unerase_ref::<V>(&record.value)?,
+                );
+                ctx.forward(record);
+                Ok(())
+            }
+        });
+        self.then("KSTREAM-PEEK", supplier, false)
     }
 
     /// Both streams' records as one stream.
@@ -651,24 +649,26 @@ impl<K: Data, V: Data> Processor<K, V, K, V> for PassThrough {
     }
 }
 
-struct Filter<F> {
-    predicate: Arc<F>,
+/// `filter` (`keep`: true) and `filter_not` (false): the record passes
+/// through unchanged, never unwrapped.
+fn filter_supplier<K: Data, V: Data>(
+    predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static,
     keep: bool,
-}
-
-impl<K: Data, V: Data, F: Fn(&K, &V) -> bool + Send + Sync + 'static> Processor<K, V, K, V>
-    for Filter<F>
-{
-    fn process(
-        &mut self,
-        ctx: &mut ProcessorContext<'_, K, V>,
-        record: Record<K, V>,
-    ) -> Result<(), ProcessError> {
-        if (self.predicate)(&record.key, &record.value) == self.keep {
-            ctx.forward(record);
+) -> ProcessorSupplier {
+    let predicate = Arc::new(predicate);
+    record_fn(move || {
+        let predicate = predicate.clone();
+        move |ctx: &mut dyn DynContext, record: DynRecord| {
+            let holds = predicate(
+                unerase_ref::<K>(&record.key)?,
+                unerase_ref::<V>(&record.value)?,
+            );
+            if holds == keep {
+                ctx.forward(record);
+            }
+            Ok(())
         }
-        Ok(())
-    }
+    })
 }
 
 struct Map<F> {
@@ -691,33 +691,6 @@ where
         let (key, value) = (self.f)(record.key, record.value);
         ctx.forward(Record {
             key,
-            value,
-            timestamp: record.timestamp,
-            headers: record.headers,
-        });
-        Ok(())
-    }
-}
-
-struct MapValues<F> {
-    f: Arc<F>,
-}
-
-impl<K, V, VR, F> Processor<K, V, K, VR> for MapValues<F>
-where
-    K: Data,
-    V: Data,
-    VR: Data,
-    F: Fn(V) -> VR + Send + Sync + 'static,
-{
-    fn process(
-        &mut self,
-        ctx: &mut ProcessorContext<'_, K, VR>,
-        record: Record<K, V>,
-    ) -> Result<(), ProcessError> {
-        let value = (self.f)(record.value);
-        ctx.forward(Record {
-            key: record.key,
             value,
             timestamp: record.timestamp,
             headers: record.headers,
@@ -807,21 +780,6 @@ where
     }
 }
 
-struct Peek<F> {
-    f: Arc<F>,
-}
-
-impl<K: Data, V: Data, F: Fn(&K, &V) + Send + Sync + 'static> Processor<K, V, K, V> for Peek<F> {
-    fn process(
-        &mut self,
-        ctx: &mut ProcessorContext<'_, K, V>,
-        record: Record<K, V>,
-    ) -> Result<(), ProcessError> {
-        (self.f)(&record.key, &record.value);
-        ctx.forward(record);
-        Ok(())
-    }
-}
 
 struct Branch<K, V> {
     predicates: Arc<Vec<Predicate<K, V>>>,

@@ -458,8 +458,18 @@ impl ClusterConsumer for KafkaConsumer {
     }
 
     fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClusterError> {
-        self.finish_revocation();
         let mut out = Vec::new();
+        self.poll_into(max, &mut out)?;
+        Ok(out)
+    }
+
+    fn poll_into(
+        &mut self,
+        max: usize,
+        out: &mut Vec<ConsumedRecord>,
+    ) -> Result<(), ClusterError> {
+        self.finish_revocation();
+        let max = out.len().saturating_add(max);
         // Wait a little for the first record, then take what is there.
         let mut wait = Duration::from_millis(100);
         while out.len() < max {
@@ -490,7 +500,7 @@ impl ClusterConsumer for KafkaConsumer {
                 Err(e) => return Err(client_err(format!("polling in group {:?}", self.group), e)),
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClusterError> {
