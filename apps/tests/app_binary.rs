@@ -132,7 +132,9 @@ fn the_wordcount_binary_counts_serves_metrics_and_stops_cleanly_on_sigterm() -> 
     .map(|(w, n)| ((*w).to_owned(), *n))
     .collect();
     let mut reader = cluster.consumer(&ns.group("reader"), Isolation::ReadCommitted)?;
-    let tps: Vec<_> = (0..2).map(|p| TopicPartition::new(counts.as_str(), p)).collect();
+    let tps: Vec<_> = (0..2)
+        .map(|p| TopicPartition::new(counts.as_str(), p))
+        .collect();
     reader.assign(&tps)?;
     let mut latest = BTreeMap::new();
     let started = Instant::now();

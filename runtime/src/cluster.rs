@@ -243,11 +243,7 @@ pub trait ClusterConsumer: Send {
     fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClusterError>;
     /// [`poll`](Self::poll), appending to `out`: a caller polling in a
     /// loop reuses one buffer.
-    fn poll_into(
-        &mut self,
-        max: usize,
-        out: &mut Vec<ConsumedRecord>,
-    ) -> Result<(), ClusterError> {
+    fn poll_into(&mut self, max: usize, out: &mut Vec<ConsumedRecord>) -> Result<(), ClusterError> {
         out.extend(self.poll(max)?);
         Ok(())
     }

@@ -629,11 +629,7 @@ impl ClusterConsumer for MemoryConsumer {
         Ok(out)
     }
 
-    fn poll_into(
-        &mut self,
-        max: usize,
-        out: &mut Vec<ConsumedRecord>,
-    ) -> Result<(), ClusterError> {
+    fn poll_into(&mut self, max: usize, out: &mut Vec<ConsumedRecord>) -> Result<(), ClusterError> {
         self.release_revoked();
         let state = self.cluster.lock();
         let max = out.len().saturating_add(max);

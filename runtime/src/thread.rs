@@ -660,10 +660,7 @@ impl GlobalUpdater {
         self.apply(records)
     }
 
-    fn apply(
-        &mut self,
-        records: Vec<ConsumedRecord>,
-    ) -> Result<Vec<ProducedRecord>, RuntimeError> {
+    fn apply(&mut self, records: Vec<ConsumedRecord>) -> Result<Vec<ProducedRecord>, RuntimeError> {
         let mut letters = Vec::new();
         for record in records {
             let Some((global, store)) = self.stores.get_mut(&*record.tp.topic) else {

@@ -175,7 +175,9 @@ fn a_killed_instance_restarts_from_its_state_directory_on_tansu() -> TestResult 
     let restored = thread.restore_metrics().records;
     let changelog_len: i64 = {
         let mut c = cluster.consumer("kill-test-ends", Isolation::ReadCommitted)?;
-        let tps: Vec<_> = (0..2).map(|p| TopicPartition::new(changelog.as_str(), p)).collect();
+        let tps: Vec<_> = (0..2)
+            .map(|p| TopicPartition::new(changelog.as_str(), p))
+            .collect();
         c.end_offsets(&tps)?.values().sum()
     };
     assert!(

@@ -105,13 +105,27 @@ where
     T: serde::Serialize + serde::de::DeserializeOwned + 'static,
 {
     fn serialize(&self, value: &T) -> Result<Option<Vec<u8>>, SerdeError> {
-        serde_json::to_vec(value)
-            .map(Some)
-            .map_err(|e| SerdeError::Encode {
+        thread_local! {
+            /// Where values are written first: each output then gets an
+            /// allocation of its exact size (`to_vec` would start at 128
+            /// bytes and grow by doubling).
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.clear();
+            serde_json::to_writer(&mut *scratch, value).map_err(|e| SerdeError::Encode {
                 format: "JSON",
                 type_name: short_type_name::<T>(),
                 reason: e.to_string(),
-            })
+            })?;
+            let bytes = scratch.to_vec();
+            // A rare huge value does not stay held by the thread.
+            if scratch.capacity() > 1 << 20 {
+                *scratch = Vec::new();
+            }
+            Ok(Some(bytes))
+        })
     }
 
     fn deserialize(&self, bytes: Option<&[u8]>) -> Result<T, SerdeError> {

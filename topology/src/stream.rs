@@ -780,7 +780,6 @@ where
     }
 }
 
-
 struct Branch<K, V> {
     predicates: Arc<Vec<Predicate<K, V>>>,
     children: Arc<Vec<String>>,

@@ -463,11 +463,7 @@ impl ClusterConsumer for KafkaConsumer {
         Ok(out)
     }
 
-    fn poll_into(
-        &mut self,
-        max: usize,
-        out: &mut Vec<ConsumedRecord>,
-    ) -> Result<(), ClusterError> {
+    fn poll_into(&mut self, max: usize, out: &mut Vec<ConsumedRecord>) -> Result<(), ClusterError> {
         self.finish_revocation();
         let max = out.len().saturating_add(max);
         // Wait a little for the first record, then take what is there.
