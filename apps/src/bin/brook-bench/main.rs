@@ -52,7 +52,15 @@
 //!   `--records` records to an output topic: a `map_values`, and a 1-second
 //!   tumbling-window count per key (100 keys) with RocksDB state; records/s
 //!   after the first poll that returned records (consumer start-up is not
-//!   counted) until every record is processed and the output flushed.
+//!   counted) until every record is processed and the output flushed;
+//! - `e2e_<workload>_latency_p50`/`_p99`: the same topologies, at-least-once,
+//!   at a steady 20,000 records/s for 3 s, each input record stamped with
+//!   the wall clock when sent; an output record's latency is the time it
+//!   arrives at a consumer minus that stamp (ms). Not measured for
+//!   exactly-once: the mock broker does not hold back uncommitted records
+//!   from read-committed consumers, so it would show at-least-once's
+//!   numbers; on Kafka, exactly-once output becomes readable when its
+//!   transaction commits, adding up to the commit interval (100 ms here).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -66,6 +74,7 @@ use brook_runtime::kafka::{KafkaConfig, send_blocking};
 use brook_runtime::memory::MemoryCluster;
 use brook_runtime::partition::partition_for_key;
 use brook_runtime::thread::{StreamThread, StreamsConfig, ThreadOptions};
+use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -77,6 +86,10 @@ const USAGE: &str =
     "usage: brook-bench [--runs N] [--records N] [--state-records N] [--out DIR] [--label TEXT]";
 pub(crate) const PARTITIONS: i32 = 16;
 pub(crate) const VALUE_BYTES: usize = 100;
+/// The end-to-end latency runs: input records/s (about a tenth of what
+/// brook sustains end to end on the mock) and for how long.
+const LATENCY_RATE: u64 = 20_000;
+const LATENCY_SECONDS: u64 = 3;
 
 struct Sample {
     name: String,
@@ -190,6 +203,15 @@ fn run(args: &Args) -> Result<()> {
     let mut e2e_windowed = Sample::new("e2e_windowed_mock", "records/s");
     let mut e2e_stateless_eos = Sample::new("e2e_stateless_mock_eos", "records/s");
     let mut e2e_windowed_eos = Sample::new("e2e_windowed_mock_eos", "records/s");
+    let mut e2e_latency: Vec<[Sample; 2]> = ["stateless", "windowed"]
+        .iter()
+        .map(|w| {
+            [
+                Sample::new(format!("e2e_{w}_latency_p50"), "ms"),
+                Sample::new(format!("e2e_{w}_latency_p99"), "ms"),
+            ]
+        })
+        .collect();
     let mut raw_loop = Sample::new("raw_consume_produce_mock", "records/s");
     let mut quix_stateless = Sample::new("quix_stateless_mock", "records/s");
     let mut quix_windowed = Sample::new("quix_windowed_mock", "records/s");
@@ -281,6 +303,12 @@ fn run(args: &Args) -> Result<()> {
                         .with_context(|| format!("run {run}: {}", sample.name))?,
                 );
             }
+            for (windowed, samples) in [false, true].into_iter().zip(e2e_latency.iter_mut()) {
+                let latency = bench_e2e_latency(windowed, LATENCY_RATE, LATENCY_SECONDS)
+                    .with_context(|| format!("run {run}: {}", samples[0].name))?;
+                samples[0].runs.push(latency.p50_ms);
+                samples[1].runs.push(latency.p99_ms);
+            }
         }
         if want("baseline") {
             let (mock, bootstrap) = mock_with_input(records, &[("e2e-out", PARTITIONS)])?;
@@ -332,6 +360,9 @@ fn run(args: &Args) -> Result<()> {
         e2e_windowed,
         e2e_stateless_eos,
         e2e_windowed_eos,
+    ];
+    samples.extend(e2e_latency.into_iter().flatten());
+    samples.extend([
         raw_loop,
         quix_stateless,
         quix_windowed,
@@ -341,7 +372,7 @@ fn run(args: &Args) -> Result<()> {
         json_decode,
         lake,
         lake_bytes,
-    ];
+    ]);
     samples.extend(engine.into_iter().flatten());
     let samples: Vec<Sample> = samples.into_iter().filter(|s| !s.runs.is_empty()).collect();
     let mut table = render_table(&samples, runs, records, &label);
@@ -855,28 +886,18 @@ fn mock_with_input(records: usize, extra: &[(&str, i32)]) -> Result<(Arc<Embedde
     Ok((mock, bootstrap))
 }
 
-/// Runs a topology on the mock cluster from `records` input records to the
-/// output topic; records/s.
-fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
-    use brook_topology::serdes::{Json, Utf8};
+/// The end-to-end topology from `e2e-in` to `e2e-out`: a `map_values`,
+/// or (`windowed`) a 1-second tumbling-window count per key with RocksDB
+/// state.
+fn e2e_topology(windowed: bool) -> Result<brook_topology::Topology> {
+    use brook_topology::serdes::{Json, RawBytes, Utf8};
     use brook_topology::window::TimeWindows;
     use brook_topology::{Consumed, Grouped, Materialized, Produced, StreamsBuilder};
-    let extra = [
-        ("e2e-out", PARTITIONS),
-        ("e2e-e2e-counts-changelog", PARTITIONS),
-        ("e2e-dead-letters", 1),
-    ];
-    // Every topic is made beforehand, as in the other runs of this group.
-    let (mock, _) = mock_with_input(records, &extra)?;
-    let cluster = EmbeddedCluster::new(mock, |kafka| kafka.set_producer("linger.ms", "5"))?;
     let b = StreamsBuilder::new();
-    let input = b.stream(
-        "e2e-in",
-        Consumed::with(Utf8, brook_topology::serdes::RawBytes),
-    );
+    let input = b.stream("e2e-in", Consumed::with(Utf8, RawBytes));
     if windowed {
         input
-            .group_by_key(Grouped::with(Utf8, brook_topology::serdes::RawBytes))
+            .group_by_key(Grouped::with(Utf8, RawBytes))
             .windowed_by(TimeWindows::tumbling(
                 Duration::from_secs(1),
                 Duration::ZERO,
@@ -890,8 +911,19 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
             .map_values(|v: Vec<u8>| v.len() as i64)
             .to("e2e-out", Produced::with(Utf8, Json::<i64>::new()));
     }
-    let dir = tempfile::tempdir()?;
-    let mut config = StreamsConfig::new("e2e").state_dir(dir.path());
+    Ok(b.build()?)
+}
+
+/// The topics of the end-to-end runs besides `e2e-in`.
+const E2E_TOPICS: [(&str, i32); 3] = [
+    ("e2e-out", PARTITIONS),
+    ("e2e-e2e-counts-changelog", PARTITIONS),
+    ("e2e-dead-letters", 1),
+];
+
+/// The end-to-end runs' stream-thread configuration.
+fn e2e_config(dir: &std::path::Path, eos: bool) -> StreamsConfig {
+    let mut config = StreamsConfig::new("e2e").state_dir(dir);
     if eos {
         config = config.exactly_once();
     }
@@ -902,8 +934,25 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(100),
     );
+    config
+}
+
+/// Runs a topology on the mock cluster from `records` input records to the
+/// output topic; records/s.
+fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
+    // Every topic is made beforehand, as in the other runs of this group.
+    let (mock, _) = mock_with_input(records, &E2E_TOPICS)?;
+    let cluster = EmbeddedCluster::new(mock, |kafka| kafka.set_producer("linger.ms", "5"))?;
+    let dir = tempfile::tempdir()?;
+    let config = e2e_config(dir.path(), eos);
     let started = Instant::now();
-    let mut thread = StreamThread::new(&Arc::new(b.build()?), config, &cluster, |_| true, 0)?;
+    let mut thread = StreamThread::new(
+        &Arc::new(e2e_topology(windowed)?),
+        config,
+        &cluster,
+        |_| true,
+        0,
+    )?;
     // Timed from the first poll that returns records: consumer start-up
     // (group coordinator lookup, first fetch) is not throughput.
     let mut first: Option<(Instant, u64)> = None;
@@ -934,6 +983,164 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
     let rate = (records as u64 - done).max(1) as f64 / from.elapsed().as_secs_f64();
     thread.close()?;
     Ok(rate)
+}
+
+/// Milliseconds since the Unix epoch (record timestamps).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// End-to-end latency percentiles, ms.
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// The end-to-end workload (at-least-once) at a steady `rate` records/s
+/// for `seconds`, below what the runtime can do: a producer thread writes
+/// the input (each record stamped with the wall clock when it is sent),
+/// brook processes it, and a consumer thread stamps each output record on
+/// arrival. The
+/// latency of an output record is its arrival time minus its timestamp,
+/// which brook carries over from the input record (the count's updates
+/// carry the timestamp of the record that made them): from the moment the
+/// input was sent to the moment its result could be read, in ms.
+fn bench_e2e_latency(windowed: bool, rate: u64, seconds: u64) -> Result<Latency> {
+    let mock = Arc::new(EmbeddedBroker::start(1)?);
+    mock.create_topic(&brook_topology::TopicSpec::new("e2e-in", PARTITIONS))?;
+    for (name, partitions) in E2E_TOPICS {
+        mock.create_topic(&brook_topology::TopicSpec::new(name, partitions))?;
+    }
+    let bootstrap = mock.bootstrap().to_owned();
+    let total = rate * seconds;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // The reader of the output, from its beginning.
+    let reader = {
+        let kafka = KafkaConfig::new(&bootstrap);
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || -> Result<Vec<i64>> {
+            let consumer: BaseConsumer = kafka
+                .consumer("brook-bench-latency")
+                .set("fetch.wait.max.ms", "5")
+                .create()?;
+            let mut assignment = TopicPartitionList::new();
+            for p in 0..PARTITIONS {
+                assignment.add_partition_offset("e2e-out", p, Offset::Beginning)?;
+            }
+            consumer.assign(&assignment)?;
+            let mut latencies = Vec::new();
+            let mut idle_since: Option<Instant> = None;
+            loop {
+                match consumer.poll(Duration::from_millis(5)) {
+                    Some(message) => {
+                        let message = message.context("reading the output")?;
+                        let sent = message.timestamp().to_millis().unwrap_or(0);
+                        latencies.push(now_ms() - sent);
+                        idle_since = None;
+                    }
+                    None if done.load(std::sync::atomic::Ordering::Acquire) => {
+                        // Everything was processed and committed: stop once
+                        // nothing more arrives for a second.
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(1) {
+                            return Ok(latencies);
+                        }
+                    }
+                    None => {}
+                }
+            }
+        })
+    };
+
+    // librdkafka's mock broker holds every fetch for the consumer's
+    // fetch.wait.max.ms (500 ms by default) even when data arrives
+    // meanwhile, where a real broker answers as soon as there is a byte
+    // (fetch.min.bytes=1): with the default, latency here would measure the
+    // mock's timer. Both consumers wait at most 5 ms.
+    let cluster = EmbeddedCluster::new(mock, |kafka| {
+        kafka
+            .set_producer("linger.ms", "5")
+            .set_consumer("fetch.wait.max.ms", "5")
+    })?;
+    let dir = tempfile::tempdir()?;
+    let mut thread = StreamThread::new(
+        &Arc::new(e2e_topology(windowed)?),
+        e2e_config(dir.path(), false),
+        &cluster,
+        |_| true,
+        0,
+    )?;
+    // Start-up (group join, first fetches of the application and of the
+    // reader) is not latency: both run a while before the input starts.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(1500) {
+        thread.run_once(now_ms())?;
+    }
+    // The input, paced: each millisecond tops the count up to rate × elapsed.
+    let writer = {
+        let kafka = KafkaConfig::new(&bootstrap).set_producer("linger.ms", "1");
+        std::thread::spawn(move || -> Result<()> {
+            let producer: BaseProducer = kafka.producer().create()?;
+            let value = vec![b'x'; VALUE_BYTES];
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while sent < total {
+                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+                while sent < due.min(total) {
+                    let key = format!("key-{}", sent % 100);
+                    send_blocking(&producer, "e2e-in", Some(key.as_bytes()), &value)
+                        .context("producing")?;
+                    sent += 1;
+                }
+                producer.poll(Duration::from_millis(1));
+            }
+            producer
+                .flush(Duration::from_secs(60))
+                .context("flushing")?;
+            Ok(())
+        })
+    };
+
+    let started = Instant::now();
+    let limit = Duration::from_secs(seconds + 120);
+    while thread.metrics().processed < total {
+        if started.elapsed() > limit {
+            done.store(true, std::sync::atomic::Ordering::Release);
+            bail!(
+                "processed {} of {total} records in {} s",
+                thread.metrics().processed,
+                limit.as_secs()
+            );
+        }
+        thread.run_once(now_ms())?;
+    }
+    thread.commit()?;
+    done.store(true, std::sync::atomic::Ordering::Release);
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the input writer panicked"))??;
+    let mut latencies = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the output reader panicked"))??;
+    thread.close()?;
+    // The count drops nothing here (one partition's records arrive in
+    // order), so every input has its output.
+    if (latencies.len() as u64) < total {
+        bail!(
+            "read {} output records of {total} expected",
+            latencies.len()
+        );
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64;
+    Ok(Latency {
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    })
 }
 
 fn render_table(samples: &[Sample], runs: usize, records: usize, label: &str) -> String {
