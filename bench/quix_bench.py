@@ -62,14 +62,16 @@ def main():
     )
     topic_in = app.topic(input_name, key_deserializer="str", value_deserializer="bytes")
     topic_out = app.topic(output_name, key_serializer="str", value_serializer="json")
-    seen = {"n": 0, "first": None, "last": None}
+    seen = {"n": 0, "first": None, "last": None, "cpu_first": None, "cpu_last": None}
 
     def tick(value):
         if seen["first"] is None:
             seen["first"] = time.perf_counter()
+            seen["cpu_first"] = time.process_time()
         seen["n"] += 1
         if seen["n"] >= records:
             seen["last"] = time.perf_counter()
+            seen["cpu_last"] = time.process_time()
             app.stop()
         return value
 
@@ -83,10 +85,15 @@ def main():
     sdf.to_topic(topic_out)
     app.run()
     seconds = (seen["last"] or time.perf_counter()) - (seen["first"] or time.perf_counter())
+    # CPU time of the whole process (every thread: Python's and
+    # librdkafka's) over the same interval.
+    cpu = (seen["cpu_last"] or time.process_time()) - (seen["cpu_first"] or time.process_time())
     print(json.dumps({
         "records": seen["n"],
         "seconds": seconds,
         "records_per_second": seen["n"] / seconds if seconds > 0 else 0.0,
+        "cpu_seconds": cpu,
+        "records_per_cpu_second": seen["n"] / cpu if cpu > 0 else 0.0,
     }))
 
 

@@ -23,7 +23,11 @@ pub fn send_blocking(
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                producer.poll(Duration::from_millis(1));
+                // Serve delivery reports, then wait for room without
+                // spinning (a `poll` of 1 ms would spin: rdkafka polls with
+                // a zero timeout once under a millisecond remains).
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_micros(200));
             }
             Err((error, _)) => return Err(error),
         }

@@ -215,6 +215,15 @@ fn run(args: &Args) -> Result<()> {
     let mut raw_loop = Sample::new("raw_consume_produce_mock", "records/s");
     let mut quix_stateless = Sample::new("quix_stateless_mock", "records/s");
     let mut quix_windowed = Sample::new("quix_windowed_mock", "records/s");
+    // Records per CPU-second: brook's threads (not the mock broker's) and
+    // the Quix process's.
+    let mut per_cpu: [Sample; 4] = [
+        "e2e_stateless_mock",
+        "e2e_windowed_mock",
+        "quix_stateless_mock",
+        "quix_windowed_mock",
+    ]
+    .map(|n| Sample::new(format!("{n}_per_cpu"), "records/CPU-s"));
     let mut avro_encode = Sample::new("avro_encode_user_event_v2", "records/s");
     let mut avro_decode = Sample::new("avro_decode_v2_as_v2", "records/s");
     let mut avro_resolve = Sample::new("avro_decode_v1_as_v2_resolving", "records/s");
@@ -292,16 +301,19 @@ fn run(args: &Args) -> Result<()> {
             }
         }
         if want("e2e") {
-            for (sample, windowed, eos) in [
-                (&mut e2e_stateless, false, false),
-                (&mut e2e_windowed, true, false),
-                (&mut e2e_stateless_eos, false, true),
-                (&mut e2e_windowed_eos, true, true),
+            let [e2e_stateless_cpu, e2e_windowed_cpu, _, _] = &mut per_cpu;
+            for (sample, cpu, windowed, eos) in [
+                (&mut e2e_stateless, Some(e2e_stateless_cpu), false, false),
+                (&mut e2e_windowed, Some(e2e_windowed_cpu), true, false),
+                (&mut e2e_stateless_eos, None, false, true),
+                (&mut e2e_windowed_eos, None, true, true),
             ] {
-                sample.runs.push(
-                    bench_e2e(records, windowed, eos)
-                        .with_context(|| format!("run {run}: {}", sample.name))?,
-                );
+                let r = bench_e2e(records, windowed, eos)
+                    .with_context(|| format!("run {run}: {}", sample.name))?;
+                sample.runs.push(r.rate);
+                if let Some(cpu) = cpu {
+                    cpu.runs.push(r.per_cpu_second);
+                }
             }
             for (windowed, samples) in [false, true].into_iter().zip(e2e_latency.iter_mut()) {
                 let latency = bench_e2e_latency(windowed, LATENCY_RATE, LATENCY_SECONDS)
@@ -316,14 +328,15 @@ fn run(args: &Args) -> Result<()> {
                 workloads::raw_loop(&bootstrap, "e2e-in", "e2e-out", records)
                     .with_context(|| format!("run {run}: raw loop"))?,
             );
-            for (sample, workload) in [
-                (&mut quix_stateless, "stateless"),
-                (&mut quix_windowed, "windowed"),
+            let [_, _, quix_stateless_cpu, quix_windowed_cpu] = &mut per_cpu;
+            for (sample, cpu, workload) in [
+                (&mut quix_stateless, quix_stateless_cpu, "stateless"),
+                (&mut quix_windowed, quix_windowed_cpu, "windowed"),
             ] {
-                sample.runs.push(
-                    workloads::quix(&bootstrap, workload, "e2e-in", "e2e-out", records)
-                        .with_context(|| format!("run {run}: {}", sample.name))?,
-                );
+                let r = workloads::quix(&bootstrap, workload, "e2e-in", "e2e-out", records)
+                    .with_context(|| format!("run {run}: {}", sample.name))?;
+                sample.runs.push(r.rate);
+                cpu.runs.push(r.per_cpu_second);
             }
             drop(mock);
         }
@@ -362,10 +375,9 @@ fn run(args: &Args) -> Result<()> {
         e2e_windowed_eos,
     ];
     samples.extend(e2e_latency.into_iter().flatten());
+    samples.extend([raw_loop, quix_stateless, quix_windowed]);
+    samples.extend(per_cpu);
     samples.extend([
-        raw_loop,
-        quix_stateless,
-        quix_windowed,
         avro_encode,
         avro_decode,
         avro_resolve,
@@ -430,17 +442,38 @@ fn compare(samples: &[Sample]) -> Vec<Comparison> {
         "raw_consume_produce_mock",
         Some(0.8),
     );
+    // Per core: records per CPU-second of each framework's threads. The
+    // wall-clock ratios below are capped by the broker both share (the raw
+    // client's ratio to Quix is the most any client can show there).
     ratio(
-        "e2e stateless: brook / Quix Streams",
-        "e2e_stateless_mock",
-        "quix_stateless_mock",
+        "e2e stateless: brook / Quix Streams, per CPU-second",
+        "e2e_stateless_mock_per_cpu",
+        "quix_stateless_mock_per_cpu",
         Some(10.0),
     );
     ratio(
-        "e2e windowed count: brook / Quix Streams",
+        "e2e windowed count: brook / Quix Streams, per CPU-second",
+        "e2e_windowed_mock_per_cpu",
+        "quix_windowed_mock_per_cpu",
+        Some(10.0),
+    );
+    ratio(
+        "e2e stateless: brook / Quix Streams, wall clock",
+        "e2e_stateless_mock",
+        "quix_stateless_mock",
+        None,
+    );
+    ratio(
+        "e2e windowed count: brook / Quix Streams, wall clock",
         "e2e_windowed_mock",
         "quix_windowed_mock",
-        Some(10.0),
+        None,
+    );
+    ratio(
+        "raw client / Quix Streams (stateless), wall clock",
+        "raw_consume_produce_mock",
+        "quix_stateless_mock",
+        None,
     );
     ratio(
         "e2e stateless: exactly-once / at-least-once",
@@ -938,10 +971,18 @@ fn e2e_config(dir: &std::path::Path, eos: bool) -> StreamsConfig {
 }
 
 /// Runs a topology on the mock cluster from `records` input records to the
-/// output topic; records/s.
-fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
+/// output topic: records/s, and records per CPU-second of brook's threads
+/// (the stream thread and its clients' librdkafka threads; not the mock
+/// broker's, which run in this process too).
+fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<workloads::Throughput> {
     // Every topic is made beforehand, as in the other runs of this group.
     let (mock, _) = mock_with_input(records, &E2E_TOPICS)?;
+    // The broker's threads: all but this one, before brook's clients start.
+    let main_thread = std::process::id();
+    let broker_threads: Vec<u32> = workloads::thread_cpu_ns()?
+        .into_keys()
+        .filter(|&tid| tid != main_thread)
+        .collect();
     let cluster = EmbeddedCluster::new(mock, |kafka| kafka.set_producer("linger.ms", "5"))?;
     let dir = tempfile::tempdir()?;
     let config = e2e_config(dir.path(), eos);
@@ -956,6 +997,7 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
     // Timed from the first poll that returns records: consumer start-up
     // (group coordinator lookup, first fetch) is not throughput.
     let mut first: Option<(Instant, u64)> = None;
+    let mut cpu_at_first = std::collections::BTreeMap::new();
     while thread.metrics().processed < records as u64 {
         if started.elapsed() > Duration::from_secs(300) {
             bail!(
@@ -966,9 +1008,15 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
         let polled = thread.run_once(started.elapsed().as_millis() as i64)?;
         if first.is_none() && polled > 0 {
             first = Some((Instant::now(), thread.metrics().processed));
+            cpu_at_first = workloads::thread_cpu_ns()?;
         }
     }
     thread.commit()?;
+    let cpu_ns: u64 = workloads::thread_cpu_ns()?
+        .into_iter()
+        .filter(|(tid, _)| !broker_threads.contains(tid))
+        .map(|(tid, ns)| ns.saturating_sub(cpu_at_first.get(&tid).copied().unwrap_or(0)))
+        .sum();
     if std::env::var("BENCH_DEBUG").is_ok() {
         let io = thread.thread_metrics();
         eprintln!(
@@ -980,9 +1028,13 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<f64> {
         );
     }
     let (from, done) = first.unwrap_or((started, 0));
-    let rate = (records as u64 - done).max(1) as f64 / from.elapsed().as_secs_f64();
+    let timed = (records as u64 - done).max(1) as f64;
+    let rate = timed / from.elapsed().as_secs_f64();
     thread.close()?;
-    Ok(rate)
+    Ok(workloads::Throughput {
+        rate,
+        per_cpu_second: timed / (cpu_ns.max(1) as f64 / 1e9),
+    })
 }
 
 /// Milliseconds since the Unix epoch (record timestamps).
@@ -1096,7 +1148,10 @@ fn bench_e2e_latency(windowed: bool, rate: u64, seconds: u64) -> Result<Latency>
                         .context("producing")?;
                     sent += 1;
                 }
-                producer.poll(Duration::from_millis(1));
+                // Delivery reports, then a sleep (not `poll(1 ms)`, which
+                // spins: this thread shares the machine with brook).
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_micros(500));
             }
             producer
                 .flush(Duration::from_secs(60))

@@ -308,7 +308,9 @@ pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> R
                     ),
                     r,
                 )) => {
-                    producer.poll(Duration::from_millis(1));
+                    // As brook's producer waits for room (a 1 ms poll spins).
+                    producer.poll(Duration::ZERO);
+                    std::thread::sleep(Duration::from_micros(200));
                     record = r;
                 }
                 Err((e, _)) => return Err(e).context("raw loop: producing"),
@@ -331,7 +333,7 @@ pub fn quix(
     input: &str,
     output: &str,
     records: usize,
-) -> Result<f64> {
+) -> Result<Throughput> {
     let python = std::env::var("BROOK_BENCH_PYTHON").unwrap_or_else(|_| {
         let cache = std::env::var("BROOK_CACHE").unwrap_or_else(|_| {
             format!("{}/.cache/brook", std::env::var("HOME").unwrap_or_default())
@@ -373,7 +375,39 @@ pub fn quix(
     if v["records"].as_u64() != Some(records as u64) {
         bail!("quix {workload} processed {} of {records}", v["records"]);
     }
-    v["records_per_second"]
-        .as_f64()
-        .context("records_per_second")
+    Ok(Throughput {
+        rate: v["records_per_second"]
+            .as_f64()
+            .context("records_per_second")?,
+        per_cpu_second: v["records_per_cpu_second"]
+            .as_f64()
+            .context("records_per_cpu_second")?,
+    })
+}
+
+/// Records/s, and records per CPU-second of the framework's threads.
+pub struct Throughput {
+    /// Records/s (wall clock).
+    pub rate: f64,
+    /// Records per second of CPU time the framework's threads used.
+    pub per_cpu_second: f64,
+}
+
+/// CPU time each of this process's threads used so far, ns, by thread id
+/// (Linux: the first field of `/proc/self/task/<tid>/schedstat`).
+pub fn thread_cpu_ns() -> Result<std::collections::BTreeMap<u32, u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc/self/task").context("reading /proc/self/task")? {
+        let entry = entry?;
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread may end between the listing and the read.
+        if let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat"))
+            && let Some(ns) = text.split_whitespace().next().and_then(|n| n.parse().ok())
+        {
+            out.insert(tid, ns);
+        }
+    }
+    Ok(out)
 }
