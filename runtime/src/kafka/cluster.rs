@@ -637,6 +637,9 @@ struct DeliveryTracker {
 struct Deliveries {
     written: BTreeMap<TopicPartition, i64>,
     failure: Option<String>,
+    /// Topic names seen, shared by `written`'s keys (a report then
+    /// allocates nothing).
+    topic_names: Vec<Arc<str>>,
 }
 
 impl ClientContext for DeliveryTracker {}
@@ -648,9 +651,26 @@ impl ProducerContext for DeliveryTracker {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(message) => {
-                let tp = TopicPartition::new(message.topic(), message.partition());
-                let next = state.written.entry(tp).or_insert(0);
-                *next = (*next).max(message.offset() + 1);
+                let end = message.offset() + 1;
+                let topic = match state
+                    .topic_names
+                    .iter()
+                    .find(|name| &***name == message.topic())
+                {
+                    Some(name) => Arc::clone(name),
+                    None => {
+                        let name: Arc<str> = message.topic().into();
+                        state.topic_names.push(Arc::clone(&name));
+                        name
+                    }
+                };
+                let tp = TopicPartition::new(topic, message.partition());
+                match state.written.get_mut(&tp) {
+                    Some(next) => *next = (*next).max(end),
+                    None => {
+                        state.written.insert(tp, end);
+                    }
+                }
             }
             Err((error, message)) => {
                 if state.failure.is_none() {
@@ -729,29 +749,33 @@ impl KafkaProducer {
 
 impl ClusterProducer for KafkaProducer {
     fn send(&mut self, record: ProducedRecord) -> Result<(), ClusterError> {
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in record.headers.iter() {
-            headers = headers.insert(Header { key, value });
+        let mut message = BaseRecord::<[u8], [u8]>::to(&record.topic).timestamp(record.timestamp);
+        // librdkafka allocates a header list even for none: only records
+        // with headers get one.
+        if !record.headers.is_empty() {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in record.headers.iter() {
+                headers = headers.insert(Header { key, value });
+            }
+            message = message.headers(headers);
+        }
+        if let Some(partition) = record.partition {
+            message = message.partition(partition);
+        }
+        if let Some(key) = &record.key {
+            message = message.key(key.as_slice());
+        }
+        if let Some(value) = &record.value {
+            message = message.payload(value.as_slice());
         }
         let started = Instant::now();
         loop {
-            let mut message = BaseRecord::<[u8], [u8]>::to(&record.topic)
-                .timestamp(record.timestamp)
-                .headers(headers.clone());
-            if let Some(partition) = record.partition {
-                message = message.partition(partition);
-            }
-            if let Some(key) = &record.key {
-                message = message.key(key.as_slice());
-            }
-            if let Some(value) = &record.value {
-                message = message.payload(value.as_slice());
-            }
             match self.producer.send(message) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if started.elapsed() < self.timeout =>
                 {
+                    message = back;
                     // Delivery reports free room; a sleep, not a spinning
                     // `poll(1 ms)` (see `flush`).
                     self.producer.poll(Duration::ZERO);

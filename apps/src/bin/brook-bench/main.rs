@@ -217,9 +217,10 @@ fn run(args: &Args) -> Result<()> {
     let mut quix_windowed = Sample::new("quix_windowed_mock", "records/s");
     // Records per CPU-second: brook's threads (not the mock broker's) and
     // the Quix process's.
-    let mut per_cpu: [Sample; 4] = [
+    let mut per_cpu: [Sample; 5] = [
         "e2e_stateless_mock",
         "e2e_windowed_mock",
+        "raw_consume_produce_mock",
         "quix_stateless_mock",
         "quix_windowed_mock",
     ]
@@ -301,7 +302,7 @@ fn run(args: &Args) -> Result<()> {
             }
         }
         if want("e2e") {
-            let [e2e_stateless_cpu, e2e_windowed_cpu, _, _] = &mut per_cpu;
+            let [e2e_stateless_cpu, e2e_windowed_cpu, _, _, _] = &mut per_cpu;
             for (sample, cpu, windowed, eos) in [
                 (&mut e2e_stateless, Some(e2e_stateless_cpu), false, false),
                 (&mut e2e_windowed, Some(e2e_windowed_cpu), true, false),
@@ -324,11 +325,11 @@ fn run(args: &Args) -> Result<()> {
         }
         if want("baseline") {
             let (mock, bootstrap) = mock_with_input(records, &[("e2e-out", PARTITIONS)])?;
-            raw_loop.runs.push(
-                workloads::raw_loop(&bootstrap, "e2e-in", "e2e-out", records)
-                    .with_context(|| format!("run {run}: raw loop"))?,
-            );
-            let [_, _, quix_stateless_cpu, quix_windowed_cpu] = &mut per_cpu;
+            let r = workloads::raw_loop(&bootstrap, "e2e-in", "e2e-out", records)
+                .with_context(|| format!("run {run}: raw loop"))?;
+            raw_loop.runs.push(r.rate);
+            let [_, _, raw_cpu, quix_stateless_cpu, quix_windowed_cpu] = &mut per_cpu;
+            raw_cpu.runs.push(r.per_cpu_second);
             for (sample, cpu, workload) in [
                 (&mut quix_stateless, quix_stateless_cpu, "stateless"),
                 (&mut quix_windowed, quix_windowed_cpu, "windowed"),
@@ -473,6 +474,18 @@ fn compare(samples: &[Sample]) -> Vec<Comparison> {
         "raw client / Quix Streams (stateless), wall clock",
         "raw_consume_produce_mock",
         "quix_stateless_mock",
+        None,
+    );
+    ratio(
+        "raw client / Quix Streams (stateless), per CPU-second",
+        "raw_consume_produce_mock_per_cpu",
+        "quix_stateless_mock_per_cpu",
+        None,
+    );
+    ratio(
+        "e2e stateless: brook / raw client, per CPU-second",
+        "e2e_stateless_mock_per_cpu",
+        "raw_consume_produce_mock_per_cpu",
         None,
     );
     ratio(

@@ -266,11 +266,17 @@ fn load_clicks(
 /// The raw client's ceiling for the broker path: an assigned librdkafka
 /// consumer reading `input` and a producer writing each record to
 /// `output`, no processing; records/s from the first record read until
-/// all are written and flushed.
-pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> Result<f64> {
+/// all are written and flushed, and records per CPU-second of its threads
+/// (this one and the clients'; not the broker's).
+pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> Result<Throughput> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use rdkafka::{Message, Offset, TopicPartitionList};
+    let main_thread = std::process::id();
+    let broker_threads: Vec<u32> = thread_cpu_ns()?
+        .into_keys()
+        .filter(|&tid| tid != main_thread)
+        .collect();
     let kafka = brook_runtime::kafka::KafkaConfig::new(bootstrap).set_producer("linger.ms", "5");
     let consumer: BaseConsumer = kafka.consumer("raw-loop").create()?;
     let mut tpl = TopicPartitionList::new();
@@ -281,6 +287,7 @@ pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> R
     let producer: BaseProducer = kafka.producer().create()?;
     let started = Instant::now();
     let mut first = None;
+    let mut cpu_at_first = std::collections::BTreeMap::new();
     let mut n = 0;
     while n < records {
         if started.elapsed() > Duration::from_secs(300) {
@@ -290,7 +297,10 @@ pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> R
             continue;
         };
         let message = message.context("raw loop: consuming")?;
-        first.get_or_insert_with(Instant::now);
+        if first.is_none() {
+            first = Some(Instant::now());
+            cpu_at_first = thread_cpu_ns()?;
+        }
         let mut record = BaseRecord::<[u8], [u8]>::to(output);
         if let Some(k) = message.key() {
             record = record.key(k);
@@ -322,7 +332,15 @@ pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> R
         .flush(Duration::from_secs(60))
         .context("raw loop: flushing")?;
     let from = first.unwrap_or(started);
-    Ok(records as f64 / from.elapsed().as_secs_f64())
+    let cpu_ns: u64 = thread_cpu_ns()?
+        .into_iter()
+        .filter(|(tid, _)| !broker_threads.contains(tid))
+        .map(|(tid, ns)| ns.saturating_sub(cpu_at_first.get(&tid).copied().unwrap_or(0)))
+        .sum();
+    Ok(Throughput {
+        rate: records as f64 / from.elapsed().as_secs_f64(),
+        per_cpu_second: records as f64 / (cpu_ns.max(1) as f64 / 1e9),
+    })
 }
 
 /// Quix Streams (`bench/quix_bench.py` in the bench venv) on `workload`
