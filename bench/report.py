@@ -56,7 +56,13 @@ def fmt(v, unit):
 
 def main():
     results_dir, readme = sys.argv[1], sys.argv[2]
-    files = sorted(glob.glob(os.path.join(results_dir, "bench-*.json")), key=os.path.getmtime)
+    # Newest by the time in the name (bench-<unix time>): a clone's files
+    # all have the checkout's mtime.
+    def written_at(path):
+        stem = os.path.basename(path)[len("bench-"):-len(".json")]
+        return int(stem) if stem.isdigit() else 0
+
+    files = sorted(glob.glob(os.path.join(results_dir, "bench-*.json")), key=written_at)
     if not files:
         raise SystemExit(f"no bench-*.json in {results_dir}")
     path = files[-1]
@@ -102,6 +108,12 @@ def main():
         "being sent (each record waits for its batch of 1,000); end to end (at-least-once), "
         "from the input record being sent to its output arriving at a consumer, at a steady "
         "20,000 records/s.",
+        "",
+        "Per CPU-second: records divided by the CPU time of the framework's own threads over the "
+        "timed interval (brook's stream thread and its clients' librdkafka threads; the whole "
+        "Quix process); the mock broker's threads are not counted. The wall-clock ratios to "
+        "Quix Streams are capped by the broker both share in this process: no client gets past "
+        "the raw client's ratio.",
         "",
         "| workload | median | p50 / p99 latency |",
         "|---|---:|---:|",
