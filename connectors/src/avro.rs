@@ -41,8 +41,9 @@ use schema_registry_converter::schema_registry_common::SrCall;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// The magic byte of Confluent's wire format.
-pub const MAGIC_BYTE: u8 = 0;
+// Confluent's wire format lives with the registry's code (pure, and
+// fuzzed there); re-exported where Avro serdes have always found it.
+pub use brook_schemas::wire::{MAGIC_BYTE, frame, split_wire_format};
 
 /// Why the registry could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -425,33 +426,6 @@ fn escape_subject(subject: &str) -> String {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    out
-}
-
-/// Splits a Confluent-framed payload into its schema id and datum.
-pub fn split_wire_format(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
-    if bytes.len() < 5 {
-        return Err(format!(
-            "{} bytes is too short for the Confluent wire format (a magic byte and a 4-byte schema id come first)",
-            bytes.len()
-        ));
-    }
-    if bytes[0] != MAGIC_BYTE {
-        return Err(format!(
-            "wrong magic byte 0x{:02x} (expected 0x00): not Confluent-framed Avro",
-            bytes[0]
-        ));
-    }
-    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-    Ok((id, &bytes[5..]))
-}
-
-/// Prefixes a datum with the magic byte and the schema id.
-pub fn frame(id: u32, datum: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + datum.len());
-    out.push(MAGIC_BYTE);
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(datum);
     out
 }
 

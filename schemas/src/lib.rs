@@ -20,6 +20,7 @@ pub mod compat;
 pub mod events;
 pub mod registry;
 pub mod server;
+pub mod wire;
 
 pub use compat::CompatibilityLevel;
 pub use events::Event;

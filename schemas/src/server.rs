@@ -328,6 +328,32 @@ async fn handle(
     Ok(response)
 }
 
+/// Answers one request as the server would, without the HTTP transport
+/// (authentication and the body-size limit are the server's): the status
+/// and the body. Bad requests get a 4xx and a JSON error, never a panic;
+/// for tests and fuzzing of request handling.
+pub fn respond(
+    registry: &Registry,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let error = |status: u16, code: u32, message: String| {
+        let body = json!({"error_code": code, "message": message}).to_string();
+        (status, body.into_bytes())
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return error(400, 400, format!("invalid method {method:?}"));
+    };
+    match route(registry, &method, path, query, body) {
+        Ok(Answer::Json(json)) => (200, json.to_string().into_bytes()),
+        Ok(Answer::Raw(text)) => (200, text.into_bytes()),
+        Err(Failure::Registry(e)) => error(e.status(), e.code(), e.to_string()),
+        Err(Failure::Http(status, code, message)) => error(status, code, message),
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
