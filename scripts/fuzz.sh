@@ -30,16 +30,22 @@ seconds="${FUZZ_SECONDS:-60}"
 targets="${FUZZ_TARGETS:-wire_format avro registry_request key_codecs}"
 # Nightly and sanitizer builds of their own, kept between runs.
 export CARGO_TARGET_DIR="$cache/fuzz-target"
+export PATH="$root/bin:$PATH"
 failed=()
 for target in $targets; do
   corpus="$cache/fuzz-corpus/$target"
   artifacts="$cache/fuzz-artifacts/$target"
+  rm -rf "$artifacts"
   mkdir -p "$corpus" "$artifacts"
   echo "fuzz: $target for ${seconds}s"
-  if "$root/bin/cargo-fuzz" +nightly run --fuzz-dir fuzz --features libfuzzer "$target" \
+  if cargo +nightly fuzz run --fuzz-dir fuzz --features libfuzzer "$target" \
       "$corpus" "fuzz/corpus/$target" -- \
       -max_total_time="$seconds" -artifact_prefix="$artifacts/" -print_final_stats=1; then
     continue
+  fi
+  if ! compgen -G "$artifacts/*" >/dev/null; then
+    echo "fuzz: $target did not run (no crash input was written): see the errors above" >&2
+    exit 2
   fi
   failed+=("$target")
   mkdir -p "fuzz/regressions/$target"

@@ -141,7 +141,18 @@ where
 }
 
 /// Compact binary encoding via `bincode` (standard configuration).
+///
+/// Decoding refuses a value whose length prefixes claim more than
+/// [`BINCODE_DECODE_LIMIT`] bytes of memory: without a limit, a corrupt or
+/// hostile length prefix made bincode allocate whatever it claimed (found
+/// by fuzzing: a 22-byte input claiming a string of 2^64 bytes panicked
+/// with "capacity overflow"; a smaller claim would abort on allocation).
 pub struct Bincode<T>(PhantomData<fn() -> T>);
+
+/// The most memory, in bytes, the length prefixes of one bincode-encoded
+/// value may claim (64 MiB: far above Kafka's default record size limit
+/// of 1 MiB).
+pub const BINCODE_DECODE_LIMIT: usize = 64 << 20;
 
 impl<T> Bincode<T> {
     /// A bincode serde for `T`.
@@ -191,8 +202,9 @@ where
             type_name: short_type_name::<T>(),
             reason,
         };
-        let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| invalid(e.to_string()))?;
+        let config = bincode::config::standard().with_limit::<BINCODE_DECODE_LIMIT>();
+        let (value, read) =
+            bincode::serde::decode_from_slice(bytes, config).map_err(|e| invalid(e.to_string()))?;
         if read != bytes.len() {
             return Err(invalid(format!("{} trailing bytes", bytes.len() - read)));
         }
@@ -283,6 +295,23 @@ mod tests {
         let bin = Bincode::<Event>::new();
         let bytes = bin.serialize(&event()).unwrap().unwrap();
         assert_eq!(bin.deserialize(Some(&bytes)).unwrap(), event());
+    }
+
+    #[test]
+    fn bincode_refuses_length_prefixes_claiming_more_than_its_limit() {
+        let bin = Bincode::<(String, i64)>::new();
+        // A string length of u64::MAX (varint marker 0xfd, then 8 bytes).
+        let mut huge = vec![0xfd];
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        let error = bin.deserialize(Some(&huge)).unwrap_err().to_string();
+        assert!(error.contains("bincode"), "{error}");
+        // Just over the limit, a claim that would otherwise be allocated.
+        let mut over = vec![0xfd];
+        over.extend_from_slice(&(BINCODE_DECODE_LIMIT as u64 + 1).to_le_bytes());
+        assert!(bin.deserialize(Some(&over)).is_err());
+        let big = (String::from_utf8(vec![b'x'; 1 << 20]).unwrap(), 7);
+        let bytes = bin.serialize(&big).unwrap().unwrap();
+        assert_eq!(bin.deserialize(Some(&bytes)).unwrap(), big);
     }
 
     #[test]
