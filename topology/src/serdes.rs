@@ -298,6 +298,17 @@ mod tests {
     }
 
     #[test]
+    fn json_numbers_survive_a_round_trip() {
+        // Found by fuzzing: without correctly rounded parsing this moved by
+        // one ulp per decode and encode.
+        let json = Json::<serde_json::Value>::new();
+        let text = b"522222222222222222222222225555555455555554555555455555555";
+        let value = json.deserialize(Some(text)).unwrap();
+        let bytes = json.serialize(&value).unwrap();
+        assert_eq!(json.deserialize(bytes.as_deref()).unwrap(), value);
+    }
+
+    #[test]
     fn bincode_refuses_length_prefixes_claiming_more_than_its_limit() {
         let bin = Bincode::<(String, i64)>::new();
         // A string length of u64::MAX (varint marker 0xfd, then 8 bytes).
