@@ -720,7 +720,10 @@ impl StreamTask {
                 Target::All => self.route_all(children, record)?,
             }
         }
-        self.forward_pool.push(forwards);
+        // A buffer grown by a burst (a flat_map of thousands) is not kept.
+        if forwards.capacity() <= 1024 {
+            self.forward_pool.push(forwards);
+        }
         Ok(())
     }
 

@@ -333,14 +333,7 @@ impl KafkaConsumer {
         topic_names: &mut Vec<Arc<str>>,
         message: &rdkafka::message::BorrowedMessage<'_>,
     ) -> ConsumedRecord {
-        let topic = match topic_names.iter().find(|name| &***name == message.topic()) {
-            Some(name) => Arc::clone(name),
-            None => {
-                let name: Arc<str> = message.topic().into();
-                topic_names.push(Arc::clone(&name));
-                name
-            }
-        };
+        let topic = shared_name(topic_names, message.topic());
         let mut headers = Headers::new();
         if let Some(h) = message.headers() {
             for header in h.iter() {
@@ -627,6 +620,18 @@ fn offsets_list(
     Ok(list)
 }
 
+/// `topic` as one of `names` (added if new): the records of a client share
+/// a handful of topic names, so naming a record's partition allocates
+/// nothing.
+fn shared_name(names: &mut Vec<Arc<str>>, topic: &str) -> Arc<str> {
+    if let Some(name) = names.iter().find(|name| &***name == topic) {
+        return Arc::clone(name);
+    }
+    let name: Arc<str> = topic.into();
+    names.push(Arc::clone(&name));
+    name
+}
+
 /// Collects delivery reports: acknowledged offsets and the first failure.
 #[derive(Clone, Default)]
 struct DeliveryTracker {
@@ -652,18 +657,7 @@ impl ProducerContext for DeliveryTracker {
         match result {
             Ok(message) => {
                 let end = message.offset() + 1;
-                let topic = match state
-                    .topic_names
-                    .iter()
-                    .find(|name| &***name == message.topic())
-                {
-                    Some(name) => Arc::clone(name),
-                    None => {
-                        let name: Arc<str> = message.topic().into();
-                        state.topic_names.push(Arc::clone(&name));
-                        name
-                    }
-                };
+                let topic = shared_name(&mut state.topic_names, message.topic());
                 let tp = TopicPartition::new(topic, message.partition());
                 match state.written.get_mut(&tp) {
                     Some(next) => *next = (*next).max(end),
