@@ -115,8 +115,8 @@ def main():
         "Quix Streams are capped by the broker both share in this process: no client gets past "
         "the raw client's ratio.",
         "",
-        "| workload | median | p50 / p99 latency |",
-        "|---|---:|---:|",
+        "| workload | median | p50 / p99 latency | peak RSS of the run's process |",
+        "|---|---:|---:|---:|",
     ]
     for n, label, _ in rows:
         r = by_name[n]
@@ -125,11 +125,14 @@ def main():
         if f"{base}_latency_p50" in by_name:
             p50, p99 = by_name[base + "_latency_p50"], by_name[base + "_latency_p99"]
             lat = f"{fmt(p50['median'], p50['unit'])} / {fmt(p99['median'], p99['unit'])}"
-        lines.append(f"| {label} | {fmt(r['median'], r['unit'])} | {lat} |")
+        rss = ""
+        if f"{base}_peak_rss" in by_name:
+            rss = fmt(by_name[base + "_peak_rss"]["median"], "MiB")
+        lines.append(f"| {label} | {fmt(r['median'], r['unit'])} | {lat} | {rss} |")
     for n, label in [("rss_before_count_input_only", "process RSS, input only"),
                      ("rss_after_count_1m_keys", "process RSS after counting 1M keys into RocksDB")]:
         if n in by_name:
-            lines.append(f"| {label} | {fmt(by_name[n]['median'], by_name[n]['unit'])} | |")
+            lines.append(f"| {label} | {fmt(by_name[n]['median'], by_name[n]['unit'])} | | |")
     comps = data.get("comparisons", [])
     if comps:
         lines += ["", "| comparison | measured | goal | met |", "|---|---:|---:|---|"]

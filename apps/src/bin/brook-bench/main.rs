@@ -20,8 +20,11 @@
 //! - `engine_<workload>` (`workloads.rs`): stateless map/filter, 1 s
 //!   window count with RocksDB, stream-table join, EventMart's revenue per
 //!   category (Avro clicks from the generator), on the Memory cluster with
-//!   one stream thread: records/s and per-record latency (poll to output
-//!   sent, batches of 1,000) p50/p99 in µs;
+//!   one stream thread, each run in a fresh process after one untimed
+//!   warm-up run: records/s,
+//!   per-record latency (poll to output sent, batches of 1,000) p50/p99 in
+//!   µs, and the process's peak RSS in MiB (the Memory cluster holding the
+//!   input and output included);
 //! - `raw_consume_produce_mock`: librdkafka consuming the end-to-end input
 //!   and producing each record to the output, no processing: the ceiling;
 //! - `quix_stateless_mock`, `quix_windowed_mock`: Quix Streams on the same
@@ -134,6 +137,7 @@ fn main() {
             "out",
             "label",
             "count-child",
+            "engine-child",
             "only",
         ],
         USAGE,
@@ -162,10 +166,57 @@ fn main() {
             }
         }
     }
+    // Each engine run, too: its peak RSS is its own. A first, untimed run
+    // warms the process up (the allocator's heap, the pages it touches), as
+    // the runs of a long-lived process are; the second is measured.
+    if let Some(workload) = args.get("engine-child") {
+        let run = args
+            .parse_or("records", 200_000)
+            .and_then(|records| {
+                workloads::engine(workload, records)?;
+                workloads::engine(workload, records)
+            })
+            .and_then(|r| Ok((r, status_mib("VmHWM:")?)));
+        match run {
+            Ok((r, peak)) => {
+                println!("{} {} {} {peak}", r.rate, r.p50_us, r.p99_us);
+                return;
+            }
+            Err(error) => {
+                eprintln!("brook-bench: {error:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     if let Err(error) = run(&args) {
         eprintln!("brook-bench: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// Runs engine workload `workload` in a fresh process: records/s, p50 and
+/// p99 latency (µs), and the process's peak RSS (MiB).
+fn engine_in_child(workload: &str, records: usize) -> Result<[f64; 4]> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--engine-child",
+            workload,
+            "--records",
+            &records.to_string(),
+        ])
+        .output()
+        .with_context(|| format!("running engine workload {workload}"))?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {text:?}"))?;
+    v.try_into()
+        .map_err(|v| anyhow::anyhow!("unexpected output {v:?}"))
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -189,13 +240,14 @@ fn run(args: &Args) -> Result<()> {
     let mut rss_before2 = Sample::new("rss_before_count_2x_input_only", "MiB");
     let mut rss2 = Sample::new("rss_after_count_2m_keys", "MiB");
     let mut cache = Sample::new("rocksdb_cache_usage", "MiB");
-    let mut engine: Vec<[Sample; 3]> = workloads::ENGINE
+    let mut engine: Vec<[Sample; 4]> = workloads::ENGINE
         .iter()
         .map(|w| {
             [
                 Sample::new(format!("engine_{w}"), "records/s"),
                 Sample::new(format!("engine_{w}_latency_p50"), "µs"),
                 Sample::new(format!("engine_{w}_latency_p99"), "µs"),
+                Sample::new(format!("engine_{w}_peak_rss"), "MiB"),
             ]
         })
         .collect();
@@ -294,11 +346,11 @@ fn run(args: &Args) -> Result<()> {
                 {
                     continue;
                 }
-                let r = workloads::engine(w, records)
+                let measured = engine_in_child(w, records)
                     .with_context(|| format!("run {run}: engine {w}"))?;
-                samples[0].runs.push(r.rate);
-                samples[1].runs.push(r.p50_us);
-                samples[2].runs.push(r.p99_us);
+                for (sample, value) in samples.iter_mut().zip(measured) {
+                    sample.runs.push(value);
+                }
             }
         }
         if want("e2e") {
@@ -770,13 +822,19 @@ fn bench_mock_roundtrip(records: usize, idempotent: bool) -> Result<(f64, f64)> 
 
 /// The process's resident set size, MiB (Linux).
 fn rss_mib() -> Result<f64> {
+    status_mib("VmRSS:")
+}
+
+/// A memory figure of this process from `/proc/self/status` (`VmRSS:`,
+/// `VmHWM:` the peak), MiB.
+fn status_mib(field: &str) -> Result<f64> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/self/status")?;
+        .with_context(|| format!("no {field} in /proc/self/status"))?;
     Ok(kib / 1024.0)
 }
 
