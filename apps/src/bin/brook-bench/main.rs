@@ -1048,12 +1048,8 @@ fn e2e_config(dir: &std::path::Path, eos: bool) -> StreamsConfig {
 fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<workloads::Throughput> {
     // Every topic is made beforehand, as in the other runs of this group.
     let (mock, _) = mock_with_input(records, &E2E_TOPICS)?;
-    // The broker's threads: all but this one, before brook's clients start.
-    let main_thread = std::process::id();
-    let broker_threads: Vec<u32> = workloads::thread_cpu_ns()?
-        .into_keys()
-        .filter(|&tid| tid != main_thread)
-        .collect();
+    // The broker's threads run already: not counted.
+    let mut cpu = workloads::CpuMeter::new()?;
     let cluster = EmbeddedCluster::new(mock, |kafka| kafka.set_producer("linger.ms", "5"))?;
     let dir = tempfile::tempdir()?;
     let config = e2e_config(dir.path(), eos);
@@ -1068,7 +1064,6 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<workloads::Thr
     // Timed from the first poll that returns records: consumer start-up
     // (group coordinator lookup, first fetch) is not throughput.
     let mut first: Option<(Instant, u64)> = None;
-    let mut cpu_at_first = std::collections::BTreeMap::new();
     while thread.metrics().processed < records as u64 {
         if started.elapsed() > Duration::from_secs(300) {
             bail!(
@@ -1079,15 +1074,12 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<workloads::Thr
         let polled = thread.run_once(started.elapsed().as_millis() as i64)?;
         if first.is_none() && polled > 0 {
             first = Some((Instant::now(), thread.metrics().processed));
-            cpu_at_first = workloads::thread_cpu_ns()?;
+            cpu.start()?;
         }
     }
     thread.commit()?;
-    let cpu_ns: u64 = workloads::thread_cpu_ns()?
-        .into_iter()
-        .filter(|(tid, _)| !broker_threads.contains(tid))
-        .map(|(tid, ns)| ns.saturating_sub(cpu_at_first.get(&tid).copied().unwrap_or(0)))
-        .sum();
+    // Before close: the clients' threads end with it.
+    let cpu_seconds = cpu.seconds()?;
     if std::env::var("BENCH_DEBUG").is_ok() {
         let io = thread.thread_metrics();
         eprintln!(
@@ -1104,7 +1096,7 @@ fn bench_e2e(records: usize, windowed: bool, eos: bool) -> Result<workloads::Thr
     thread.close()?;
     Ok(workloads::Throughput {
         rate,
-        per_cpu_second: timed / (cpu_ns.max(1) as f64 / 1e9),
+        per_cpu_second: timed / cpu_seconds,
     })
 }
 

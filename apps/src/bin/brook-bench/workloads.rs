@@ -272,11 +272,7 @@ pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> R
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use rdkafka::{Message, Offset, TopicPartitionList};
-    let main_thread = std::process::id();
-    let broker_threads: Vec<u32> = thread_cpu_ns()?
-        .into_keys()
-        .filter(|&tid| tid != main_thread)
-        .collect();
+    let mut cpu = CpuMeter::new()?;
     let kafka = brook_runtime::kafka::KafkaConfig::new(bootstrap).set_producer("linger.ms", "5");
     let consumer: BaseConsumer = kafka.consumer("raw-loop").create()?;
     let mut tpl = TopicPartitionList::new();
@@ -287,7 +283,6 @@ pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> R
     let producer: BaseProducer = kafka.producer().create()?;
     let started = Instant::now();
     let mut first = None;
-    let mut cpu_at_first = std::collections::BTreeMap::new();
     let mut n = 0;
     while n < records {
         if started.elapsed() > Duration::from_secs(300) {
@@ -299,7 +294,7 @@ pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> R
         let message = message.context("raw loop: consuming")?;
         if first.is_none() {
             first = Some(Instant::now());
-            cpu_at_first = thread_cpu_ns()?;
+            cpu.start()?;
         }
         let mut record = BaseRecord::<[u8], [u8]>::to(output);
         if let Some(k) = message.key() {
@@ -332,14 +327,9 @@ pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> R
         .flush(Duration::from_secs(60))
         .context("raw loop: flushing")?;
     let from = first.unwrap_or(started);
-    let cpu_ns: u64 = thread_cpu_ns()?
-        .into_iter()
-        .filter(|(tid, _)| !broker_threads.contains(tid))
-        .map(|(tid, ns)| ns.saturating_sub(cpu_at_first.get(&tid).copied().unwrap_or(0)))
-        .sum();
     Ok(Throughput {
         rate: records as f64 / from.elapsed().as_secs_f64(),
-        per_cpu_second: records as f64 / (cpu_ns.max(1) as f64 / 1e9),
+        per_cpu_second: records as f64 / cpu.seconds()?,
     })
 }
 
@@ -411,9 +401,56 @@ pub struct Throughput {
     pub per_cpu_second: f64,
 }
 
+/// The CPU time of the threads a run starts, and of the calling thread,
+/// from [`start`](Self::start) on: the threads that already ran when it was
+/// made (the in-process broker's) are not counted.
+pub struct CpuMeter {
+    foreign: Vec<u32>,
+    at_start: std::collections::BTreeMap<u32, u64>,
+}
+
+impl CpuMeter {
+    /// Notes the threads running now, but the caller's, as not the run's.
+    pub fn new() -> Result<Self> {
+        let caller = current_thread_id()?;
+        Ok(CpuMeter {
+            foreign: thread_cpu_ns()?
+                .into_keys()
+                .filter(|&tid| tid != caller)
+                .collect(),
+            at_start: std::collections::BTreeMap::new(),
+        })
+    }
+
+    /// Starts counting.
+    pub fn start(&mut self) -> Result<()> {
+        self.at_start = thread_cpu_ns()?;
+        Ok(())
+    }
+
+    /// The run's CPU time since [`start`](Self::start), seconds (at least 1 ns).
+    pub fn seconds(&self) -> Result<f64> {
+        let ns: u64 = thread_cpu_ns()?
+            .into_iter()
+            .filter(|(tid, _)| !self.foreign.contains(tid))
+            .map(|(tid, ns)| ns.saturating_sub(self.at_start.get(&tid).copied().unwrap_or(0)))
+            .sum();
+        Ok(ns.max(1) as f64 / 1e9)
+    }
+}
+
+/// The calling thread's id (Linux: `/proc/thread-self`).
+fn current_thread_id() -> Result<u32> {
+    let link = std::fs::read_link("/proc/thread-self").context("reading /proc/thread-self")?;
+    link.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no thread id in {}", link.display()))
+}
+
 /// CPU time each of this process's threads used so far, ns, by thread id
 /// (Linux: the first field of `/proc/self/task/<tid>/schedstat`).
-pub fn thread_cpu_ns() -> Result<std::collections::BTreeMap<u32, u64>> {
+fn thread_cpu_ns() -> Result<std::collections::BTreeMap<u32, u64>> {
     let mut out = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir("/proc/self/task").context("reading /proc/self/task")? {
         let entry = entry?;
