@@ -197,15 +197,20 @@ fn main() {
 /// Runs engine workload `workload` in a fresh process: records/s, p50 and
 /// p99 latency (µs), and the process's peak RSS (MiB).
 fn engine_in_child(workload: &str, records: usize) -> Result<[f64; 4]> {
+    let records = records.to_string();
+    in_child(
+        &["--engine-child", workload, "--records", &records],
+        &format!("engine workload {workload}"),
+    )
+}
+
+/// Runs this binary with `args` (a `--*-child` mode) and reads the `N`
+/// numbers it prints.
+fn in_child<const N: usize>(args: &[&str], what: &str) -> Result<[f64; N]> {
     let out = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "--engine-child",
-            workload,
-            "--records",
-            &records.to_string(),
-        ])
+        .args(args)
         .output()
-        .with_context(|| format!("running engine workload {workload}"))?;
+        .with_context(|| format!("running the {what}"))?;
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr));
     }
@@ -216,7 +221,7 @@ fn engine_in_child(workload: &str, records: usize) -> Result<[f64; 4]> {
         .collect::<Result<_, _>>()
         .with_context(|| format!("parsing {text:?}"))?;
     v.try_into()
-        .map_err(|v| anyhow::anyhow!("unexpected output {v:?}"))
+        .map_err(|_| anyhow::anyhow!("unexpected output {text:?}"))
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -900,23 +905,9 @@ fn bench_restore(n: usize) -> Result<f64> {
 
 /// Runs [`bench_count`] in a fresh process.
 fn count_in_child(n: usize) -> Result<(f64, f64, f64, f64)> {
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args(["--count-child", &n.to_string()])
-        .output()
-        .context("running the count benchmark")?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr));
-    }
-    let text = String::from_utf8(out.stdout)?;
-    let v: Vec<f64> = text
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing {text:?}"))?;
-    match v[..] {
-        [rate, before, after, cache] => Ok((rate, before, after, cache)),
-        _ => bail!("unexpected output {text:?}"),
-    }
+    let [rate, before, after, cache] =
+        in_child(&["--count-child", &n.to_string()], "count benchmark")?;
+    Ok((rate, before, after, cache))
 }
 
 /// Counts `n` records with distinct keys into a RocksDB store; returns
