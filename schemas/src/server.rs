@@ -217,9 +217,12 @@ async fn serve(
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-fn json_response(status: StatusCode, body: &Json) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
+/// A response with the registry's content type (every body is JSON: an
+/// answer, a schema's text, or an error).
+fn registry_response(status: u16, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(CONTENT_TYPE),
@@ -227,12 +230,13 @@ fn json_response(status: StatusCode, body: &Json) -> Response<Full<Bytes>> {
     response
 }
 
+/// The body of an error: Confluent's `error_code` and `message`.
+fn error_body(code: u32, message: impl Into<String>) -> String {
+    json!({"error_code": code, "message": message.into()}).to_string()
+}
+
 fn error_response(status: u16, code: u32, message: impl Into<String>) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(
-        status,
-        &json!({"error_code": code, "message": message.into()}),
-    )
+    registry_response(status, error_body(code, message))
 }
 
 /// What a route answers.
@@ -301,24 +305,15 @@ async fn handle(
     let registry = ctx.registry.clone();
     let (m, p) = (method.clone(), path.clone());
     let outcome =
-        tokio::task::spawn_blocking(move || route(&registry, &m, &p, &query, &body)).await;
+        tokio::task::spawn_blocking(move || answer(&registry, &m, &p, &query, &body)).await;
     let response = match outcome {
-        Ok(Ok(Answer::Json(json))) => json_response(StatusCode::OK, &json),
-        Ok(Ok(Answer::Raw(text))) => {
-            let mut response = Response::new(Full::new(Bytes::from(text)));
-            response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(CONTENT_TYPE),
-            );
-            response
-        }
-        Ok(Err(Failure::Registry(e))) => {
-            if e.status() >= 500 {
-                tracing::warn!(%method, %path, error = %e, "registry request failed");
+        Ok((status, body)) => {
+            // Only the registry's own failures are 5xx (bad requests are 4xx).
+            if status >= 500 {
+                tracing::warn!(%method, %path, status, error = %body, "registry request failed");
             }
-            error_response(e.status(), e.code(), e.to_string())
+            registry_response(status, body)
         }
-        Ok(Err(Failure::Http(status, code, message))) => error_response(status, code, message),
         Err(e) => {
             tracing::error!(%method, %path, error = %e, "registry request handler failed");
             error_response(500, 50000, "internal error")
@@ -339,18 +334,30 @@ pub fn respond(
     query: &str,
     body: &[u8],
 ) -> (u16, Vec<u8>) {
-    let error = |status: u16, code: u32, message: String| {
-        let body = json!({"error_code": code, "message": message}).to_string();
-        (status, body.into_bytes())
-    };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return error(400, 400, format!("invalid method {method:?}"));
+        return (
+            400,
+            error_body(400, format!("invalid method {method:?}")).into_bytes(),
+        );
     };
-    match route(registry, &method, path, query, body) {
-        Ok(Answer::Json(json)) => (200, json.to_string().into_bytes()),
-        Ok(Answer::Raw(text)) => (200, text.into_bytes()),
-        Err(Failure::Registry(e)) => error(e.status(), e.code(), e.to_string()),
-        Err(Failure::Http(status, code, message)) => error(status, code, message),
+    let (status, body) = answer(registry, &method, path, query, body);
+    (status, body.into_bytes())
+}
+
+/// The status and body for a request: what the server sends, and what
+/// [`respond`] returns.
+fn answer(
+    registry: &Registry,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> (u16, String) {
+    match route(registry, method, path, query, body) {
+        Ok(Answer::Json(json)) => (200, json.to_string()),
+        Ok(Answer::Raw(text)) => (200, text),
+        Err(Failure::Registry(e)) => (e.status(), error_body(e.code(), e.to_string())),
+        Err(Failure::Http(status, code, message)) => (status, error_body(code, message)),
     }
 }
 
