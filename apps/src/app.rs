@@ -32,6 +32,10 @@
 //! | `state-dir` | RocksDB state directory | in-memory stores |
 //! | `guarantee` | `at_least_once` or `exactly_once_v2` | `at_least_once` |
 //! | `commit-interval` | ms between commits | 30000 (100 exactly-once) |
+//! | `deserialization-handler` | bad records: `dead-letter`, `log-and-continue` or `fail` | `dead-letter` |
+//! | `dead-letter-topic` | where dead letters go | `<application-id>-dead-letters` |
+//! | `max-record-bytes` | larger records (key + value) are bad | 1048588 |
+//! | `max-timestamp-ahead-ms`, `max-timestamp-behind-ms` | timestamps further from the wall clock are bad | unbounded |
 //! | `metrics-addr` | serve Prometheus metrics at `http://ADDR/metrics` | off |
 //! | `log` | log filter (`info`, `brook_runtime=debug`, ...) | `info` |
 //! | `kafka.<property>` | any librdkafka property, e.g. `kafka.security.protocol` | |
@@ -66,6 +70,11 @@ const COMMON: &[&str] = &[
     "state-dir",
     "guarantee",
     "commit-interval",
+    "deserialization-handler",
+    "dead-letter-topic",
+    "max-record-bytes",
+    "max-timestamp-ahead-ms",
+    "max-timestamp-behind-ms",
     "metrics-addr",
     "log",
 ];
@@ -127,6 +136,21 @@ impl AppSettings {
                 bail!("threads = 0: at least one stream thread is needed");
             }
             config.num_threads = threads;
+        }
+        if let Some(handler) = self.parsed("deserialization-handler")? {
+            config.deserialization_handler = handler;
+        }
+        if let Some(topic) = self.get("dead-letter-topic") {
+            config.dead_letter_topic = Some(topic.to_owned());
+        }
+        if let Some(bytes) = self.parsed::<usize>("max-record-bytes")? {
+            config.record_limits.max_record_bytes = bytes;
+        }
+        if let Some(ms) = self.parsed::<i64>("max-timestamp-ahead-ms")? {
+            config.record_limits.max_timestamp_ahead_ms = Some(ms);
+        }
+        if let Some(ms) = self.parsed::<i64>("max-timestamp-behind-ms")? {
+            config.record_limits.max_timestamp_behind_ms = Some(ms);
         }
         if let Some(dir) = self.get("state-dir") {
             config = config.state_dir(PathBuf::from(dir));
@@ -429,8 +453,14 @@ mod tests {
                 "/var/lib/x",
                 "--application-id",
                 "rev",
+                "--deserialization-handler",
+                "log-and-continue",
+                "--max-record-bytes",
+                "4096",
+                "--max-timestamp-ahead-ms",
+                "3600000",
             ]),
-            env_of(&[]),
+            env_of(&[("BROOK_DEAD_LETTER_TOPIC", "rev-bad")]),
             &[],
         )?;
         let config = s.streams_config("app")?;
@@ -440,6 +470,14 @@ mod tests {
         assert_eq!(config.instance_id, "1");
         assert_eq!(config.application_id, "rev");
         assert_eq!(config.state_dir, Some(PathBuf::from("/var/lib/x")));
+        assert_eq!(
+            config.deserialization_handler,
+            brook_runtime::task::DeserializationHandler::LogAndContinue
+        );
+        assert_eq!(config.dead_letter_topic(), "rev-bad");
+        assert_eq!(config.record_limits.max_record_bytes, 4096);
+        assert_eq!(config.record_limits.max_timestamp_ahead_ms, Some(3_600_000));
+        assert_eq!(config.record_limits.max_timestamp_behind_ms, None);
 
         let bad = |list: &[&str]| -> String {
             match settings(args(list), env_of(&[]), &[]).and_then(|s| s.streams_config("a")) {
@@ -453,6 +491,8 @@ mod tests {
         assert!(bad(&["--instance", "3", "--instances", "3"]).contains("numbered 0..3"));
         assert!(bad(&["--instance", "1"]).contains("go together"));
         assert!(bad(&["--guarantee", "maybe"]).contains("at_least_once or exactly_once_v2"));
+        assert!(bad(&["--deserialization-handler", "ignore"]).contains("log-and-continue"));
+        assert!(bad(&["--max-record-bytes", "-1"]).contains("max-record-bytes = \"-1\""));
         assert!(bad(&["stray"]).contains("unexpected argument"));
         let missing = settings(args(&[]), env_of(&[]), &["input"])?;
         assert!(

@@ -587,7 +587,18 @@ impl<T> AvroSerde<T> {
         }
         self.client
             .block_on(move |client| Box::pin(async move { client.schema_by_id(id).await }))
-            .map_err(|e| self.decode_error(format!("writer schema id {id}: {e}")))
+            .map_err(|e| {
+                if e.retriable {
+                    // The registry did not answer (after retries): the
+                    // record is not at fault and must not be dead-lettered.
+                    SerdeError::Unavailable {
+                        what: format!("the schema registry at {}", e.url),
+                        reason: format!("fetching writer schema id {id}: {}", e.message),
+                    }
+                } else {
+                    self.decode_error(format!("writer schema id {id}: {e}"))
+                }
+            })
     }
 }
 

@@ -123,6 +123,12 @@ impl DriverBuilder {
         self
     }
 
+    /// What else makes a record bad (default: larger than 1 MiB).
+    pub fn record_limits(mut self, limits: crate::task::RecordLimits) -> Self {
+        self.config.record_limits = limits;
+        self
+    }
+
     /// Runs with exactly-once transactions (default: at-least-once).
     pub fn exactly_once(mut self) -> Self {
         self.config.guarantee = crate::thread::ProcessingGuarantee::ExactlyOnceV2;

@@ -7,14 +7,19 @@
 //! punctuations fire as it advances, wall-clock punctuations when the
 //! runtime's clock does.
 //!
-//! A record whose key or value cannot be deserialized, or whose timestamp is
-//! negative, is not processed; the [`DeserializationHandler`] decides what
-//! happens to it. By default it goes, bytes unchanged, to the dead-letter
+//! A record whose key or value cannot be deserialized, that is larger than
+//! [`RecordLimits::max_record_bytes`] (or makes a sink write a record that
+//! is), or whose timestamp is negative or further from the wall clock than
+//! the [`RecordLimits`] allow, is not processed; the
+//! [`DeserializationHandler`] decides what happens to it. By default it goes, bytes unchanged, to the dead-letter
 //! topic with headers saying what was wrong and where it came from
 //! (`brook.error`, `brook.topic`, `brook.partition`, `brook.offset`), and
 //! its offset counts as consumed, so one bad record neither stops the
 //! application nor disappears; it can instead be logged and skipped, or
-//! fail the task with an error naming topic, partition and offset.
+//! fail the task with an error naming topic, partition and offset. A
+//! schema registry that does not answer is not the record's fault
+//! ([`SerdeError::Unavailable`]): the record stays unconsumed and the task
+//! fails with [`TaskError::Unavailable`], to be retried.
 //!
 //! Processors forward depth-first: a forwarded record is processed by the
 //! whole downstream chain before the forwarding processor's next output.
@@ -71,6 +76,34 @@ pub enum TaskError {
         offset: i64,
         /// What was wrong.
         reason: String,
+    },
+    /// Something a record's deserialization needs cannot be reached (a
+    /// schema registry that does not answer); the record stays unconsumed.
+    #[error("cannot process the record at {topic}/{partition}@{offset} now: {what}")]
+    Unavailable {
+        /// Its topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// What is unavailable, and why.
+        what: String,
+    },
+    /// A sink was to write a record larger than
+    /// [`RecordLimits::max_record_bytes`] (outside of processing an input
+    /// record, e.g. in a punctuation; an input record that causes it is
+    /// handled as a bad record).
+    #[error(
+        "sink {node} was to write a record of {bytes} bytes to {topic}, larger than max.record.bytes"
+    )]
+    OutputTooLarge {
+        /// The sink's node name.
+        node: String,
+        /// Its topic.
+        topic: String,
+        /// Key plus value, bytes.
+        bytes: usize,
     },
     /// A sink could not serialize a record.
     #[error("sink {node} could not serialize the {part} of a record for topic {topic}")]
@@ -152,6 +185,83 @@ impl std::str::FromStr for DeserializationHandler {
     }
 }
 
+/// Kafka's default `message.max.bytes`: the largest record a broker takes
+/// unless configured otherwise, and brook's default [`RecordLimits`] size.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_048_588;
+
+/// Bounds that make a readable record bad: too large to process safely, or
+/// a timestamp so far from the wall clock that it is a mistake (a record
+/// stamped in the year 2100 would close every window at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLimits {
+    /// Largest key plus value, bytes, of a record read or written by a
+    /// sink (default [`DEFAULT_MAX_RECORD_BYTES`]).
+    pub max_record_bytes: usize,
+    /// Largest distance of an (extracted) timestamp ahead of the wall
+    /// clock, ms; `None` (the default, as in Kafka Streams): no bound.
+    pub max_timestamp_ahead_ms: Option<i64>,
+    /// Largest distance of a timestamp behind the wall clock, ms; `None`
+    /// (the default: replays of old data are normal): no bound.
+    pub max_timestamp_behind_ms: Option<i64>,
+}
+
+impl Default for RecordLimits {
+    fn default() -> Self {
+        RecordLimits {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_timestamp_ahead_ms: None,
+            max_timestamp_behind_ms: None,
+        }
+    }
+}
+
+impl RecordLimits {
+    /// Why a record of `bytes` (key plus value) is too large, if it is.
+    pub fn check_size(&self, bytes: usize) -> Option<String> {
+        (bytes > self.max_record_bytes).then(|| {
+            format!(
+                "record of {bytes} bytes (key + value) is larger than max.record.bytes = {}",
+                self.max_record_bytes
+            )
+        })
+    }
+
+    /// Why `timestamp` is invalid at wall-clock time `now` (ms; a clock
+    /// not yet set, `now <= 0`, checks only the sign).
+    pub fn check_timestamp(&self, timestamp: Timestamp, now: Timestamp) -> Option<String> {
+        if timestamp < 0 {
+            return Some(format!("invalid (negative) timestamp {timestamp}"));
+        }
+        if now <= 0 {
+            return None;
+        }
+        if let Some(ahead) = self.max_timestamp_ahead_ms
+            && timestamp.saturating_sub(now) > ahead
+        {
+            return Some(format!(
+                "timestamp {timestamp} is {} ms ahead of the wall clock ({now}); \
+                 max.timestamp.ahead.ms = {ahead}",
+                timestamp - now
+            ));
+        }
+        if let Some(behind) = self.max_timestamp_behind_ms
+            && now.saturating_sub(timestamp) > behind
+        {
+            return Some(format!(
+                "timestamp {timestamp} is {} ms behind the wall clock ({now}); \
+                 max.timestamp.behind.ms = {behind}",
+                now - timestamp
+            ));
+        }
+        None
+    }
+}
+
+/// Size of a consumed record's key plus value.
+pub fn record_bytes(record: &ConsumedRecord) -> usize {
+    record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len)
+}
+
 /// Where bad records go: the handler and, for dead letters, the topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRecords {
@@ -159,6 +269,8 @@ pub struct BadRecords {
     pub handler: DeserializationHandler,
     /// The dead-letter topic.
     pub dead_letter_topic: String,
+    /// What makes a readable record bad.
+    pub limits: RecordLimits,
 }
 
 impl BadRecords {
@@ -580,22 +692,41 @@ impl StreamTask {
         let Some(raw) = queue.records.pop_front() else {
             return Ok(false);
         };
-        queue.consumed = Some(raw.offset + 1);
+        let consumed_before = queue.consumed.replace(raw.offset + 1);
         let Some(Instance::Source { source, children }) = self.nodes.get(&queue.source) else {
             return Ok(true);
         };
         let (source, children) = (Arc::clone(source), Arc::clone(children));
-        let key = match (source.key)(raw.key.as_deref()) {
-            Ok(key) => key,
-            Err(error) => {
-                self.bad_record(&raw, format!("cannot deserialize the key: {error}"))?;
-                return Ok(true);
+        if let Some(reason) = self.bad_records.limits.check_size(record_bytes(&raw)) {
+            self.bad_record(&raw, reason)?;
+            return Ok(true);
+        }
+        let decoded = (source.key)(raw.key.as_deref())
+            .map_err(|e| ("key", e))
+            .and_then(|key| {
+                (source.value)(raw.value.as_deref())
+                    .map(|value| (key, value))
+                    .map_err(|e| ("value", e))
+            });
+        let (key, value) = match decoded {
+            Ok(decoded) => decoded,
+            Err((part, SerdeError::Unavailable { what, reason })) => {
+                // Not the record's fault: it goes back to the head of its
+                // queue, unconsumed, and the task fails (to be retried) —
+                // no commit can pass it.
+                let error = TaskError::Unavailable {
+                    topic: raw.tp.topic.to_string(),
+                    partition: raw.tp.partition,
+                    offset: raw.offset,
+                    what: format!("{what} is unavailable (needed for the {part}): {reason}"),
+                };
+                let queue = &mut self.queues[index];
+                queue.records.push_front(raw);
+                queue.consumed = consumed_before;
+                return Err(error);
             }
-        };
-        let value = match (source.value)(raw.value.as_deref()) {
-            Ok(value) => value,
-            Err(error) => {
-                self.bad_record(&raw, format!("cannot deserialize the value: {error}"))?;
+            Err((part, error)) => {
+                self.bad_record(&raw, format!("cannot deserialize the {part}: {error}"))?;
                 return Ok(true);
             }
         };
@@ -603,8 +734,12 @@ impl StreamTask {
             Some(extract) => extract(&key, &value, raw.timestamp),
             None => raw.timestamp,
         };
-        if timestamp < 0 {
-            self.bad_record(&raw, format!("invalid (negative) timestamp {timestamp}"))?;
+        if let Some(reason) = self
+            .bad_records
+            .limits
+            .check_timestamp(timestamp, self.state.wall_clock)
+        {
+            self.bad_record(&raw, reason)?;
             return Ok(true);
         }
         self.state.stream_time = self.state.stream_time.max(timestamp);
@@ -617,12 +752,28 @@ impl StreamTask {
             key,
             value,
             timestamp,
-            headers: raw.headers,
+            // The raw record's headers stay for a dead letter (cloning
+            // none allocates nothing).
+            headers: raw.headers.clone(),
         };
         self.state.write_time = timestamp;
         let result = self.route_all(&children, record);
         self.state.metadata = None;
-        result?;
+        match result {
+            Ok(()) => {}
+            // The record made a sink write a record too large to send: the
+            // input record is handled as a bad one (what its processing
+            // forwarded to other sinks before stays).
+            Err(TaskError::OutputTooLarge { node, topic, bytes }) => {
+                let reason = format!(
+                    "processing it made sink {node} write a record of {bytes} bytes to {topic}, \
+                     larger than max.record.bytes = {}",
+                    self.bad_records.limits.max_record_bytes
+                );
+                return self.bad_record(&raw, reason).map(|()| true);
+            }
+            Err(e) => return Err(e),
+        }
         self.state.metrics.processed += 1;
         let e2e = u64::try_from(self.state.wall_clock.saturating_sub(timestamp)).unwrap_or(0);
         self.state.metrics.e2e_latency_ms_sum += e2e;
@@ -760,6 +911,14 @@ impl StreamTask {
                 };
                 let key = key(&record.key).map_err(|e| serialize_err("key", e))?;
                 let value = value(&record.value).map_err(|e| serialize_err("value", e))?;
+                let bytes = key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len);
+                if bytes > self.bad_records.limits.max_record_bytes {
+                    return Err(TaskError::OutputTooLarge {
+                        node: name.clone(),
+                        topic: topic.clone(),
+                        bytes,
+                    });
+                }
                 self.state.output.push(ProducedRecord {
                     topic: topic.clone(),
                     partition: None,

@@ -53,7 +53,10 @@ use brook_state::{
 use brook_topology::graph::GlobalStore;
 
 use crate::cluster::ConsumedRecord;
-use crate::task::{BadRecords, DeserializationHandler, StreamTask, TaskError, TaskMetrics};
+use crate::task::{
+    BadRecords, DeserializationHandler, RecordLimits, StreamTask, TaskError, TaskMetrics,
+    record_bytes,
+};
 
 /// What a crash may do to results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +81,9 @@ pub struct StreamsConfig {
     pub dead_letter_topic: Option<String>,
     /// What happens to undeserializable records (default: dead letters).
     pub deserialization_handler: DeserializationHandler,
+    /// What else makes a record bad: its size, a timestamp far from the
+    /// wall clock (default: larger than 1 MiB; timestamps unbounded).
+    pub record_limits: RecordLimits,
     /// At-least-once (default) or exactly-once.
     pub guarantee: ProcessingGuarantee,
     /// Names this instance's transactional producer:
@@ -116,6 +122,7 @@ impl StreamsConfig {
             max_poll_records: 500,
             dead_letter_topic: None,
             deserialization_handler: DeserializationHandler::DeadLetter,
+            record_limits: RecordLimits::default(),
             guarantee: ProcessingGuarantee::AtLeastOnce,
             instance_id: "0".into(),
             state_dir: None,
@@ -157,6 +164,7 @@ impl StreamsConfig {
         BadRecords {
             handler: self.deserialization_handler,
             dead_letter_topic: self.dead_letter_topic(),
+            limits: self.record_limits,
         }
     }
 }
@@ -666,7 +674,9 @@ impl GlobalUpdater {
             let Some((global, store)) = self.stores.get_mut(&*record.tp.topic) else {
                 continue;
             };
+            let oversized = self.bad_records.limits.check_size(record_bytes(&record));
             let reason = match record.key.as_deref() {
+                _ if oversized.is_some() => oversized,
                 None => Some("global table record without a key".to_owned()),
                 Some(key) => match (global.key)(Some(key)) {
                     Err(e) => Some(format!("cannot deserialize the key: {e}")),

@@ -46,6 +46,17 @@ pub enum SerdeError {
         /// What the decoder said.
         reason: String,
     },
+    /// Something the serde needs cannot be reached now (a schema registry
+    /// that does not answer): not the record's fault, so the runtime does
+    /// not treat the record as bad; the task stops without committing past
+    /// it and reads it again when it is retried.
+    #[error("{what} is unavailable: {reason}")]
+    Unavailable {
+        /// What could not be reached.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// The value could not be encoded.
     #[error("cannot encode {type_name} as {format}: {reason}")]
     Encode {
