@@ -169,7 +169,7 @@ fn feed(client: &Arc<SchemaRegistryClient>) -> Result<Vec<Input>, Box<dyn std::e
     let base = |n: u32| UserEventV1 {
         event_id: format!("e-{n}"),
         user_id: format!("user_{:04}", n % 3),
-        event_type: if n % 2 == 0 {
+        event_type: if n.is_multiple_of(2) {
             EventType::PageView
         } else {
             EventType::Purchase
@@ -179,7 +179,7 @@ fn feed(client: &Arc<SchemaRegistryClient>) -> Result<Vec<Input>, Box<dyn std::e
     };
     let event_input = |n: u32| -> Result<Input, Box<dyn std::error::Error>> {
         // Old (v1) and new (v2) producers write the topic at once.
-        let (bytes, as_v2) = if n % 3 == 0 {
+        let (bytes, as_v2) = if n.is_multiple_of(3) {
             let e = base(n);
             (v1.serialize(&e)?.ok_or("null")?, UserEventV2::from(e))
         } else {
