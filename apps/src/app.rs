@@ -36,6 +36,7 @@
 //! | `dead-letter-topic` | where dead letters go | `<application-id>-dead-letters` |
 //! | `max-record-bytes` | larger records (key + value) are bad | 1048588 |
 //! | `max-timestamp-ahead-ms`, `max-timestamp-behind-ms` | timestamps further from the wall clock are bad | unbounded |
+//! | `retry-timeout` | ms a failure that may mend itself (cluster or registry unavailable) is retried before the instance stops | 300000 |
 //! | `metrics-addr` | serve Prometheus metrics at `http://ADDR/metrics` | off |
 //! | `log` | log filter (`info`, `brook_runtime=debug`, ...) | `info` |
 //! | `kafka.<property>` | any librdkafka property, e.g. `kafka.security.protocol` | |
@@ -75,6 +76,7 @@ const COMMON: &[&str] = &[
     "max-record-bytes",
     "max-timestamp-ahead-ms",
     "max-timestamp-behind-ms",
+    "retry-timeout",
     "metrics-addr",
     "log",
 ];
@@ -151,6 +153,9 @@ impl AppSettings {
         }
         if let Some(ms) = self.parsed::<i64>("max-timestamp-behind-ms")? {
             config.record_limits.max_timestamp_behind_ms = Some(ms);
+        }
+        if let Some(ms) = self.parsed::<u64>("retry-timeout")? {
+            config.retry_timeout = Duration::from_millis(ms);
         }
         if let Some(dir) = self.get("state-dir") {
             config = config.state_dir(PathBuf::from(dir));

@@ -160,9 +160,22 @@ pub enum ClusterError {
     /// A transaction call out of order (commit without begin, send outside one, ...).
     #[error("transaction state: {0}")]
     TransactionState(String),
-    /// The client or broker failed; often transient.
+    /// The cluster could not be reached or did not answer in time (broker
+    /// down or restarting, no coordinator or leader yet, a timeout):
+    /// trying again later may succeed.
+    #[error("{0} (the cluster is unavailable; retrying may help)")]
+    Unavailable(String),
+    /// The client or broker failed in a way retrying does not mend
+    /// (authentication, authorization, a record too large, bad settings).
     #[error("{0}")]
     Client(String),
+}
+
+impl ClusterError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClusterError::Unavailable(_))
+    }
 }
 
 /// A cluster: topics, consumers, producers.

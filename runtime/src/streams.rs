@@ -37,11 +37,12 @@
 //! down, or shut the whole application down (every instance, through the
 //! application's control topic `<application.id>-control`).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brook_topology::processor::TaskId;
 use brook_topology::{Headers, Timestamp, TopicSpec, Topology};
@@ -378,6 +379,7 @@ impl KafkaStreams {
                 shared: self.shared.clone(),
                 options: options.clone(),
                 control: control.clone(),
+                retrying: Cell::new(None),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("{}-stream-{index}", self.config.application_id))
@@ -424,10 +426,10 @@ impl KafkaStreams {
 
     /// Waits until the state is `want` or `timeout` passes; the state then.
     pub fn wait_for_state(&self, want: StreamsState, timeout: Duration) -> StreamsState {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             let state = self.state();
-            if state == want || std::time::Instant::now() >= deadline {
+            if state == want || Instant::now() >= deadline {
                 return state;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -686,11 +688,11 @@ impl StoreQueries {
             }
             answers.push((thread, rx));
         }
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         answers
             .into_iter()
             .map(|(thread, rx)| {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let left = deadline.saturating_duration_since(Instant::now());
                 rx.recv_timeout(left)
                     .map_err(|_| QueryError::Timeout { thread, timeout })
             })
@@ -757,9 +759,60 @@ struct ThreadRunner {
     shared: Arc<Shared>,
     options: ThreadOptions,
     control: Arc<Mutex<Box<dyn ClusterConsumer>>>,
+    /// Since when, and how many times, the thread has been replaced
+    /// without committing in between.
+    retrying: Cell<Option<(Instant, u32)>>,
+}
+
+/// The pause before the `attempt`th replacement of a failed thread: 100 ms
+/// doubling, at most 5 s.
+fn retry_backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
 }
 
 impl ThreadRunner {
+    /// What a failure does when the application set no handler: a
+    /// retryable failure replaces the thread until `retry_timeout` has
+    /// passed without a commit; any other stops the instance.
+    fn default_response(&self, error: &RuntimeError) -> ErrorResponse {
+        if !error.is_retryable() {
+            return ErrorResponse::ShutdownInstance;
+        }
+        let (since, attempts) = self.retrying.get().unwrap_or((Instant::now(), 0));
+        if since.elapsed() >= self.config.retry_timeout {
+            tracing::error!(
+                thread = self.index,
+                attempts,
+                seconds = since.elapsed().as_secs(),
+                "giving up: the failure lasted longer than the retry timeout ({:?})",
+                self.config.retry_timeout
+            );
+            return ErrorResponse::ShutdownInstance;
+        }
+        ErrorResponse::ReplaceThread
+    }
+
+    /// Waits before replacing a thread (longer each time in a row); `false`
+    /// when the instance is closing meanwhile.
+    fn pause_before_retry(&self) -> bool {
+        let (since, attempts) = self.retrying.get().unwrap_or((Instant::now(), 0));
+        self.retrying.set(Some((since, attempts + 1)));
+        let until = Instant::now() + retry_backoff(attempts);
+        tracing::warn!(
+            thread = self.index,
+            attempt = attempts + 1,
+            pause_ms = retry_backoff(attempts).as_millis() as u64,
+            "replacing the failed stream thread; its tasks resume from their last commit"
+        );
+        while Instant::now() < until {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     fn thread_config(&self) -> StreamsConfig {
         let mut config = self.config.clone();
         config.instance_id = format!("{}-{}", self.config.instance_id, self.index);
@@ -845,11 +898,11 @@ impl ThreadRunner {
                 .unwrap_or_else(|p| p.into_inner())
             {
                 Some(handler) => handler(&error),
-                None => ErrorResponse::ShutdownInstance,
+                None => self.default_response(&error),
             };
             match response {
                 ErrorResponse::ReplaceThread => {
-                    if self.shared.stop.load(Ordering::SeqCst) {
+                    if self.shared.stop.load(Ordering::SeqCst) || !self.pause_before_retry() {
                         return None;
                     }
                     self.shared.set_state(StreamsState::Rebalancing);
@@ -858,10 +911,7 @@ impl ThreadRunner {
                             self.shared.set_state(StreamsState::Running);
                             return Some(thread);
                         }
-                        Err(e) => {
-                            error = e;
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
+                        Err(e) => error = e,
                     }
                 }
                 ErrorResponse::ShutdownInstance => {
@@ -893,14 +943,14 @@ impl ThreadRunner {
         self.started();
         // Counters of the threads this one replaced.
         let mut retired = ThreadSnapshot::default();
-        let mut control_checked = std::time::Instant::now();
+        let mut control_checked = Instant::now();
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
                 break;
             }
             // The control topic, twice a second.
             if control_checked.elapsed() >= Duration::from_millis(500) && {
-                control_checked = std::time::Instant::now();
+                control_checked = Instant::now();
                 self.shutdown_requested()
             } {
                 tracing::warn!("another instance asked the application to shut down");
@@ -910,6 +960,11 @@ impl ThreadRunner {
             }
             match thread.run_once(now_ms()) {
                 Ok(polled) => {
+                    if self.retrying.get().is_some() && thread.thread_metrics().commits > 0 {
+                        // The replacement committed: the failure is over.
+                        tracing::info!(thread = self.index, "recovered");
+                        self.retrying.set(None);
+                    }
                     if let Some(slot) = self
                         .shared
                         .metrics

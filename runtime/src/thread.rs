@@ -104,6 +104,12 @@ pub struct StreamsConfig {
     pub checkpoint_interval_records: u64,
     /// Stream threads per instance (`KafkaStreams`).
     pub num_threads: usize,
+    /// How long a stream thread keeps being replaced after failures that
+    /// may go away by themselves (cluster or schema registry unavailable)
+    /// before the instance gives up and stops (Kafka Streams'
+    /// `task.timeout.ms`; default 5 min). Other failures stop the instance
+    /// at once unless an uncaught-error handler says otherwise.
+    pub retry_timeout: Duration,
     /// `Some((k, n))`: this is instance `k` of `n` and owns a fixed share
     /// of the tasks, without group rebalances; `None`: the consumer group
     /// assigns tasks (`KafkaStreams`).
@@ -130,6 +136,7 @@ impl StreamsConfig {
             max_uncommitted_bytes: 64 << 20,
             checkpoint_interval_records: 10_000,
             num_threads: 1,
+            retry_timeout: Duration::from_secs(300),
             static_assignment: None,
         }
     }
@@ -222,6 +229,22 @@ pub enum RuntimeError {
     /// A [`FaultInjector`] stopped the thread here (tests).
     #[error("injected fault at {0:?}")]
     InjectedFault(FaultPoint),
+}
+
+impl RuntimeError {
+    /// Whether the failure may go away by itself: the cluster or the
+    /// schema registry could not be reached. By default an instance then
+    /// replaces the failed thread after a pause (its tasks resume from
+    /// their last commit), for up to [`StreamsConfig::retry_timeout`].
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RuntimeError::Cluster(e) => e.is_retryable(),
+            RuntimeError::Task { source, .. } | RuntimeError::Global { source, .. } => {
+                matches!(**source, TaskError::Unavailable { .. })
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A step of the commit cycle or of restore where a test can make the

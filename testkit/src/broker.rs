@@ -237,6 +237,25 @@ impl TestBroker {
         }
     }
 
+    /// Stops the broker (tansu; `Restart::Crash`: SIGKILL) and leaves it
+    /// stopped: clients find no one at its address until
+    /// [`resume`](Self::resume).
+    pub fn stop(&mut self, how: Restart) -> Result<()> {
+        match (&mut self.backend, how) {
+            (Backend::Tansu(broker), Restart::Graceful) => broker.stop(),
+            (Backend::Tansu(broker), Restart::Crash) => broker.kill(),
+            _ => Err(self.unsupported("stopping the broker")),
+        }
+    }
+
+    /// Starts a stopped broker again on the same address and data.
+    pub fn resume(&mut self) -> Result<()> {
+        match &mut self.backend {
+            Backend::Tansu(broker) => broker.resume(),
+            _ => Err(self.unsupported("restarting the broker")),
+        }
+    }
+
     /// The end of the broker's own log, where it has one (tansu).
     pub fn log_tail(&self) -> Option<String> {
         match &self.backend {

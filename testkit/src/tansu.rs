@@ -123,9 +123,24 @@ impl TansuBroker {
     /// Kills the broker without warning (SIGKILL), as a crash or power loss
     /// would, and starts it again on the same port and database.
     pub fn crash_and_restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.resume()
+    }
+
+    /// Kills the broker without warning (SIGKILL) and leaves it down.
+    pub fn kill(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             child.kill().map_err(io_err("killing tansu"))?;
             child.wait().map_err(io_err("waiting for tansu"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped or killed broker again on the same port and
+    /// database (a no-op when it runs).
+    pub fn resume(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Ok(());
         }
         self.spawn()?;
         self.wait_ready()

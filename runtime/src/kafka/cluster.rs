@@ -43,8 +43,54 @@ impl std::fmt::Debug for KafkaCluster {
     }
 }
 
-fn client_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Client(format!("{what}: {e}"))
+/// Error codes of a cluster that cannot be reached or did not answer in
+/// time: librdkafka reconnects and the call may succeed when retried.
+fn transient(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::Resolve
+            | C::MessageTimedOut
+            | C::OperationTimedOut
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::PreferredLeaderNotAvailable
+            | C::BrokerNotAvailable
+            | C::CoordinatorLoadInProgress
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::KafkaStorageError
+            | C::NotController
+    )
+}
+
+/// Whether `e` (a librdkafka error, or any other) says the cluster is
+/// unavailable for now.
+fn is_transient(e: &(dyn std::any::Any + 'static)) -> bool {
+    let Some(e) = e.downcast_ref::<KafkaError>() else {
+        return false;
+    };
+    match e {
+        KafkaError::Transaction(t) => t.is_retriable() || transient(t.code()),
+        other => other.rdkafka_error_code().is_some_and(transient),
+    }
+}
+
+/// A `ClusterError` for `e` while doing `what`: `Unavailable` when the
+/// cluster could not be reached or answer in time, `Client` otherwise.
+fn client_err(what: impl std::fmt::Display, e: impl std::fmt::Display + 'static) -> ClusterError {
+    let message = format!("{what}: {e}");
+    if is_transient(&e) {
+        ClusterError::Unavailable(message)
+    } else {
+        ClusterError::Client(message)
+    }
 }
 
 fn admin_err(e: AdminError) -> ClusterError {
@@ -55,6 +101,12 @@ fn admin_err(e: AdminError) -> ClusterError {
             code: RDKafkaErrorCode::UnknownTopicOrPartition,
             ..
         } => ClusterError::UnknownTopic(topic),
+        AdminError::Request { ref source, .. } if is_transient(source) => {
+            ClusterError::Unavailable(crate::cluster::error_chain(&e))
+        }
+        AdminError::Topic { code, .. } if transient(code) => {
+            ClusterError::Unavailable(crate::cluster::error_chain(&e))
+        }
         other => ClusterError::Client(crate::cluster::error_chain(&other)),
     }
 }
@@ -179,6 +231,7 @@ impl Cluster for KafkaCluster {
             assigned: BTreeMap::new(),
             next: BTreeMap::new(),
             ends: BTreeMap::new(),
+            transient_logged: None,
             topic_names: Vec::new(),
         }))
     }
@@ -288,9 +341,23 @@ struct KafkaConsumer {
     /// End offsets learnt from `end_offsets`, for positions at partition EOF
     /// (read-committed readers skip transaction markers silently).
     ends: BTreeMap<TopicPartition, i64>,
+    /// When a transient error was last logged (they come in bursts while
+    /// a broker is away).
+    transient_logged: Option<Instant>,
 }
 
 impl KafkaConsumer {
+    /// Logs a transient poll error, at most every 10 s.
+    fn report_transient(&mut self, e: &KafkaError) {
+        if self
+            .transient_logged
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+        {
+            self.transient_logged = Some(Instant::now());
+            tracing::warn!(group = %self.group, error = %e, "the cluster is unavailable; the consumer reconnects");
+        }
+    }
+
     /// Low and high watermarks of `tp`. A client that has not seen the
     /// topic yet may answer "unknown partition": it then loads the topic's
     /// metadata and asks again.
@@ -486,6 +553,12 @@ impl ClusterConsumer for KafkaConsumer {
                         }
                     }
                 }
+                // librdkafka reports losing a broker to the consumer and
+                // reconnects by itself: not a reason to stop.
+                Err(e) if is_transient(&e) => {
+                    self.report_transient(&e);
+                    break;
+                }
                 Err(e) => return Err(client_err(format!("polling in group {:?}", self.group), e)),
             }
         }
@@ -641,7 +714,7 @@ struct DeliveryTracker {
 #[derive(Default)]
 struct Deliveries {
     written: BTreeMap<TopicPartition, i64>,
-    failure: Option<String>,
+    failure: Option<ClusterError>,
     /// Topic names seen, shared by `written`'s keys (a report then
     /// allocates nothing).
     topic_names: Vec<Arc<str>>,
@@ -668,10 +741,13 @@ impl ProducerContext for DeliveryTracker {
             }
             Err((error, message)) => {
                 if state.failure.is_none() {
-                    state.failure = Some(format!(
-                        "delivery to {}[{}] failed: {error}",
-                        message.topic(),
-                        message.partition()
+                    state.failure = Some(client_err(
+                        format!(
+                            "delivery to {}[{}] failed",
+                            message.topic(),
+                            message.partition()
+                        ),
+                        error.clone(),
                     ));
                 }
             }
@@ -729,7 +805,7 @@ impl KafkaProducer {
     fn take_failure(&self) -> Result<(), ClusterError> {
         let mut state = self.tracker.state.lock().unwrap_or_else(|p| p.into_inner());
         match state.failure.take() {
-            Some(failure) => Err(ClusterError::Client(failure)),
+            Some(failure) => Err(failure),
             None => Ok(()),
         }
     }
