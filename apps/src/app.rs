@@ -39,7 +39,7 @@
 //! | `retry-timeout` | ms a failure that may mend itself (cluster or registry unavailable) is retried before the instance stops | 300000 |
 //! | `metrics-addr` | serve Prometheus metrics at `http://ADDR/metrics` | off |
 //! | `log` | log filter (`info`, `brook_runtime=debug`, ...) | `info` |
-//! | `kafka.<property>` | any librdkafka property, e.g. `kafka.security.protocol` | |
+//! | `kafka.<property>` | any librdkafka property, e.g. `kafka.security.protocol`; from the environment as `BROOK_KAFKA_SECURITY_PROTOCOL` | |
 //!
 //! plus the options the app declares. Logs go to stderr. SIGINT or SIGTERM
 //! closes the instance cleanly (commit, checkpoint); exit code 0 after a
@@ -82,9 +82,25 @@ const COMMON: &[&str] = &[
 ];
 
 /// An app's settings, merged from defaults, config file, environment and flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AppSettings {
     values: BTreeMap<String, String>,
+}
+
+/// Secrets show as `"[redacted]"`.
+impl std::fmt::Debug for AppSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.values.iter().map(|(k, v)| {
+                let shown = if is_secret(k) {
+                    "[redacted]"
+                } else {
+                    v.as_str()
+                };
+                (k, shown)
+            }))
+            .finish()
+    }
 }
 
 impl AppSettings {
@@ -198,12 +214,38 @@ fn parse_config_file(text: &str, path: &str) -> Result<BTreeMap<String, String>>
     Ok(values)
 }
 
-/// Merges the settings: config file, then environment, then `args`.
+/// The process's environment variables (those with UTF-8 names and values).
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// `kafka.<property>` for an environment variable `BROOK_KAFKA_<PROPERTY>`
+/// (e.g. `BROOK_KAFKA_SASL_PASSWORD` → `kafka.sasl.password`).
+fn kafka_env_key(name: &str) -> Option<String> {
+    brook_runtime::kafka::property_of_env(name).map(|p| format!("kafka.{p}"))
+}
+
+/// Whether a setting holds a secret (a password, a private key, a JAAS
+/// config): its value never appears in `Debug` output or logs.
+pub fn is_secret(key: &str) -> bool {
+    let key = key.strip_prefix("kafka.").unwrap_or(key);
+    brook_runtime::kafka::is_secret_property(key)
+        || key.contains("password")
+        // `registry-auth`, `dashboard-auth`: `user:password`.
+        || key.ends_with("-auth")
+}
+
+/// Merges the settings: config file, then environment (`env`, e.g.
+/// [`process_env`]), then `args`.
 pub fn settings(
     args: impl IntoIterator<Item = String>,
-    env: impl Fn(&str) -> Option<String>,
+    env: &BTreeMap<String, String>,
     app_options: &[&str],
 ) -> Result<AppSettings> {
+    let env_vars = env;
+    let env = |name: &str| env_vars.get(name).cloned();
     let known = |key: &str| {
         COMMON.contains(&key) || app_options.contains(&key) || key.starts_with("kafka.")
     };
@@ -246,6 +288,11 @@ pub fn settings(
             values.insert((*key).to_owned(), value);
         }
     }
+    for (name, value) in env_vars {
+        if let Some(key) = kafka_env_key(name) {
+            values.insert(key, value.clone());
+        }
+    }
     values.extend(flags);
     Ok(AppSettings { values })
 }
@@ -258,17 +305,13 @@ pub fn run(
 ) -> ExitCode {
     // Everything that depends on the settings alone fails with exit code 2,
     // before anything connects.
-    let prepared = settings(
-        std::env::args().skip(1),
-        |k| std::env::var(k).ok(),
-        app_options,
-    )
-    .and_then(|settings| {
-        let config = settings.streams_config(name)?;
-        settings.option("bootstrap")?;
-        let topology = topology(&settings).context("building the topology")?;
-        Ok((settings, config, topology))
-    });
+    let prepared =
+        settings(std::env::args().skip(1), &process_env(), app_options).and_then(|settings| {
+            let config = settings.streams_config(name)?;
+            settings.option("bootstrap")?;
+            let topology = topology(&settings).context("building the topology")?;
+            Ok((settings, config, topology))
+        });
     let (settings, config, topology) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
@@ -406,12 +449,11 @@ mod tests {
     use super::*;
     use brook_runtime::thread::ProcessingGuarantee;
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> = pairs
+    fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |k| map.get(k).cloned()
+            .collect()
     }
 
     fn args(list: &[&str]) -> Vec<String> {
@@ -429,7 +471,7 @@ mod tests {
         let file = file.display().to_string();
         let s = settings(
             args(&["--config", &file, "--threads", "4"]),
-            env_of(&[("BROOK_BOOTSTRAP", "env:9092"), ("BROOK_THREADS", "2")]),
+            &env_of(&[("BROOK_BOOTSTRAP", "env:9092"), ("BROOK_THREADS", "2")]),
             &["input"],
         )?;
         assert_eq!(s.get("bootstrap"), Some("env:9092"));
@@ -442,6 +484,40 @@ mod tests {
         let config = s.streams_config("app")?;
         assert_eq!(config.num_threads, 4);
         assert_eq!(config.application_id, "app");
+        Ok(())
+    }
+
+    #[test]
+    fn kafka_properties_come_from_the_environment_too_and_secrets_are_not_shown() -> Result<()> {
+        assert!(is_secret("registry-auth") && is_secret("kafka.ssl.key.password"));
+        assert!(!is_secret("bootstrap") && !is_secret("kafka.sasl.username"));
+        let s = settings(
+            args(&["--kafka.sasl.mechanisms", "SCRAM-SHA-512"]),
+            &env_of(&[
+                ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+                ("BROOK_KAFKA_SASL_USERNAME", "svc"),
+                ("BROOK_KAFKA_SASL_PASSWORD", "hunter2-secret"),
+                ("BROOK_KAFKA_", "ignored"),
+                ("OTHER_KAFKA_SASL_PASSWORD", "not ours"),
+            ]),
+            &[],
+        )?;
+        let props: BTreeMap<&str, &str> = s.kafka_properties().collect();
+        assert_eq!(
+            props,
+            BTreeMap::from([
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.password", "hunter2-secret"),
+                ("sasl.username", "svc"),
+                ("security.protocol", "SASL_SSL"),
+            ])
+        );
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("svc") && shown.contains("[redacted]"),
+            "{shown}"
+        );
         Ok(())
     }
 
@@ -465,7 +541,7 @@ mod tests {
                 "--max-timestamp-ahead-ms",
                 "3600000",
             ]),
-            env_of(&[("BROOK_DEAD_LETTER_TOPIC", "rev-bad")]),
+            &env_of(&[("BROOK_DEAD_LETTER_TOPIC", "rev-bad")]),
             &[],
         )?;
         let config = s.streams_config("app")?;
@@ -485,7 +561,7 @@ mod tests {
         assert_eq!(config.record_limits.max_timestamp_behind_ms, None);
 
         let bad = |list: &[&str]| -> String {
-            match settings(args(list), env_of(&[]), &[]).and_then(|s| s.streams_config("a")) {
+            match settings(args(list), &env_of(&[]), &[]).and_then(|s| s.streams_config("a")) {
                 Ok(_) => "accepted".into(),
                 Err(e) => format!("{e:#}"),
             }
@@ -499,7 +575,7 @@ mod tests {
         assert!(bad(&["--deserialization-handler", "ignore"]).contains("log-and-continue"));
         assert!(bad(&["--max-record-bytes", "-1"]).contains("max-record-bytes = \"-1\""));
         assert!(bad(&["stray"]).contains("unexpected argument"));
-        let missing = settings(args(&[]), env_of(&[]), &["input"])?;
+        let missing = settings(args(&[]), &env_of(&[]), &["input"])?;
         assert!(
             format!("{:#}", missing.option("input").expect_err("required")).contains("BROOK_INPUT")
         );

@@ -194,3 +194,159 @@ fn the_wordcount_binary_counts_serves_metrics_and_stops_cleanly_on_sigterm() -> 
     );
     Ok(())
 }
+
+/// Runs the wordcount binary with `env` until it has counted `text`'s
+/// words or exited; its whole log (stderr, at debug level) and its exit
+/// status, if it exited.
+fn run_logged(
+    broker: &TestBroker,
+    env: &[(&str, &str)],
+    text: &str,
+    timeout: Duration,
+) -> TestResult<(
+    String,
+    Option<std::process::ExitStatus>,
+    BTreeMap<String, i64>,
+)> {
+    let ns = broker.namespace();
+    let (lines, counts) = (ns.topic("lines"), ns.topic("counts"));
+    broker.create_topics(&[TopicSpec::new(&lines, 1), TopicSpec::new(&counts, 1)])?;
+    let state = tempfile::tempdir()?;
+    let mut child = Command::new(BIN)
+        .args(["--input", &lines, "--output", &counts])
+        .args(["--application-id", &ns.group("wc-sasl")])
+        .args([
+            "--commit-interval",
+            "100",
+            "--instance",
+            "0",
+            "--instances",
+            "1",
+        ])
+        .args(["--log", "debug"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("BROOK_BOOTSTRAP", broker.bootstrap())
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("stderr")?;
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut all);
+        all
+    });
+    // The test's own clients log in with the broker's configuration.
+    let cluster = KafkaCluster::new(broker.config().clone())?;
+    let mut producer = cluster.producer()?;
+    producer.send(ProducedRecord {
+        topic: lines.clone(),
+        partition: None,
+        key: Some(b"line".to_vec()),
+        value: Some(text.as_bytes().to_vec()),
+        timestamp: 1_000,
+        headers: Headers::new(),
+    })?;
+    producer.flush()?;
+    let mut reader = cluster.consumer(&ns.group("reader"), Isolation::ReadCommitted)?;
+    reader.assign(&[TopicPartition::new(counts.as_str(), 0)])?;
+    let words = text
+        .split_whitespace()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let mut latest = BTreeMap::new();
+    let started = Instant::now();
+    let mut exit = None;
+    while latest.len() < words && started.elapsed() < timeout {
+        if let Some(status) = child.try_wait()? {
+            exit = Some(status);
+            break;
+        }
+        for r in reader.poll(100)? {
+            let word = String::from_utf8(r.key.unwrap_or_default())?;
+            let n: i64 = String::from_utf8(r.value.unwrap_or_default())?.parse()?;
+            latest.insert(word, n);
+        }
+    }
+    if exit.is_none() {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        let stopping = Instant::now();
+        while exit.is_none() && stopping.elapsed() < Duration::from_secs(30) {
+            exit = child.try_wait()?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if exit.is_none() {
+            let _ = child.kill();
+            exit = Some(child.wait()?);
+        }
+    }
+    let log = log.join().map_err(|_| "log reader panicked")?;
+    Ok((log, exit, latest))
+}
+
+#[test]
+fn sasl_scram_settings_from_the_environment_log_in_and_never_reach_the_log() -> TestResult {
+    let password = "Sup3r-s3cret-4-brook";
+    let broker = TestBroker::tansu_with_scram("brook-app", password)?;
+    let env = [
+        ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+        (
+            "BROOK_KAFKA_SASL_MECHANISMS",
+            brook_testkit::TANSU_SASL_MECHANISM,
+        ),
+        ("BROOK_KAFKA_SASL_USERNAME", "brook-app"),
+        ("BROOK_KAFKA_SASL_PASSWORD", password),
+    ];
+    let (log, exit, counts) =
+        run_logged(&broker, &env, "to be or not to be", Duration::from_secs(90))?;
+    assert_eq!(
+        counts,
+        BTreeMap::from([
+            ("to".to_owned(), 2),
+            ("be".to_owned(), 2),
+            ("or".to_owned(), 1),
+            ("not".to_owned(), 1)
+        ]),
+        "the app logged in and counted; exit {exit:?}, log:\n{log}"
+    );
+    assert_eq!(exit.and_then(|e| e.code()), Some(0), "{log}");
+    assert!(
+        !log.contains(password),
+        "the password is in the log:\n{log}"
+    );
+    assert!(
+        log.contains("brook_runtime"),
+        "a debug log was written:\n{log}"
+    );
+
+    // A wrong password: the app stops (exit 1) saying why, without the
+    // password it was given either.
+    let wrong = "Wr0ng-s3cret-4-brook";
+    let env = [
+        ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+        (
+            "BROOK_KAFKA_SASL_MECHANISMS",
+            brook_testkit::TANSU_SASL_MECHANISM,
+        ),
+        ("BROOK_KAFKA_SASL_USERNAME", "brook-app"),
+        ("BROOK_KAFKA_SASL_PASSWORD", wrong),
+    ];
+    let started = Instant::now();
+    let (log, exit, counts) = run_logged(&broker, &env, "denied", Duration::from_secs(90))?;
+    assert!(counts.is_empty());
+    assert_eq!(exit.and_then(|e| e.code()), Some(1), "{log}");
+    assert!(
+        log.to_lowercase().contains("authentication"),
+        "the reason is given:\n{log}"
+    );
+    assert!(!log.contains(wrong), "the password is in the log:\n{log}");
+    eprintln!(
+        "wrong password: exit 1 after {:?}; last lines:\n{}",
+        started.elapsed(),
+        log.lines().rev().take(3).collect::<Vec<_>>().join("\n")
+    );
+    Ok(())
+}

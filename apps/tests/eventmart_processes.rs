@@ -3,7 +3,10 @@
 //! `eventmart` — events per minute as two static instances (partitions
 //! split between them) and the other apps in a third process with the
 //! dashboard. Their JSON APIs, merged, must account for every generated
-//! event; SIGTERM stops each cleanly.
+//! event; SIGTERM stops each cleanly. The broker lets in only clients that
+//! log in (SASL SCRAM-SHA-512): every process gets the login from
+//! `BROOK_KAFKA_*` environment variables, and the password is in none of
+//! the files they write (state directories, the lake).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -39,6 +42,7 @@ impl App {
         extra: &[&str],
     ) -> Result<App, Box<dyn std::error::Error>> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eventmart"))
+            .envs(login())
             .arg(apps)
             .args(common)
             .args(extra)
@@ -90,9 +94,44 @@ fn per_type(windows: &serde_json::Value) -> BTreeMap<String, i64> {
     out
 }
 
+const USER: &str = "eventmart";
+const PASSWORD: &str = "Ev3ntM4rt-s3cret-pw";
+
+/// The broker's login, as environment variables of every process.
+fn login() -> [(&'static str, &'static str); 4] {
+    [
+        ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+        (
+            "BROOK_KAFKA_SASL_MECHANISMS",
+            brook_testkit::TANSU_SASL_MECHANISM,
+        ),
+        ("BROOK_KAFKA_SASL_USERNAME", USER),
+        ("BROOK_KAFKA_SASL_PASSWORD", PASSWORD),
+    ]
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> std::io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        } else if std::fs::read(&path)?
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            found.push(path.display().to_string());
+        }
+    }
+    Ok(found)
+}
+
 #[test]
 fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult {
-    let broker = TestBroker::tansu()?;
+    let broker = TestBroker::tansu_with_scram(USER, PASSWORD)?;
     let ns = broker.namespace();
     let prefix = format!("{}.", ns.prefix());
     let bootstrap = broker.bootstrap().to_owned();
@@ -105,6 +144,7 @@ fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult 
     )?;
 
     let out = Command::new(env!("CARGO_BIN_EXE_eventmart-topics"))
+        .envs(login())
         .args(["apply", "--bootstrap", &bootstrap, "--prefix", &prefix])
         .output()?;
     assert!(
@@ -114,6 +154,7 @@ fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult 
     );
 
     let out = Command::new(env!("CARGO_BIN_EXE_eventmart-generator"))
+        .envs(login())
         .args([
             "--bootstrap",
             &bootstrap,
@@ -255,5 +296,12 @@ fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult 
     for p in [&mut epm0, &mut epm1, &mut rest] {
         p.stop()?;
     }
+    // The lake was written, and neither it nor any state directory holds
+    // the password.
+    assert!(!files_containing(&dir.path().join("lake"), b"PAR1")?.is_empty());
+    assert_eq!(
+        files_containing(dir.path(), PASSWORD.as_bytes())?,
+        Vec::<String>::new()
+    );
     Ok(())
 }

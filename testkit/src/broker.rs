@@ -128,6 +128,24 @@ impl TestBroker {
         })
     }
 
+    /// A fresh tansu broker that lets in only clients logged in as `user`
+    /// with `password` (SASL SCRAM-SHA-512); [`config`](Self::config)
+    /// carries the login. No external Kafka: its users are not ours.
+    pub fn tansu_with_scram(user: &str, password: &str) -> Result<Self> {
+        let mut broker = TansuBroker::start()?;
+        broker.require_scram(user, password)?;
+        let config = test_config(broker.bootstrap())
+            .set("security.protocol", "SASL_PLAINTEXT")
+            .set("sasl.mechanisms", crate::tansu::TANSU_SASL_MECHANISM)
+            .set("sasl.username", user)
+            .set("sasl.password", password);
+        Ok(TestBroker {
+            kind: BrokerKind::Tansu,
+            config,
+            backend: Backend::Tansu(broker),
+        })
+    }
+
     /// The Kafka named by `BROOK_BOOTSTRAP`, if set.
     pub fn external() -> Option<Self> {
         let config = KafkaConfig::from_env()?;

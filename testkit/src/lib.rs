@@ -26,7 +26,7 @@ pub use broker::{BrokerKind, Capabilities, Restart, TestBroker};
 pub use consume::{Received, consume_exactly, read_topic};
 pub use namespace::Namespace;
 pub use postgres::{TestPostgres, postgres_bin};
-pub use tansu::{TANSU_ENV, TANSU_VERSION, TansuBroker, tansu_binary};
+pub use tansu::{TANSU_ENV, TANSU_SASL_MECHANISM, TANSU_VERSION, TansuBroker, tansu_binary};
 
 use std::time::Duration;
 

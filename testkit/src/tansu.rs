@@ -74,7 +74,12 @@ pub struct TansuBroker {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// A SCRAM-SHA-512 user every client must log in as (`--authentication`).
+    scram: Option<(String, String)>,
 }
+
+/// The SASL mechanism tansu's `--authentication` offers (PLAIN is not).
+pub const TANSU_SASL_MECHANISM: &str = "SCRAM-SHA-512";
 
 impl TansuBroker {
     /// Starts a broker on a free loopback port and waits until it answers a
@@ -93,6 +98,7 @@ impl TansuBroker {
                     .map_err(io_err("creating a directory for tansu"))?,
                 port: free_port()?,
                 child: None,
+                scram: None,
             };
             match broker.spawn().and_then(|()| broker.wait_ready()) {
                 Ok(()) => return Ok(broker),
@@ -100,6 +106,33 @@ impl TansuBroker {
             }
         }
         Err(last_error.expect("at least one attempt was made"))
+    }
+
+    /// From now on every client must authenticate as `user` with
+    /// `password` (SASL SCRAM-SHA-512): creates the user (over the still
+    /// open listener), then restarts the broker with `--authentication`.
+    pub fn require_scram(&mut self, user: &str, password: &str) -> Result<()> {
+        let url = format!("tcp://{}", self.bootstrap());
+        let out = Command::new(&self.binary)
+            .current_dir(self.dir.path())
+            .args(["user", "create", "--broker", &url, user, password])
+            .args(["--mechanism", "scram512"])
+            .output()
+            .map_err(io_err("running tansu user create"))?;
+        if !out.status.success() {
+            return Err(TestkitError::TansuStart {
+                bootstrap: self.bootstrap(),
+                reason: format!(
+                    "tansu user create failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                log: self.log_tail(),
+            });
+        }
+        self.stop()?;
+        self.scram = Some((user.to_owned(), password.to_owned()));
+        self.spawn()?;
+        self.wait_ready()
     }
 
     /// `127.0.0.1:<port>`.
@@ -203,6 +236,7 @@ impl TansuBroker {
                 &url,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(self.scram.is_some().then_some("--authentication"))
             .env(
                 "RUST_LOG",
                 std::env::var("BROOK_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
@@ -241,8 +275,16 @@ impl TansuBroker {
             std::thread::sleep(Duration::from_millis(25));
         }
         // Listening is not serving: wait for a metadata answer.
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        let mut probe = ClientConfig::new();
+        probe.set("bootstrap.servers", self.bootstrap());
+        if let Some((user, password)) = &self.scram {
+            probe
+                .set("security.protocol", "SASL_PLAINTEXT")
+                .set("sasl.mechanisms", TANSU_SASL_MECHANISM)
+                .set("sasl.username", user)
+                .set("sasl.password", password);
+        }
+        let consumer: BaseConsumer = probe
             .create()
             .map_err(|e| fail(self, format!("cannot create a probe client: {e}")))?;
         let remaining = START_TIMEOUT

@@ -112,7 +112,7 @@ fn settings() -> Result<Settings> {
     let storage = match (args.get("storage"), bootstrap) {
         (Some("memory"), _) => Storage::Memory,
         (Some("kafka") | None, Some(bootstrap)) => {
-            let mut config = KafkaConfig::new(bootstrap);
+            let mut config = KafkaConfig::new(bootstrap).with_process_env();
             for property in args.all("kafka-property") {
                 let (k, v) = property.split_once('=').with_context(|| {
                     format!("--kafka-property {property:?}: expected KEY=VALUE")

@@ -175,7 +175,8 @@ fn migrate(args: &Args) -> Result<Result<(), Incompatible>> {
             None,
             client(url)?,
             Arc::new(
-                KafkaCluster::new(KafkaConfig::new(bootstrap)).context("connecting to Kafka")?,
+                KafkaCluster::new(KafkaConfig::new(bootstrap).with_process_env())
+                    .context("connecting to Kafka")?,
             ),
         ),
         (None, None) => {

@@ -197,7 +197,7 @@ fn wipe(args: &Args) -> Result<()> {
 
 fn cluster(args: &Args) -> Result<KafkaCluster> {
     let bootstrap = required(args, "bootstrap")?;
-    KafkaCluster::new(KafkaConfig::new(bootstrap))
+    KafkaCluster::new(KafkaConfig::new(bootstrap).with_process_env())
         .with_context(|| format!("connecting to Kafka at {bootstrap}"))
 }
 

@@ -76,7 +76,8 @@ fn main() -> ExitCode {
         }
     };
     let outcome = (|| -> Result<bool> {
-        let admin = KafkaAdmin::new(&KafkaConfig::new(bootstrap))?.with_timeout(timeout);
+        let admin =
+            KafkaAdmin::new(&KafkaConfig::new(bootstrap).with_process_env())?.with_timeout(timeout);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -302,7 +302,7 @@ pub fn main() -> ExitCode {
             registry = registry.basic_auth(u, p);
         }
         let encoder = Encoder::new(SchemaRegistryClient::new(registry)?);
-        let mut kafka = KafkaConfig::new(bootstrap);
+        let mut kafka = KafkaConfig::new(bootstrap).with_process_env();
         for pair in kafka_props.chunks(2) {
             kafka = kafka.set(&pair[0], &pair[1]);
         }

@@ -134,7 +134,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let prepared = parse_apps(&first).and_then(|apps| {
-        let settings = settings(args, |k| std::env::var(k).ok(), OPTIONS)?;
+        let settings = settings(args, &crate::app::process_env(), OPTIONS)?;
         settings.option("bootstrap")?;
         let cfg = eventmart_config(&settings)?;
         let mut built = Vec::new();
@@ -258,7 +258,12 @@ mod tests {
 
     #[test]
     fn the_lake_defaults_to_exactly_once_and_ids_are_per_app() {
-        let s = settings(["--bootstrap", "b:1"].map(String::from), |_| None, OPTIONS).unwrap();
+        let s = settings(
+            ["--bootstrap", "b:1"].map(String::from),
+            &Default::default(),
+            OPTIONS,
+        )
+        .unwrap();
         let lake = app_config(&s, "lake").unwrap();
         assert_eq!(lake.application_id, "eventmart-lake");
         assert_eq!(lake.commit_interval, Duration::from_secs(10));
@@ -276,7 +281,7 @@ mod tests {
                 "at_least_once",
             ]
             .map(String::from),
-            |_| None,
+            &Default::default(),
             OPTIONS,
         )
         .unwrap();

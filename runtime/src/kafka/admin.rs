@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use brook_topology::{TopicSpec, TopicSpecError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::KafkaConfig;
+use super::log::{ClientLog, ClientReport};
 
 /// Why an admin operation failed.
 ///
@@ -29,13 +30,17 @@ pub enum AdminError {
         source: KafkaError,
     },
     /// The request failed as a whole (broker unreachable, timed out, or
-    /// the broker does not implement the API). Often transient: retry.
-    #[error("{operation} failed")]
+    /// the broker does not implement the API). Often transient: retry —
+    /// unless what the client reported meanwhile says otherwise (a refused
+    /// login).
+    #[error("{operation} failed{}", reported_note(.reported))]
     Request {
         /// What was attempted.
         operation: &'static str,
         /// librdkafka's error.
         source: KafkaError,
+        /// The last error the client reported while it waited.
+        reported: Option<Box<ClientReport>>,
     },
     /// The broker refused the operation for one topic.
     #[error("{operation} for topic {topic:?} refused by the broker: {code}")]
@@ -49,6 +54,13 @@ pub enum AdminError {
     },
 }
 
+fn reported_note(reported: &Option<Box<ClientReport>>) -> String {
+    reported
+        .as_ref()
+        .map(|r| format!(" (the client reported: {r})"))
+        .unwrap_or_default()
+}
+
 /// What [`KafkaAdmin::create_topics`] did for one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateOutcome {
@@ -60,7 +72,8 @@ pub enum CreateOutcome {
 
 /// A Kafka admin client with a request timeout.
 pub struct KafkaAdmin {
-    client: AdminClient<DefaultClientContext>,
+    client: AdminClient<ClientLog>,
+    config: KafkaConfig,
     bootstrap: String,
     timeout: Duration,
 }
@@ -79,16 +92,51 @@ impl KafkaAdmin {
     pub fn new(config: &KafkaConfig) -> Result<Self, AdminError> {
         let client = config
             .client()
-            .create()
+            .create_with_context(ClientLog::default())
             .map_err(|source| AdminError::Client {
                 bootstrap: config.bootstrap().to_owned(),
                 source,
             })?;
         Ok(KafkaAdmin {
             client,
+            config: config.clone(),
             bootstrap: config.bootstrap().to_owned(),
             timeout: Duration::from_secs(30),
         })
+    }
+
+    fn request_error(&self, operation: &'static str, source: KafkaError) -> AdminError {
+        // The admin client's own errors wait in a queue rdkafka never
+        // polls; a request that timed out is explained by a client that
+        // is polled.
+        let reported = self
+            .client
+            .inner()
+            .context()
+            .last_error()
+            .or_else(|| self.diagnose())
+            .map(Box::new);
+        AdminError::Request {
+            operation,
+            source,
+            reported,
+        }
+    }
+
+    /// What a fresh client of this cluster reports when it tries to reach
+    /// it (a refused login, an unknown host, no broker listening).
+    fn diagnose(&self) -> Option<ClientReport> {
+        let log = ClientLog::default();
+        let probe: BaseConsumer<ClientLog> =
+            self.config.client().create_with_context(log.clone()).ok()?;
+        let _ = probe.fetch_metadata(None, self.timeout.min(Duration::from_secs(5)));
+        for _ in 0..10 {
+            if log.last_error().is_some() {
+                break;
+            }
+            let _ = probe.poll(Duration::from_millis(100));
+        }
+        log.last_error()
     }
 
     /// Sets how long one request may take.
@@ -131,10 +179,7 @@ impl KafkaAdmin {
             .client
             .create_topics(&new_topics, &self.options())
             .await
-            .map_err(|source| AdminError::Request {
-                operation: "CreateTopics",
-                source,
-            })?;
+            .map_err(|source| self.request_error("CreateTopics", source))?;
         results
             .into_iter()
             .map(|result| match result {
@@ -158,10 +203,7 @@ impl KafkaAdmin {
             .client
             .describe_configs([&resource], &self.options())
             .await
-            .map_err(|source| AdminError::Request {
-                operation: "DescribeConfigs",
-                source,
-            })?;
+            .map_err(|source| self.request_error("DescribeConfigs", source))?;
         let result = results.pop().ok_or_else(|| AdminError::Topic {
             operation: "DescribeConfigs",
             topic: topic.to_owned(),
@@ -185,10 +227,7 @@ impl KafkaAdmin {
             .client
             .delete_topics(topics, &self.options())
             .await
-            .map_err(|source| AdminError::Request {
-                operation: "DeleteTopics",
-                source,
-            })?;
+            .map_err(|source| self.request_error("DeleteTopics", source))?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
@@ -212,10 +251,7 @@ impl KafkaAdmin {
             .client
             .inner()
             .fetch_metadata(Some(topic), self.timeout)
-            .map_err(|source| AdminError::Request {
-                operation: "Metadata",
-                source,
-            })?;
+            .map_err(|source| self.request_error("Metadata", source))?;
         let unknown = || AdminError::Topic {
             operation: "Metadata",
             topic: topic.to_owned(),

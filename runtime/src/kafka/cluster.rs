@@ -20,9 +20,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use super::{AdminError, KafkaAdmin, KafkaConfig};
+use super::{AdminError, ClientLog, KafkaAdmin, KafkaConfig};
 use crate::cluster::{
     Cluster, ClusterConsumer, ClusterError, ClusterProducer, ConsumedRecord, Isolation,
     ProducedRecord, Rebalance, TopicPartition,
@@ -45,7 +45,7 @@ impl std::fmt::Debug for KafkaCluster {
 
 /// Error codes of a cluster that cannot be reached or did not answer in
 /// time: librdkafka reconnects and the call may succeed when retried.
-fn transient(code: RDKafkaErrorCode) -> bool {
+pub(crate) fn transient(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         code,
@@ -101,7 +101,11 @@ fn admin_err(e: AdminError) -> ClusterError {
             code: RDKafkaErrorCode::UnknownTopicOrPartition,
             ..
         } => ClusterError::UnknownTopic(topic),
-        AdminError::Request { ref source, .. } if is_transient(source) => {
+        AdminError::Request {
+            ref source,
+            ref reported,
+            ..
+        } if is_transient(source) && reported.as_ref().is_none_or(|r| r.transient) => {
             ClusterError::Unavailable(crate::cluster::error_chain(&e))
         }
         AdminError::Topic { code, .. } if transient(code) => {
@@ -179,10 +183,10 @@ impl Cluster for KafkaCluster {
     }
 
     fn list_topics(&self) -> Result<Vec<String>, ClusterError> {
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<ClientLog> = self
             .config
             .client()
-            .create()
+            .create_with_context(ClientLog::default())
             .map_err(|e| client_err("creating a metadata client", e))?;
         let metadata = consumer
             .fetch_metadata(None, self.timeout)
@@ -260,6 +264,7 @@ impl Cluster for KafkaCluster {
 #[derive(Clone, Default)]
 struct GroupContext {
     state: Arc<Mutex<GroupState>>,
+    log: ClientLog,
 }
 
 #[derive(Default)]
@@ -287,7 +292,7 @@ fn partitions_of(list: &TopicPartitionList) -> BTreeSet<TopicPartition> {
         .collect()
 }
 
-impl ClientContext for GroupContext {}
+super::log::forward_client_log!(GroupContext);
 
 impl ConsumerContext for GroupContext {
     fn rebalance(
@@ -709,6 +714,7 @@ fn shared_name(names: &mut Vec<Arc<str>>, topic: &str) -> Arc<str> {
 #[derive(Clone, Default)]
 struct DeliveryTracker {
     state: Arc<Mutex<Deliveries>>,
+    log: ClientLog,
 }
 
 #[derive(Default)]
@@ -720,7 +726,7 @@ struct Deliveries {
     topic_names: Vec<Arc<str>>,
 }
 
-impl ClientContext for DeliveryTracker {}
+super::log::forward_client_log!(DeliveryTracker);
 
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();

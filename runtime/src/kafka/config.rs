@@ -7,6 +7,19 @@ use rdkafka::ClientConfig;
 /// Environment variable naming an external Kafka (`host:port[,host:port]`).
 pub const BOOTSTRAP_ENV: &str = "BROOK_BOOTSTRAP";
 
+/// Prefix of environment variables holding librdkafka properties:
+/// `BROOK_KAFKA_SASL_PASSWORD=...` sets `sasl.password` (lower case, `.`
+/// for `_`: librdkafka's property names have no `_`). Secrets are better
+/// passed this way (or in a config file) than as command-line flags, which
+/// other users of the machine can read.
+pub const PROPERTY_ENV_PREFIX: &str = "BROOK_KAFKA_";
+
+/// The librdkafka property environment variable `name` sets, if any.
+pub fn property_of_env(name: &str) -> Option<String> {
+    let property = name.strip_prefix(PROPERTY_ENV_PREFIX)?;
+    (!property.is_empty()).then(|| property.to_lowercase().replace('_', "."))
+}
+
 /// Connection settings shared by every client of one cluster, and brook's
 /// defaults for producers and consumers.
 ///
@@ -26,12 +39,49 @@ pub const BOOTSTRAP_ENV: &str = "BROOK_BOOTSTRAP";
 /// assert_eq!(producer.get("partitioner"), Some("murmur2_random"));
 /// assert_eq!(config.consumer("g").get("group.id"), Some("g"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     bootstrap: String,
     overrides: BTreeMap<String, String>,
     producer_overrides: BTreeMap<String, String>,
     consumer_overrides: BTreeMap<String, String>,
+}
+
+/// Whether a librdkafka property holds a secret: passwords, private keys
+/// and their PEM text, SASL/JAAS and OAuth client secrets. Their values
+/// never appear in brook's `Debug` output or logs (librdkafka redacts them
+/// in its own too).
+pub fn is_secret_property(key: &str) -> bool {
+    key.contains("password")
+        || key.contains("secret")
+        || key == "sasl.jaas.config"
+        || key == "sasl.oauthbearer.config"
+        || key == "ssl.key.pem"
+}
+
+fn redacted<'a>(key: &str, value: &'a str) -> &'a str {
+    if is_secret_property(key) {
+        "[redacted]"
+    } else {
+        value
+    }
+}
+
+/// Secrets show as `"[redacted]"`.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), redacted(k, v).to_owned()))
+                .collect()
+        };
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("overrides", &shown(&self.overrides))
+            .field("producer_overrides", &shown(&self.producer_overrides))
+            .field("consumer_overrides", &shown(&self.consumer_overrides))
+            .finish()
+    }
 }
 
 impl KafkaConfig {
@@ -65,6 +115,24 @@ impl KafkaConfig {
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.overrides.insert(key.into(), value.into());
         self
+    }
+
+    /// Sets the properties named by `BROOK_KAFKA_*` variables of `env`
+    /// (see [`PROPERTY_ENV_PREFIX`]).
+    pub fn set_from_env(mut self, env: impl IntoIterator<Item = (String, String)>) -> Self {
+        for (name, value) in env {
+            if let Some(key) = property_of_env(&name) {
+                self = self.set(key, value);
+            }
+        }
+        self
+    }
+
+    /// [`set_from_env`](Self::set_from_env) with the process's environment.
+    pub fn with_process_env(self) -> Self {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        self.set_from_env(env)
     }
 
     /// Sets a librdkafka property on producers only (e.g. `linger.ms`).
@@ -113,6 +181,10 @@ impl KafkaConfig {
         kind_overrides: &BTreeMap<String, String>,
     ) -> ClientConfig {
         let mut config = ClientConfig::new();
+        // Warnings and errors reach brook's log (see `log`); rdkafka would
+        // otherwise pick the level from the `log` crate, which brook does
+        // not use.
+        config.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
         config.set("bootstrap.servers", &self.bootstrap);
         for (key, value) in defaults {
             config.set(*key, *value);
@@ -145,6 +217,52 @@ mod tests {
         for client in [config.client(), config.producer(), config.consumer("g")] {
             assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
             assert_eq!(client.get("bootstrap.servers"), Some("b:1"));
+        }
+    }
+
+    #[test]
+    fn sasl_and_ssl_settings_reach_every_client_and_secrets_are_not_shown() {
+        let secret = "pa55-w0rd-for-test";
+        for (mechanism, protocol) in [
+            ("PLAIN", "SASL_PLAINTEXT"),
+            ("SCRAM-SHA-256", "SASL_SSL"),
+            ("SCRAM-SHA-512", "SASL_SSL"),
+        ] {
+            let config = KafkaConfig::new("b:1")
+                .set("security.protocol", protocol)
+                .set("sasl.mechanisms", mechanism)
+                .set("sasl.username", "svc")
+                .set("sasl.password", secret)
+                .set("ssl.ca.location", "/etc/ca.pem")
+                .set("ssl.key.password", secret)
+                .set("ssl.key.pem", secret);
+            for client in [config.client(), config.producer(), config.consumer("g")] {
+                assert_eq!(client.get("security.protocol"), Some(protocol));
+                assert_eq!(client.get("sasl.mechanisms"), Some(mechanism));
+                assert_eq!(client.get("sasl.username"), Some("svc"));
+                assert_eq!(client.get("sasl.password"), Some(secret));
+                assert_eq!(client.get("ssl.ca.location"), Some("/etc/ca.pem"));
+                assert_eq!(client.get("ssl.key.password"), Some(secret));
+            }
+            let shown = format!("{config:?} {config:#?}");
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(
+                shown.contains("[redacted]") && shown.contains("svc"),
+                "{shown}"
+            );
+        }
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "ssl.key.pem",
+            "sasl.oauthbearer.client.secret",
+            "sasl.jaas.config",
+        ] {
+            assert!(is_secret_property(key), "{key}");
+        }
+        for key in ["sasl.username", "security.protocol", "ssl.ca.location"] {
+            assert!(!is_secret_property(key), "{key}");
         }
     }
 

@@ -9,9 +9,13 @@
 mod admin;
 mod cluster;
 mod config;
+pub(crate) mod log;
 mod produce;
 
 pub use admin::{AdminError, CreateOutcome, KafkaAdmin};
 pub use cluster::KafkaCluster;
-pub use config::{BOOTSTRAP_ENV, KafkaConfig};
+pub use config::{
+    BOOTSTRAP_ENV, KafkaConfig, PROPERTY_ENV_PREFIX, is_secret_property, property_of_env,
+};
+pub use log::{ClientLog, ClientReport};
 pub use produce::send_blocking;
