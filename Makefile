@@ -19,13 +19,14 @@ CARGO ?= cargo
 # Where `make test-kafka` finds Kafka (e.g. the docker-compose broker).
 BROOK_BOOTSTRAP ?= 127.0.0.1:9092
 
-.PHONY: help deps python-deps tools test fmt-check check-deps clippy unit demo bench fuzz test-kafka
+.PHONY: help deps python-deps tools test fmt-check check-deps clippy unit demo bench fuzz soak test-kafka
 
 help:
 	@echo "make demo        EventMart end to end on the embedded broker; dashboard at http://127.0.0.1:8088/ (Ctrl-C stops)"
 	@echo "make test        fmt check, dependency rules, clippy -D warnings, all tests (mock + tansu brokers)"
 	@echo "make bench       run the benchmarks (release build), results under bench/results/"
 	@echo "make fuzz        each fuzz target under libFuzzer for FUZZ_SECONDS (default 60; nightly toolchain)"
+	@echo "make soak        EventMart at the generator's maximum rate on tansu for SOAK_SECONDS (default 300), two instances, a rebalance halfway"
 	@echo "make test-kafka  broker-backed tests against an external Kafka at BROOK_BOOTSTRAP ($(BROOK_BOOTSTRAP))"
 	@echo "make deps        install the system packages the build needs"
 	@echo "make tools       deps, postgresql, chromium, the tansu test broker (cached under $(BROOK_CACHE)/tools) and python-deps"
@@ -64,7 +65,12 @@ bench: deps
 fuzz: deps
 	@scripts/fuzz.sh
 
+# The soak test of `make test` (30 s there), for longer.
+SOAK_SECONDS ?= 300
+soak: tools
+	BROOK_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --locked -p brook-apps --test eventmart_processes soak -- --nocapture
+
 # The same broker-backed tests, against any Kafka. Tests that need to restart
 # the broker cannot run there and are skipped by name.
 test-kafka: deps
-	BROOK_BOOTSTRAP=$(BROOK_BOOTSTRAP) $(CARGO) test --locked -p brook-tests -p brook-apps -- --include-ignored --skip broker_restart --skip child_instance
+	BROOK_BOOTSTRAP=$(BROOK_BOOTSTRAP) $(CARGO) test --locked -p brook-tests -p brook-apps -- --include-ignored --skip broker_restart --skip broker_crash --skip broker_stays_away --skip child_instance

@@ -40,9 +40,10 @@ impl App {
         apps: &str,
         common: &[String],
         extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Result<App, Box<dyn std::error::Error>> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eventmart"))
-            .envs(login())
+            .envs(env.iter().copied())
             .arg(apps)
             .args(common)
             .args(extra)
@@ -225,6 +226,7 @@ fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult 
             "--state-dir",
             &state("s0"),
         ],
+        &login(),
     )?;
     let mut epm1 = App::start(
         "events-per-minute",
@@ -237,11 +239,13 @@ fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult 
             "--state-dir",
             &state("s1"),
         ],
+        &login(),
     )?;
     let mut rest = App::start(
         "revenue-per-category,device-distribution,order-analytics,notifications,audit,lake",
         &common,
         &["--state-dir", &state("s2")],
+        &login(),
     )?;
 
     // The two instances together hold every click, each type once.
@@ -303,5 +307,198 @@ fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult 
         files_containing(dir.path(), PASSWORD.as_bytes())?,
         Vec::<String>::new()
     );
+    Ok(())
+}
+
+/// Resident memory of process `pid`, KiB (0 when it has exited).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A bounded soak: the generator at its maximum rate for `BROOK_SOAK_SECONDS`
+/// (default 30) into two group-mode instances of events-per-minute and
+/// revenue-per-category, the second joining halfway (a rebalance moves
+/// tasks and their state to it). Afterwards the two instances together
+/// must hold every generated click (at-least-once: a rebalance may count
+/// a record twice, never lose one), and the first instance's memory in
+/// the second half of the run must not keep growing. Prints the figures.
+#[test]
+fn soak_at_the_generators_maximum_rate_with_a_rebalance_in_the_middle() -> TestResult {
+    let seconds: u64 = std::env::var("BROOK_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let broker = TestBroker::tansu()?;
+    let ns = broker.namespace();
+    let prefix = format!("{}.", ns.prefix());
+    let bootstrap = broker.bootstrap().to_owned();
+    let registry = RegistryServer::start(
+        Arc::new(Registry::in_memory()),
+        ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            ..ServerConfig::default()
+        },
+    )?;
+    let out = Command::new(env!("CARGO_BIN_EXE_eventmart-topics"))
+        .args(["apply", "--bootstrap", &bootstrap, "--prefix", &prefix])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let generator = Command::new(env!("CARGO_BIN_EXE_eventmart-generator"))
+        .args(["--bootstrap", &bootstrap, "--registry", &registry.url()])
+        .args(["--prefix", &prefix, "--rate", "0"])
+        .args(["--duration", &seconds.to_string(), "--seed", "5"])
+        .args(["--users", "500", "--drain", "no", "--progress", "off"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let dir = tempfile::tempdir()?;
+    let common: Vec<String> = [
+        "--bootstrap",
+        &bootstrap,
+        "--registry",
+        &registry.url(),
+        "--prefix",
+        &prefix,
+        "--application-id",
+        &format!("{prefix}soak"),
+        "--guarantee",
+        "at_least_once",
+        "--commit-interval",
+        "1000",
+        // librdkafka's rejoin stall on a new group: short sessions.
+        "--kafka.session.timeout.ms",
+        "6000",
+        "--kafka.heartbeat.interval.ms",
+        "500",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let apps = "events-per-minute,revenue-per-category";
+    let state = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let started = Instant::now();
+    let mut first = App::start(apps, &common, &["--state-dir", &state("a")], &[])?;
+    let mut samples: Vec<(f64, u64, u64)> = Vec::new();
+    let mut second: Option<App> = None;
+    let mut rebalanced_at = None;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        if second.is_none() && started.elapsed() >= Duration::from_secs(seconds / 2) {
+            second = Some(App::start(
+                apps,
+                &common,
+                &["--state-dir", &state("b")],
+                &[],
+            )?);
+            rebalanced_at = Some(started.elapsed());
+        }
+        samples.push((
+            started.elapsed().as_secs_f64(),
+            rss_kib(first.child.id()),
+            second.as_ref().map_or(0, |s| rss_kib(s.child.id())),
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let report = generator.wait_with_output()?;
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert!(
+        report.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let clicks: i64 = text
+        .split("ecommerce-events ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no click count in {text:?}"))?;
+    let generated: i64 = text
+        .split("generated ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(clicks);
+    let second = second.ok_or("the second instance never started")?;
+
+    // Both instances together hold every click.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let caught_up = Instant::now();
+    let (mut a, mut b);
+    loop {
+        a = per_type(&first.get("/api/events-per-minute")?);
+        b = per_type(&second.get("/api/events-per-minute")?);
+        let total: i64 = a.values().chain(b.values()).sum();
+        if total >= clicks || Instant::now() > deadline {
+            break;
+        }
+        samples.push((
+            started.elapsed().as_secs_f64(),
+            rss_kib(first.child.id()),
+            rss_kib(second.child.id()),
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let lag_after_generator = caught_up.elapsed();
+    let total: i64 = a.values().chain(b.values()).sum();
+    assert!(
+        total >= clicks,
+        "{total} of {clicks} clicks counted: {a:?} + {b:?}"
+    );
+    assert!(
+        !b.is_empty(),
+        "the second instance took over part of the work: {b:?}"
+    );
+
+    // Memory: the first instance's peak in the last quarter of the load is
+    // not far above its peak in the second quarter (a leak of records or
+    // state would grow with every second).
+    let load = samples
+        .iter()
+        .filter(|(t, _, _)| *t <= seconds as f64)
+        .map(|&(t, a, _)| (t, a))
+        .collect::<Vec<_>>();
+    let peak = |from: f64, to: f64| {
+        load.iter()
+            .filter(|(t, _)| *t >= from * seconds as f64 && *t < to * seconds as f64)
+            .map(|(_, kib)| *kib)
+            .max()
+            .unwrap_or(0)
+    };
+    let (q2, q4) = (peak(0.25, 0.5), peak(0.75, 1.01));
+    let max_b = samples.iter().map(|s| s.2).max().unwrap_or(0);
+    eprintln!(
+        "soak {seconds} s: {generated} events generated ({:.0}/s), {clicks} clicks, counted {total} \
+         ({} counted twice); second instance joined at {:.1} s; caught up {:.1} s after the \
+         generator stopped; RSS of the first instance: peak {} MiB in the 2nd quarter, {} MiB \
+         in the 4th; second instance peak {} MiB",
+        generated as f64 / seconds as f64,
+        total - clicks,
+        rebalanced_at.map_or(0.0, |d| d.as_secs_f64()),
+        lag_after_generator.as_secs_f64(),
+        q2 / 1024,
+        q4 / 1024,
+        max_b / 1024
+    );
+    assert!(q2 > 0 && q4 > 0, "memory samples: {load:?}");
+    assert!(
+        q4 <= q2 + q2 / 2 + 64 * 1024,
+        "memory kept growing: {q2} KiB → {q4} KiB ({load:?})"
+    );
+    let mut second = second;
+    for p in [&mut first, &mut second] {
+        p.stop()?;
+    }
     Ok(())
 }

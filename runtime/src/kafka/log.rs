@@ -55,6 +55,10 @@ impl ClientLog {
     }
 
     pub(crate) fn record(&self, error: KafkaError, reason: &str) {
+        // The end of a partition is news, not an error.
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         let transient = error
             .rdkafka_error_code()
             .is_some_and(super::cluster::transient);
