@@ -29,7 +29,7 @@ help:
 	@echo "make soak        EventMart at the generator's maximum rate on tansu for SOAK_SECONDS (default 300), two instances, a rebalance halfway"
 	@echo "make test-kafka  broker-backed tests against an external Kafka at BROOK_BOOTSTRAP ($(BROOK_BOOTSTRAP))"
 	@echo "make deps        install the system packages the build needs"
-	@echo "make tools       deps, postgresql, chromium, the tansu test broker (cached under $(BROOK_CACHE)/tools) and python-deps"
+	@echo "make tools       deps, postgresql, chromium, openssl and socat (TLS tests), the tansu test broker (cached under $(BROOK_CACHE)/tools) and python-deps"
 	@echo "make python-deps Confluent's Python client for the registry conformance test ($(BROOK_CACHE)/venv)"
 
 deps:
@@ -39,7 +39,7 @@ python-deps:
 	@scripts/install-python.sh
 
 tools: deps python-deps
-	@scripts/install-deps.sh postgresql chromium
+	@scripts/install-deps.sh postgresql chromium openssl socat
 	@scripts/install-tansu.sh
 
 fmt-check: deps

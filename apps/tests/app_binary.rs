@@ -350,3 +350,27 @@ fn sasl_scram_settings_from_the_environment_log_in_and_never_reach_the_log() -> 
     );
     Ok(())
 }
+
+#[test]
+fn ssl_settings_from_the_environment_reach_a_broker_behind_tls() -> TestResult {
+    let broker = TestBroker::tansu_with_tls()?;
+    let ca = broker
+        .config()
+        .client()
+        .get("ssl.ca.location")
+        .ok_or("no CA")?
+        .to_owned();
+    let env = [
+        ("BROOK_KAFKA_SECURITY_PROTOCOL", "SSL"),
+        ("BROOK_KAFKA_SSL_CA_LOCATION", ca.as_str()),
+    ];
+    let (log, exit, counts) =
+        run_logged(&broker, &env, "over tls over tls", Duration::from_secs(90))?;
+    assert_eq!(
+        counts,
+        BTreeMap::from([("over".to_owned(), 2), ("tls".to_owned(), 2)]),
+        "exit {exit:?}, log:\n{log}"
+    );
+    assert_eq!(exit.and_then(|e| e.code()), Some(0), "{log}");
+    Ok(())
+}

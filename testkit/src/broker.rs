@@ -73,6 +73,9 @@ pub struct TestBroker {
     kind: BrokerKind,
     config: KafkaConfig,
     backend: Backend,
+    /// A TLS front the clients go through, kept for as long as the broker
+    /// (dropping it stops it).
+    _tls: Option<crate::TlsProxy>,
 }
 
 impl fmt::Debug for TestBroker {
@@ -111,6 +114,7 @@ impl TestBroker {
             kind: BrokerKind::Mock,
             config: test_config(cluster.bootstrap_servers()),
             backend: Backend::Mock(cluster),
+            _tls: None,
         })
     }
 
@@ -125,6 +129,7 @@ impl TestBroker {
             kind: BrokerKind::Tansu,
             config: test_config(broker.bootstrap()),
             backend: Backend::Tansu(broker),
+            _tls: None,
         })
     }
 
@@ -143,6 +148,30 @@ impl TestBroker {
             kind: BrokerKind::Tansu,
             config,
             backend: Backend::Tansu(broker),
+            _tls: None,
+        })
+    }
+
+    /// A fresh tansu broker reached only through TLS (a [`TlsProxy`]
+    /// in front of it, with a self-signed certificate);
+    /// [`config`](Self::config) carries `security.protocol=SSL` and the
+    /// certificate as `ssl.ca.location`.
+    ///
+    /// [`TlsProxy`]: crate::TlsProxy
+    pub fn tansu_with_tls() -> Result<Self> {
+        let (broker, proxy) = TansuBroker::start_behind(|broker_port| {
+            let port = crate::tansu::free_port()?;
+            let proxy = crate::TlsProxy::start(port, ([127, 0, 0, 1], broker_port).into())?;
+            Ok((proxy, Some(port)))
+        })?;
+        let config = test_config(proxy.bootstrap())
+            .set("security.protocol", "SSL")
+            .set("ssl.ca.location", proxy.ca_location().display().to_string());
+        Ok(TestBroker {
+            kind: BrokerKind::Tansu,
+            config,
+            backend: Backend::Tansu(broker),
+            _tls: Some(proxy),
         })
     }
 
@@ -153,6 +182,7 @@ impl TestBroker {
             kind: BrokerKind::External,
             config: test_config(config.bootstrap()),
             backend: Backend::External,
+            _tls: None,
         })
     }
 

@@ -21,12 +21,14 @@ mod consume;
 mod namespace;
 mod postgres;
 mod tansu;
+mod tls;
 
 pub use broker::{BrokerKind, Capabilities, Restart, TestBroker};
 pub use consume::{Received, consume_exactly, read_topic};
 pub use namespace::Namespace;
 pub use postgres::{TestPostgres, postgres_bin};
 pub use tansu::{TANSU_ENV, TANSU_SASL_MECHANISM, TANSU_VERSION, TansuBroker, tansu_binary};
+pub use tls::TlsProxy;
 
 use std::time::Duration;
 

@@ -76,6 +76,8 @@ pub struct TansuBroker {
     child: Option<Child>,
     /// A SCRAM-SHA-512 user every client must log in as (`--authentication`).
     scram: Option<(String, String)>,
+    /// The port advertised to clients, when not its own (a proxy's).
+    advertised: Option<u16>,
 }
 
 /// The SASL mechanism tansu's `--authentication` offers (PLAIN is not).
@@ -85,23 +87,35 @@ impl TansuBroker {
     /// Starts a broker on a free loopback port and waits until it answers a
     /// metadata request.
     pub fn start() -> Result<Self> {
+        Self::start_behind(|_| Ok(((), None))).map(|(broker, ())| broker)
+    }
+
+    /// Starts a broker with a front (a proxy) that `front` starts for the
+    /// broker's port before the broker; when it returns a port, clients are
+    /// told to reach the broker there.
+    pub fn start_behind<F>(
+        mut front: impl FnMut(u16) -> Result<(F, Option<u16>)>,
+    ) -> Result<(Self, F)> {
         let binary = tansu_binary()?;
         // Another process may grab the port between our probe and tansu's
         // bind; try a few ports before giving up.
         let mut last_error = None;
         for _ in 0..3 {
+            let port = free_port()?;
+            let (front, advertised) = front(port)?;
             let mut broker = TansuBroker {
                 binary: binary.clone(),
                 dir: tempfile::Builder::new()
                     .prefix("brook-tansu-")
                     .tempdir()
                     .map_err(io_err("creating a directory for tansu"))?,
-                port: free_port()?,
+                port,
                 child: None,
                 scram: None,
+                advertised,
             };
             match broker.spawn().and_then(|()| broker.wait_ready()) {
-                Ok(()) => return Ok(broker),
+                Ok(()) => return Ok((broker, front)),
                 Err(error) => last_error = Some(error),
             }
         }
@@ -225,6 +239,10 @@ impl TansuBroker {
             .map_err(io_err("opening tansu's log"))?;
         let log_err = log.try_clone().map_err(io_err("opening tansu's log"))?;
         let url = format!("tcp://{}", self.bootstrap());
+        let advertised = match self.advertised {
+            Some(port) => format!("tcp://127.0.0.1:{port}"),
+            None => url.clone(),
+        };
         let mut command = Command::new(&self.binary);
         command
             .current_dir(self.dir.path())
@@ -233,7 +251,7 @@ impl TansuBroker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .args(self.scram.is_some().then_some("--authentication"))
@@ -306,7 +324,7 @@ impl Drop for TansuBroker {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener =
         TcpListener::bind(("127.0.0.1", 0)).map_err(io_err("finding a free loopback port"))?;
     let port = listener
@@ -328,7 +346,7 @@ fn terminate(child: &Child) {
 }
 
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec and only calls
     // prctl(2), which is async-signal-safe.
