@@ -759,9 +759,19 @@ struct ThreadRunner {
     shared: Arc<Shared>,
     options: ThreadOptions,
     control: Arc<Mutex<Box<dyn ClusterConsumer>>>,
-    /// Since when, and how many times, the thread has been replaced
-    /// without committing in between.
-    retrying: Cell<Option<(Instant, u32)>>,
+    /// Since when, when last, and how many times the thread has been
+    /// replaced without recovering in between.
+    retrying: Cell<Option<Retrying>>,
+}
+
+/// A run of failed threads with no recovery in between.
+#[derive(Debug, Clone, Copy)]
+struct Retrying {
+    /// The first failure.
+    since: Instant,
+    /// The last replacement.
+    last: Instant,
+    attempts: u32,
 }
 
 /// The pause before the `attempt`th replacement of a failed thread: 100 ms
@@ -778,12 +788,18 @@ impl ThreadRunner {
         if !error.is_retryable() {
             return ErrorResponse::ShutdownInstance;
         }
-        let (since, attempts) = self.retrying.get().unwrap_or((Instant::now(), 0));
-        if since.elapsed() >= self.config.retry_timeout {
+        let now = Instant::now();
+        let run = self.retrying.get().unwrap_or(Retrying {
+            since: now,
+            last: now,
+            attempts: 0,
+        });
+        self.retrying.set(Some(run));
+        if run.since.elapsed() >= self.config.retry_timeout {
             tracing::error!(
                 thread = self.index,
-                attempts,
-                seconds = since.elapsed().as_secs(),
+                attempts = run.attempts,
+                seconds = run.since.elapsed().as_secs(),
                 "giving up: the failure lasted longer than the retry timeout ({:?})",
                 self.config.retry_timeout
             );
@@ -795,9 +811,17 @@ impl ThreadRunner {
     /// Waits before replacing a thread (longer each time in a row); `false`
     /// when the instance is closing meanwhile.
     fn pause_before_retry(&self) -> bool {
-        let (since, attempts) = self.retrying.get().unwrap_or((Instant::now(), 0));
-        self.retrying.set(Some((since, attempts + 1)));
-        let until = Instant::now() + retry_backoff(attempts);
+        let now = Instant::now();
+        let mut run = self.retrying.get().unwrap_or(Retrying {
+            since: now,
+            last: now,
+            attempts: 0,
+        });
+        let attempts = run.attempts;
+        run.attempts += 1;
+        run.last = now;
+        self.retrying.set(Some(run));
+        let until = now + retry_backoff(attempts);
         tracing::warn!(
             thread = self.index,
             attempt = attempts + 1,
@@ -960,8 +984,13 @@ impl ThreadRunner {
             }
             match thread.run_once(now_ms()) {
                 Ok(polled) => {
-                    if self.retrying.get().is_some() && thread.thread_metrics().commits > 0 {
-                        // The replacement committed: the failure is over.
+                    // The replacement committed, or has run for a whole
+                    // retry timeout (an idle thread does not commit): the
+                    // failure is over.
+                    if let Some(run) = self.retrying.get()
+                        && (thread.thread_metrics().commits > 0
+                            || run.last.elapsed() >= self.config.retry_timeout)
+                    {
                         tracing::info!(thread = self.index, "recovered");
                         self.retrying.set(None);
                     }
