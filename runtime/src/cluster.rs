@@ -260,6 +260,12 @@ pub trait ClusterConsumer: Send {
         out.extend(self.poll(max)?);
         Ok(())
     }
+    /// Up to `max` records that are here already, appended to `out`; never
+    /// waits (a poll that keeps the consumer in its group while the caller
+    /// still has work).
+    fn poll_now(&mut self, max: usize, out: &mut Vec<ConsumedRecord>) -> Result<(), ClusterError> {
+        self.poll_into(max, out)
+    }
     /// Reads an assigned partition from `offset` on.
     fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClusterError>;
     /// The offset of the next record [`poll`](Self::poll) considers in an

@@ -356,7 +356,11 @@ impl TopologyTestDriver {
         for _ in 0..MAX_ITERATIONS {
             let polled = thread.run_once(self.wall_clock.get())?;
             thread.commit()?;
-            if polled == 0 && thread.run_once(self.wall_clock.get())? == 0 {
+            if polled == 0
+                && !thread.has_buffered()
+                && thread.run_once(self.wall_clock.get())? == 0
+                && !thread.has_buffered()
+            {
                 thread.commit()?;
                 return Ok(());
             }

@@ -1006,7 +1006,7 @@ impl ThreadRunner {
                     while let Ok(query) = self.queries.try_recv() {
                         query(&mut thread);
                     }
-                    if polled == 0 {
+                    if polled == 0 && !thread.has_buffered() {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                 }

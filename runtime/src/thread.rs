@@ -58,6 +58,10 @@ use crate::task::{
     record_bytes,
 };
 
+/// Records a task processes before the next task's turn (and before the
+/// clock is read for the processing budget).
+const PROCESS_BATCH: usize = 64;
+
 /// What a crash may do to results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessingGuarantee {
@@ -104,6 +108,13 @@ pub struct StreamsConfig {
     pub checkpoint_interval_records: u64,
     /// Stream threads per instance (`KafkaStreams`).
     pub num_threads: usize,
+    /// How long one iteration of a stream thread processes buffered records
+    /// before it polls again (and commits, if due); the rest waits in the
+    /// tasks' buffers, and while it does the consumer takes at most one
+    /// record per poll. Keeps a slow topology in its consumer group: a
+    /// consumer that does not poll for `max.poll.interval.ms` (Kafka's
+    /// default 5 min) is put out of it. Default 1 s.
+    pub processing_budget: Duration,
     /// How long a stream thread keeps being replaced after failures that
     /// may go away by themselves (cluster or schema registry unavailable)
     /// before the instance gives up and stops (Kafka Streams'
@@ -136,6 +147,7 @@ impl StreamsConfig {
             max_uncommitted_bytes: 64 << 20,
             checkpoint_interval_records: 10_000,
             num_threads: 1,
+            processing_budget: Duration::from_secs(1),
             retry_timeout: Duration::from_secs(300),
             static_assignment: None,
         }
@@ -1301,7 +1313,14 @@ impl StreamThread {
         all
     }
 
-    /// One iteration: poll, process everything buffered, send the output,
+    /// Whether records wait in the tasks' buffers (an iteration ran out of
+    /// its processing budget).
+    pub fn has_buffered(&self) -> bool {
+        self.tasks.values().any(|t| t.buffered() > 0)
+    }
+
+    /// One iteration: poll, process what is buffered (for up to the
+    /// processing budget), send the output,
     /// fire wall-clock punctuations at `now`, and commit if the commit
     /// interval has passed (or uncommitted store writes exceed their
     /// budget). Returns the number of records polled.
@@ -1319,8 +1338,14 @@ impl StreamThread {
         }
         let mut records = std::mem::take(&mut self.poll_buffer);
         records.clear();
-        self.consumer
-            .poll_into(self.config.max_poll_records, &mut records)?;
+        if self.has_buffered() {
+            // Work left from the last iteration: poll all the same (to stay
+            // in the group), for at most one record, without waiting.
+            self.consumer.poll_now(1, &mut records)?;
+        } else {
+            self.consumer
+                .poll_into(self.config.max_poll_records, &mut records)?;
+        }
         let polled = records.len();
         self.io.records_in += polled as u64;
         for task in self.tasks.values_mut() {
@@ -1335,11 +1360,25 @@ impl StreamThread {
             }
         }
         self.poll_buffer = records;
-        for (id, task) in &mut self.tasks {
-            while task.process_one().map_err(|source| RuntimeError::Task {
-                task: *id,
-                source: Box::new(source),
-            })? {}
+        // Round robin over the tasks, until nothing is buffered or the
+        // processing budget is spent.
+        let deadline = Instant::now() + self.config.processing_budget;
+        loop {
+            let mut processed = false;
+            for (id, task) in &mut self.tasks {
+                for _ in 0..PROCESS_BATCH {
+                    if !task.process_one().map_err(|source| RuntimeError::Task {
+                        task: *id,
+                        source: Box::new(source),
+                    })? {
+                        break;
+                    }
+                    processed = true;
+                }
+            }
+            if !processed || Instant::now() >= deadline {
+                break;
+            }
         }
         self.advance_wall_clock(now)?;
         self.send_output()?;

@@ -253,3 +253,43 @@ fn an_unwritable_state_directory_stops_the_instance_with_an_error_naming_it() ->
     assert!(started.elapsed() < Duration::from_secs(20));
     Ok(())
 }
+
+/// A slow topology (20 ms a record: a poll's 500 records take 10 s) with
+/// a consumer that must poll every 7 s (`max.poll.interval.ms`) to stay in
+/// its group: the thread processes for at most its processing budget
+/// between polls, so it stays in the group and gets through everything.
+#[test]
+fn a_slow_topology_keeps_its_place_in_the_group_and_gets_through() -> TestResult {
+    let broker = TestBroker::tansu()?;
+    let ns = broker.namespace();
+    let (input, output) = (ns.topic("slow-in"), ns.topic("slow-out"));
+    broker.create_topics(&[TopicSpec::new(&input, 1), TopicSpec::new(&output, 1)])?;
+    let kafka = broker
+        .config()
+        .clone()
+        .set_consumer("max.poll.interval.ms", "7000");
+    let cluster = Arc::new(KafkaCluster::new(kafka)?);
+    produce(&cluster, &input, 0, 600)?;
+    let b = StreamsBuilder::new();
+    b.stream(&input, Consumed::with(Utf8, Utf8))
+        .peek(|_, _| std::thread::sleep(Duration::from_millis(20)))
+        .map_values(|v: String| v.to_uppercase())
+        .to(&output, Produced::with(Utf8, Utf8));
+    let mut config = config(&ns.group("slow"));
+    config.static_assignment = None;
+    config.commit_interval = Duration::from_secs(30);
+    let mut streams = KafkaStreams::new(b.build()?, config, cluster.clone());
+    streams.start()?;
+    let (inputs, outputs) = wait_complete(&cluster, &input, &output, Duration::from_secs(90))?;
+    assert_eq!(inputs.len(), 600);
+    assert_eq!(outputs.values().sum::<u32>(), 600, "each record once");
+    assert_eq!(
+        streams.state(),
+        StreamsState::Running,
+        "{:?}",
+        streams.errors()
+    );
+    assert!(streams.errors().is_empty(), "{:?}", streams.errors());
+    streams.close()?;
+    Ok(())
+}

@@ -352,6 +352,55 @@ struct KafkaConsumer {
 }
 
 impl KafkaConsumer {
+    /// Up to `max` records: waits up to `wait` for the first, then takes
+    /// what is there.
+    fn poll_waiting(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        out: &mut Vec<ConsumedRecord>,
+    ) -> Result<(), ClusterError> {
+        self.finish_revocation();
+        let max = out.len().saturating_add(max);
+        let mut wait = wait;
+
+        while out.len() < max {
+            let Some(result) = self.consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            match result {
+                Ok(message) => {
+                    let record = Self::record(&mut self.topic_names, &message);
+                    match self.next.get_mut(&record.tp) {
+                        Some(next) => *next = record.offset + 1,
+                        None => {
+                            self.next.insert(record.tp.clone(), record.offset + 1);
+                        }
+                    }
+                    out.push(record);
+                }
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    // At the end: past any trailing transaction markers.
+                    for (tp, end) in &self.ends {
+                        if tp.partition == partition && self.assigned.contains_key(tp) {
+                            let next = self.next.entry(tp.clone()).or_insert(0);
+                            *next = (*next).max(*end);
+                        }
+                    }
+                }
+                // librdkafka reports losing a broker to the consumer and
+                // reconnects by itself: not a reason to stop.
+                Err(e) if is_transient(&e) => {
+                    self.report_transient(&e);
+                    break;
+                }
+                Err(e) => return Err(client_err(format!("polling in group {:?}", self.group), e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Logs a transient poll error, at most every 10 s.
     fn report_transient(&mut self, e: &KafkaError) {
         if self
@@ -529,45 +578,12 @@ impl ClusterConsumer for KafkaConsumer {
     }
 
     fn poll_into(&mut self, max: usize, out: &mut Vec<ConsumedRecord>) -> Result<(), ClusterError> {
-        self.finish_revocation();
-        let max = out.len().saturating_add(max);
         // Wait a little for the first record, then take what is there.
-        let mut wait = Duration::from_millis(100);
-        while out.len() < max {
-            let Some(result) = self.consumer.poll(wait) else {
-                break;
-            };
-            wait = Duration::ZERO;
-            match result {
-                Ok(message) => {
-                    let record = Self::record(&mut self.topic_names, &message);
-                    match self.next.get_mut(&record.tp) {
-                        Some(next) => *next = record.offset + 1,
-                        None => {
-                            self.next.insert(record.tp.clone(), record.offset + 1);
-                        }
-                    }
-                    out.push(record);
-                }
-                Err(KafkaError::PartitionEOF(partition)) => {
-                    // At the end: past any trailing transaction markers.
-                    for (tp, end) in &self.ends {
-                        if tp.partition == partition && self.assigned.contains_key(tp) {
-                            let next = self.next.entry(tp.clone()).or_insert(0);
-                            *next = (*next).max(*end);
-                        }
-                    }
-                }
-                // librdkafka reports losing a broker to the consumer and
-                // reconnects by itself: not a reason to stop.
-                Err(e) if is_transient(&e) => {
-                    self.report_transient(&e);
-                    break;
-                }
-                Err(e) => return Err(client_err(format!("polling in group {:?}", self.group), e)),
-            }
-        }
-        Ok(())
+        self.poll_waiting(max, Duration::from_millis(100), out)
+    }
+
+    fn poll_now(&mut self, max: usize, out: &mut Vec<ConsumedRecord>) -> Result<(), ClusterError> {
+        self.poll_waiting(max, Duration::ZERO, out)
     }
 
     fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClusterError> {
