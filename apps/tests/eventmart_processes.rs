@@ -435,10 +435,20 @@ fn soak_at_the_generators_maximum_rate_with_a_rebalance_in_the_middle() -> TestR
     // Both instances together hold every click.
     let deadline = Instant::now() + Duration::from_secs(180);
     let caught_up = Instant::now();
-    let (mut a, mut b);
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
     loop {
-        a = per_type(&first.get("/api/events-per-minute")?);
-        b = per_type(&second.get("/api/events-per-minute")?);
+        // A busy instance (restoring what the rebalance gave it) may not
+        // answer a query in time: 503, ask again.
+        match (
+            first.get("/api/events-per-minute"),
+            second.get("/api/events-per-minute"),
+        ) {
+            (Ok(x), Ok(y)) => (a, b) = (per_type(&x), per_type(&y)),
+            (Err(e), _) | (_, Err(e)) if e.to_string().contains(" 503 ") => {
+                eprintln!("soak: {e}");
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        }
         let total: i64 = a.values().chain(b.values()).sum();
         if total >= clicks || Instant::now() > deadline {
             break;

@@ -181,10 +181,17 @@ impl KafkaConfig {
         kind_overrides: &BTreeMap<String, String>,
     ) -> ClientConfig {
         let mut config = ClientConfig::new();
-        // Warnings and errors reach brook's log (see `log`); rdkafka would
-        // otherwise pick the level from the `log` crate, which brook does
-        // not use.
-        config.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+        // Warnings and errors reach brook's log (see `log`), and with
+        // librdkafka's `debug` property set, its debug lines too; rdkafka
+        // would otherwise pick the level from the `log` crate, which brook
+        // does not use.
+        let debugging =
+            self.overrides.contains_key("debug") || kind_overrides.contains_key("debug");
+        config.set_log_level(if debugging {
+            rdkafka::config::RDKafkaLogLevel::Debug
+        } else {
+            rdkafka::config::RDKafkaLogLevel::Warning
+        });
         config.set("bootstrap.servers", &self.bootstrap);
         for (key, value) in defaults {
             config.set(*key, *value);
