@@ -10,7 +10,9 @@
 //! - the broker stays away longer than the retry timeout: the instance
 //!   stops with an error saying so, instead of spinning forever;
 //! - a state directory that cannot be written: the instance stops at once
-//!   with an error naming it (not retried: it will not mend itself).
+//!   with an error naming it (not retried: it will not mend itself);
+//! - a topology slower per batch than the consumer's `max.poll.interval.ms`:
+//!   it keeps its place in the group and gets through every record.
 
 use std::collections::BTreeMap;
 use std::error::Error;
