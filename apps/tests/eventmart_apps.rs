@@ -4,7 +4,6 @@
 //! same generated events with plain loops.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use brook_apps::eventmart::apps::{
     self, EventMartConfig, OrderState, RevenueEvent, WindowedMetric, stores,
@@ -16,8 +15,7 @@ use brook_connectors::avro::{AvroSerde, RegistryClientConfig, SchemaRegistryClie
 use brook_runtime::driver::TopologyTestDriver;
 use brook_schemas::events::ecommerce::EventType;
 use brook_schemas::events::eventmart::{AuditEvent, NotificationEvent};
-use brook_schemas::registry::Registry;
-use brook_schemas::server::{RegistryServer, ServerConfig};
+use brook_schemas::server::RegistryServer;
 use brook_topology::serdes::{Json, RawBytes, Utf8};
 use brook_topology::{Topology, Windowed};
 
@@ -38,13 +36,7 @@ fn world(
     clicks: usize,
     drain: bool,
 ) -> Result<World, Box<dyn std::error::Error>> {
-    let server = RegistryServer::start(
-        Arc::new(Registry::in_memory()),
-        ServerConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..ServerConfig::default()
-        },
-    )?;
+    let server = RegistryServer::start_in_memory()?;
     let client = SchemaRegistryClient::new(RegistryClientConfig::new(server.url()))?;
     let mut generator = Generator::new(GeneratorConfig {
         seed: 2026,

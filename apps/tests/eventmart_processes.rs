@@ -12,11 +12,9 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use brook_schemas::registry::Registry;
-use brook_schemas::server::{RegistryServer, ServerConfig};
+use brook_schemas::server::RegistryServer;
 use brook_testkit::TestBroker;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -95,6 +93,49 @@ fn per_type(windows: &serde_json::Value) -> BTreeMap<String, i64> {
     out
 }
 
+/// What a test of EventMart's processes runs against.
+struct Setup {
+    /// The topics' prefix (a fresh namespace).
+    prefix: String,
+    bootstrap: String,
+    registry: RegistryServer,
+}
+
+/// A registry, and EventMart's topics made by `eventmart-topics apply`
+/// (with `login`'s environment) under a fresh prefix on `broker`.
+fn provision(
+    broker: &TestBroker,
+    login: &[(&str, &str)],
+) -> Result<Setup, Box<dyn std::error::Error>> {
+    let prefix = format!("{}.", broker.namespace().prefix());
+    let bootstrap = broker.bootstrap().to_owned();
+    let registry = RegistryServer::start_in_memory()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_eventmart-topics"))
+        .envs(login.iter().copied())
+        .args(["apply", "--bootstrap", &bootstrap, "--prefix", &prefix])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(Setup {
+        prefix,
+        bootstrap,
+        registry,
+    })
+}
+
+/// The number after `name` in the generator's report ("generated N
+/// events: ecommerce-events C, eventmart-orders O, ...").
+fn reported(report: &str, name: &str) -> Option<i64> {
+    report
+        .split(&format!("{name} "))
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+}
+
 const USER: &str = "eventmart";
 const PASSWORD: &str = "Ev3ntM4rt-s3cret-pw";
 
@@ -141,26 +182,11 @@ fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult 
             login().to_vec(),
         ),
     };
-    let ns = broker.namespace();
-    let prefix = format!("{}.", ns.prefix());
-    let bootstrap = broker.bootstrap().to_owned();
-    let registry = RegistryServer::start(
-        Arc::new(Registry::in_memory()),
-        ServerConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..ServerConfig::default()
-        },
-    )?;
-
-    let out = Command::new(env!("CARGO_BIN_EXE_eventmart-topics"))
-        .envs(login.iter().copied())
-        .args(["apply", "--bootstrap", &bootstrap, "--prefix", &prefix])
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let Setup {
+        prefix,
+        bootstrap,
+        registry,
+    } = provision(&broker, &login)?;
 
     let out = Command::new(env!("CARGO_BIN_EXE_eventmart-generator"))
         .envs(login.iter().copied())
@@ -190,15 +216,7 @@ fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult 
         "{report}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // "generated N events: ecommerce-events C, eventmart-orders O, ..."
-    let count = |topic: &str| -> i64 {
-        report
-            .split(&format!("{topic} "))
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(-1)
-    };
+    let count = |topic: &str| reported(&report, topic).unwrap_or(-1);
     let clicks = count("ecommerce-events");
     assert!(clicks > 2000, "{report}");
 
@@ -345,24 +363,11 @@ fn soak_at_the_generators_maximum_rate_with_a_rebalance_in_the_middle() -> TestR
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     let broker = TestBroker::tansu()?;
-    let ns = broker.namespace();
-    let prefix = format!("{}.", ns.prefix());
-    let bootstrap = broker.bootstrap().to_owned();
-    let registry = RegistryServer::start(
-        Arc::new(Registry::in_memory()),
-        ServerConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..ServerConfig::default()
-        },
-    )?;
-    let out = Command::new(env!("CARGO_BIN_EXE_eventmart-topics"))
-        .args(["apply", "--bootstrap", &bootstrap, "--prefix", &prefix])
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let Setup {
+        prefix,
+        bootstrap,
+        registry,
+    } = provision(&broker, &[])?;
 
     let generator = Command::new(env!("CARGO_BIN_EXE_eventmart-generator"))
         .args(["--bootstrap", &bootstrap, "--registry", &registry.url()])
@@ -426,18 +431,9 @@ fn soak_at_the_generators_maximum_rate_with_a_rebalance_in_the_middle() -> TestR
         "{text}{}",
         String::from_utf8_lossy(&report.stderr)
     );
-    let clicks: i64 = text
-        .split("ecommerce-events ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("no click count in {text:?}"))?;
-    let generated: i64 = text
-        .split("generated ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(clicks);
+    let clicks =
+        reported(&text, "ecommerce-events").ok_or_else(|| format!("no click count in {text:?}"))?;
+    let generated = reported(&text, "generated").unwrap_or(clicks);
     let second = second.ok_or("the second instance never started")?;
 
     // Both instances together hold every click. The generator writes

@@ -24,9 +24,8 @@ fn server_on(store: MemoryStore, auth: Option<(&str, &str)>) -> RegistryServer {
     RegistryServer::start(
         registry,
         ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
             basic_auth: auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
-            ..ServerConfig::default()
+            ..ServerConfig::any_loopback_port()
         },
     )
     .unwrap()

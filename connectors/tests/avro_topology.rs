@@ -11,20 +11,12 @@ use brook_connectors::avro::{AvroSerde, RegistryClientConfig, SchemaRegistryClie
 use brook_runtime::driver::TopologyTestDriver;
 use brook_runtime::task::dead_letter_error;
 use brook_schemas::events::ecommerce::{DeviceType, EventType, UserEventV1, UserEventV2};
-use brook_schemas::registry::Registry;
-use brook_schemas::server::{RegistryServer, ServerConfig};
+use brook_schemas::server::RegistryServer;
 use brook_topology::serdes::{Serde, Utf8};
 use brook_topology::{Consumed, Produced, StreamsBuilder};
 
 fn registry() -> RegistryServer {
-    RegistryServer::start(
-        Arc::new(Registry::in_memory()),
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerConfig::default()
-        },
-    )
-    .unwrap()
+    RegistryServer::start_in_memory().unwrap()
 }
 
 fn client(server: &RegistryServer) -> Arc<SchemaRegistryClient> {

@@ -89,14 +89,7 @@ fn topology(client: &Arc<SchemaRegistryClient>) -> Result<Topology, Box<dyn std:
 }
 
 fn registry() -> RegistryServer {
-    RegistryServer::start(
-        Arc::new(Registry::in_memory()),
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerConfig::default()
-        },
-    )
-    .unwrap()
+    RegistryServer::start_in_memory().unwrap()
 }
 
 fn client(url: &str) -> Arc<SchemaRegistryClient> {
@@ -332,6 +325,21 @@ fn pipe(
     )
 }
 
+/// The whole mix piped, record by record, through a driver with
+/// `handler`; the registry is returned to outlive the driver.
+fn run_mix(
+    handler: DeserializationHandler,
+) -> Result<(RegistryServer, Vec<Input>, TopologyTestDriver), Box<dyn std::error::Error>> {
+    let server = registry();
+    let client = client(&server.url());
+    let inputs = feed(&client)?;
+    let driver = driver(topology(&client)?, handler)?;
+    for input in &inputs {
+        pipe(&driver, input)?;
+    }
+    Ok((server, inputs, driver))
+}
+
 /// The results the good records of `inputs` must give on `topic`'s output.
 fn expected(inputs: &[Input], topic: &str) -> Vec<String> {
     inputs
@@ -373,13 +381,7 @@ fn offsets(inputs: &[Input]) -> Vec<i64> {
 
 #[test]
 fn every_bad_record_is_dead_lettered_with_its_bytes_and_no_good_record_is_lost() -> TestResult {
-    let server = registry();
-    let client = client(&server.url());
-    let inputs = feed(&client)?;
-    let driver = driver(topology(&client)?, DeserializationHandler::DeadLetter)?;
-    for input in &inputs {
-        pipe(&driver, input)?;
-    }
+    let (_server, inputs, driver) = run_mix(DeserializationHandler::DeadLetter)?;
     check_results(&driver, &inputs)?;
 
     let letters = driver.cluster().records("mixed-dead-letters")?;
@@ -429,13 +431,7 @@ fn every_bad_record_is_dead_lettered_with_its_bytes_and_no_good_record_is_lost()
 
 #[test]
 fn log_and_continue_counts_every_bad_record_and_loses_no_good_one() -> TestResult {
-    let server = registry();
-    let client = client(&server.url());
-    let inputs = feed(&client)?;
-    let driver = driver(topology(&client)?, DeserializationHandler::LogAndContinue)?;
-    for input in &inputs {
-        pipe(&driver, input)?;
-    }
+    let (_server, inputs, driver) = run_mix(DeserializationHandler::LogAndContinue)?;
     check_results(&driver, &inputs)?;
     assert!(driver.cluster().records("mixed-dead-letters")?.is_empty());
     let metrics = driver.metrics();
@@ -490,13 +486,7 @@ fn fail_stops_at_each_kind_of_bad_record_naming_it_and_commits_nothing_past_it()
 #[test]
 fn a_registry_that_does_not_answer_neither_dead_letters_nor_commits_the_record() -> TestResult {
     let registry_data = Arc::new(Registry::in_memory());
-    let server = RegistryServer::start(
-        registry_data.clone(),
-        ServerConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..ServerConfig::default()
-        },
-    )?;
+    let server = RegistryServer::start(registry_data.clone(), ServerConfig::any_loopback_port())?;
     let url = server.url();
     let addr = server.local_addr();
     let app_client = client(&url);

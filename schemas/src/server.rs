@@ -83,6 +83,17 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// The defaults on a free loopback port (port 0): a registry embedded
+    /// in a tool, a demo or a test.
+    pub fn any_loopback_port() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..ServerConfig::default()
+        }
+    }
+}
+
 /// A running registry server; stops when dropped.
 pub struct RegistryServer {
     addr: SocketAddr,
@@ -137,6 +148,14 @@ impl RegistryServer {
             shutdown: Some(tx),
             thread: Some(thread),
         })
+    }
+
+    /// A fresh in-memory registry served on a free loopback port.
+    pub fn start_in_memory() -> std::io::Result<RegistryServer> {
+        RegistryServer::start(
+            Arc::new(Registry::in_memory()),
+            ServerConfig::any_loopback_port(),
+        )
     }
 
     /// The address it listens on.

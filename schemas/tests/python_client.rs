@@ -47,14 +47,8 @@ fn confluents_python_client_works_unchanged() {
         python.display()
     );
     let registry = Arc::new(Registry::in_memory());
-    let server = RegistryServer::start(
-        registry.clone(),
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerConfig::default()
-        },
-    )
-    .unwrap();
+    let server =
+        RegistryServer::start(registry.clone(), ServerConfig::any_loopback_port()).unwrap();
     // brook's side writes a v2 event on ecommerce-events-value first.
     let v2 = CodecSchema::parse(UserEventV2::SCHEMA).unwrap();
     let id = registry

@@ -23,10 +23,7 @@ impl Http {
     }
 
     fn new() -> Http {
-        Http::start(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerConfig::default()
-        })
+        Http::start(ServerConfig::any_loopback_port())
     }
 
     /// Sends raw request bytes; returns status and body.
@@ -302,9 +299,8 @@ fn compatibility_config_and_deletes() {
 #[test]
 fn malformed_oversized_and_unknown_requests_get_4xx() {
     let h = Http::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: 4096,
-        ..ServerConfig::default()
+        ..ServerConfig::any_loopback_port()
     });
     let (status, e) = h.call("POST", "/subjects/s/versions", Some(json!("just a string")));
     assert_eq!((status, code(&e)), (422, 422));
@@ -335,9 +331,8 @@ fn malformed_oversized_and_unknown_requests_get_4xx() {
 #[test]
 fn basic_auth_guards_every_path() {
     let mut h = Http::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
         basic_auth: Some(("ops".into(), "pa:ss".into())),
-        ..ServerConfig::default()
+        ..ServerConfig::any_loopback_port()
     });
     for path in ["/subjects", "/config", "/schemas/ids/1", "/"] {
         let (status, e) = h.call("GET", path, None);

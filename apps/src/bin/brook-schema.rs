@@ -37,8 +37,7 @@ use brook_runtime::kafka::{KafkaCluster, KafkaConfig};
 use brook_runtime::memory::MemoryCluster;
 use brook_schemas::codec::CodecSchema;
 use brook_schemas::events::SCHEMA_FILES;
-use brook_schemas::registry::Registry;
-use brook_schemas::server::{RegistryServer, ServerConfig};
+use brook_schemas::server::RegistryServer;
 
 const USAGE: &str = "usage:
   brook-schema check    --registry URL --subject S --file F.avsc [--version latest|N]
@@ -180,14 +179,8 @@ fn migrate(args: &Args) -> Result<Result<(), Incompatible>> {
             ),
         ),
         (None, None) => {
-            let server = RegistryServer::start(
-                Arc::new(Registry::in_memory()),
-                ServerConfig {
-                    listen: "127.0.0.1:0".parse().expect("an address"),
-                    ..ServerConfig::default()
-                },
-            )
-            .context("starting the embedded registry")?;
+            let server =
+                RegistryServer::start_in_memory().context("starting the embedded registry")?;
             println!(
                 "embedded: registry at {}, in-process cluster (pass --registry and --bootstrap for real ones)",
                 server.url()

@@ -26,8 +26,7 @@ use brook_runtime::cluster::{Cluster, ProducedRecord};
 use brook_runtime::kafka::{KafkaAdmin, KafkaCluster, KafkaConfig};
 use brook_runtime::streams::{KafkaStreams, StoreQueries, StreamsState};
 use brook_runtime::thread::StreamsConfig;
-use brook_schemas::registry::Registry;
-use brook_schemas::server::{RegistryServer, ServerConfig};
+use brook_schemas::server::RegistryServer;
 use brook_topology::{Headers, Windowed};
 
 use super::apps::{APPS, EventMartConfig, stores, topology};
@@ -190,14 +189,8 @@ pub fn run_demo(options: &DemoOptions, stop: Arc<AtomicBool>) -> Result<DemoRepo
         (Some(url), _) => url.clone(),
         (None, Some(_)) => "http://localhost:8081".into(),
         (None, None) => {
-            let server = RegistryServer::start(
-                Arc::new(Registry::in_memory()),
-                ServerConfig {
-                    listen: "127.0.0.1:0".parse()?,
-                    ..ServerConfig::default()
-                },
-            )
-            .context("starting the schema registry")?;
+            let server =
+                RegistryServer::start_in_memory().context("starting the schema registry")?;
             let url = server.url().to_owned();
             registry_server = Some(server);
             url

@@ -629,13 +629,7 @@ fn bench_avro(records: usize) -> Result<(f64, f64, f64, f64)> {
     use brook_connectors::avro::{AvroSerde, RegistryClientConfig, SchemaRegistryClient};
     use brook_schemas::events::ecommerce::{DeviceType, EventType, UserEventV1, UserEventV2};
     use brook_topology::serdes::{Json, Serde};
-    let server = brook_schemas::server::RegistryServer::start(
-        Arc::new(brook_schemas::registry::Registry::in_memory()),
-        brook_schemas::server::ServerConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-    )?;
+    let server = brook_schemas::server::RegistryServer::start_in_memory()?;
     let client = SchemaRegistryClient::new(RegistryClientConfig::new(server.url()))?;
     let v1 = AvroSerde::<UserEventV1>::for_event(client.clone());
     let v2 = AvroSerde::<UserEventV2>::for_event(client);

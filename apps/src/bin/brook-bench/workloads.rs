@@ -212,13 +212,7 @@ fn revenue_app() -> Result<(
     brook_apps::eventmart::apps::EventMartConfig,
 )> {
     use brook_connectors::avro::{RegistryClientConfig, SchemaRegistryClient};
-    let server = brook_schemas::server::RegistryServer::start(
-        Arc::new(brook_schemas::registry::Registry::in_memory()),
-        brook_schemas::server::ServerConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..brook_schemas::server::ServerConfig::default()
-        },
-    )?;
+    let server = brook_schemas::server::RegistryServer::start_in_memory()?;
     let client = SchemaRegistryClient::new(RegistryClientConfig::new(server.url()))?;
     let cfg = brook_apps::eventmart::apps::EventMartConfig::new("", client);
     let topology = brook_apps::eventmart::apps::revenue_per_category(&cfg)?;
