@@ -1,8 +1,8 @@
 # brook's two commands:
 #   make demo   runs EventMart end to end on the embedded broker, with a live dashboard (no external services)
 #   make test   the whole test suite: fmt, dependency rules, clippy, unit, doc and broker tests
-# Each installs what it needs first (apt packages, the tansu test broker, a Python venv
-# with Confluent's client) and is idempotent.
+# Each installs what it needs first (apt packages, Apache Kafka's jars from Maven Central
+# for the test broker, a Python venv with Confluent's client) and is idempotent.
 #
 # Builds go to a persistent target directory outside the clone, so repeated
 # runs on one machine reuse them: $BROOK_TARGET_DIR, else ~/.cache/brook/target.
@@ -23,13 +23,13 @@ BROOK_BOOTSTRAP ?= 127.0.0.1:9092
 
 help:
 	@echo "make demo        EventMart end to end on the embedded broker; dashboard at http://127.0.0.1:8088/ (Ctrl-C stops)"
-	@echo "make test        fmt check, dependency rules, clippy -D warnings, all tests (mock + tansu brokers)"
+	@echo "make test        fmt check, dependency rules, clippy -D warnings, all tests (mock + Apache Kafka brokers)"
 	@echo "make bench       run the benchmarks (release build), results under bench/results/"
 	@echo "make fuzz        each fuzz target under libFuzzer for FUZZ_SECONDS (default 60; nightly toolchain)"
-	@echo "make soak        EventMart at the generator's maximum rate on tansu for SOAK_SECONDS (default 300), two instances, a rebalance halfway"
+	@echo "make soak        EventMart at the generator's maximum rate on Kafka for SOAK_SECONDS (default 300), two instances, a rebalance halfway"
 	@echo "make test-kafka  broker-backed tests against an external Kafka at BROOK_BOOTSTRAP ($(BROOK_BOOTSTRAP))"
 	@echo "make deps        install the system packages the build needs"
-	@echo "make tools       deps, postgresql, chromium, openssl and socat (TLS tests), the tansu test broker (cached under $(BROOK_CACHE)/tools) and python-deps"
+	@echo "make tools       deps, postgresql, chromium, openssl (test CA), Apache Kafka 4.4 from Maven Central (cached under $(BROOK_CACHE)/tools) and python-deps"
 	@echo "make python-deps Confluent's Python client for the registry conformance test ($(BROOK_CACHE)/venv)"
 
 deps:
@@ -39,8 +39,8 @@ python-deps:
 	@scripts/install-python.sh
 
 tools: deps python-deps
-	@scripts/install-deps.sh postgresql chromium openssl socat
-	@scripts/install-tansu.sh
+	@scripts/install-deps.sh postgresql chromium openssl
+	@scripts/install-kafka.sh
 
 fmt-check: deps
 	$(CARGO) fmt --all --check

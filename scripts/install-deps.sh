@@ -5,11 +5,16 @@
 #   libclang-dev          bindgen for RocksDB
 #   libcurl4-openssl-dev  librdkafka >= 2.11 includes curl.h even without its curl feature
 #   libssl-dev zlib1g-dev pkg-config
+#   openjdk-17-jdk-headless, maven  when java or mvn is missing (the Kafka test broker)
 # Extra packages may be named as arguments (`make tools` adds postgresql: the
 # server the PostgreSQL connectors' tests start themselves).
 set -euo pipefail
 
 packages=(cmake g++ libclang-dev libcurl4-openssl-dev libssl-dev zlib1g-dev pkg-config "$@")
+# Java and Maven: Apache Kafka, the test broker, runs on the JVM and comes
+# from Maven Central (scripts/install-kafka.sh). Any JDK >= 17 will do.
+command -v java >/dev/null || packages+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null || packages+=(maven)
 missing=()
 for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

@@ -3,7 +3,7 @@
 //! [`ClusterSchemaStore`] keeps the registry's log in a one-partition
 //! compacted topic (`_schemas` by default, as Confluent's registry does,
 //! in the same record format), through the runtime's cluster port — so it
-//! works on Kafka (and tansu) and on the in-process Memory cluster alike.
+//! works on Kafka and on the in-process Memory cluster alike.
 //! A write returns once the broker acknowledged it; on start the registry
 //! reads the topic from the beginning to its end.
 

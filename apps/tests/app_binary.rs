@@ -1,5 +1,5 @@
 //! An application binary built with `brook_apps::app` (`brook-wordcount`),
-//! run as a process against tansu: it counts, serves Prometheus metrics,
+//! run as a process against Apache Kafka: it counts, serves Prometheus metrics,
 //! refuses bad settings with exit code 2, and on SIGTERM shuts down cleanly
 //! (exit 0, checkpoints written at the changelog's end).
 
@@ -62,7 +62,7 @@ fn http_get(addr: &str, path: &str) -> TestResult<String> {
 
 #[test]
 fn the_wordcount_binary_counts_serves_metrics_and_stops_cleanly_on_sigterm() -> TestResult {
-    let broker = TestBroker::tansu()?;
+    let broker = TestBroker::kafka()?;
     let ns = broker.namespace();
     let (lines, counts) = (ns.topic("lines"), ns.topic("counts"));
     broker.create_topics(&[TopicSpec::new(&lines, 2), TopicSpec::new(&counts, 2)])?;
@@ -290,12 +290,12 @@ fn run_logged(
 #[test]
 fn sasl_scram_settings_from_the_environment_log_in_and_never_reach_the_log() -> TestResult {
     let password = "Sup3r-s3cret-4-brook";
-    let broker = TestBroker::tansu_with_scram("brook-app", password)?;
+    let broker = TestBroker::kafka_with_scram("brook-app", password)?;
     let env = [
         ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
         (
             "BROOK_KAFKA_SASL_MECHANISMS",
-            brook_testkit::TANSU_SASL_MECHANISM,
+            "SCRAM-SHA-512",
         ),
         ("BROOK_KAFKA_SASL_USERNAME", "brook-app"),
         ("BROOK_KAFKA_SASL_PASSWORD", password),
@@ -329,7 +329,7 @@ fn sasl_scram_settings_from_the_environment_log_in_and_never_reach_the_log() -> 
         ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
         (
             "BROOK_KAFKA_SASL_MECHANISMS",
-            brook_testkit::TANSU_SASL_MECHANISM,
+            "SCRAM-SHA-512",
         ),
         ("BROOK_KAFKA_SASL_USERNAME", "brook-app"),
         ("BROOK_KAFKA_SASL_PASSWORD", wrong),
@@ -353,7 +353,7 @@ fn sasl_scram_settings_from_the_environment_log_in_and_never_reach_the_log() -> 
 
 #[test]
 fn ssl_settings_from_the_environment_reach_a_broker_behind_tls() -> TestResult {
-    let broker = TestBroker::tansu_with_tls()?;
+    let broker = TestBroker::kafka_with_tls()?;
     let ca = broker
         .config()
         .client()

@@ -1,4 +1,4 @@
-//! EventMart as separate processes on a Kafka-protocol broker (tansu), the
+//! EventMart as separate processes on Apache Kafka, the
 //! way it is deployed: `eventmart-topics apply`, `eventmart-generator`, and
 //! `eventmart` — events per minute as two static instances (partitions
 //! split between them) and the other apps in a third process with the
@@ -145,7 +145,7 @@ fn login() -> [(&'static str, &'static str); 4] {
         ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
         (
             "BROOK_KAFKA_SASL_MECHANISMS",
-            brook_testkit::TANSU_SASL_MECHANISM,
+            "SCRAM-SHA-512",
         ),
         ("BROOK_KAFKA_SASL_USERNAME", USER),
         ("BROOK_KAFKA_SASL_PASSWORD", PASSWORD),
@@ -174,11 +174,11 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> std::io::Result<Vec
 #[test]
 fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult {
     // Against an external Kafka (`make test-kafka`) its own settings
-    // apply; here, a tansu that wants a login.
+    // apply; here, a Kafka that wants a SCRAM login.
     let (broker, login) = match TestBroker::external() {
         Some(external) => (external, Vec::new()),
         None => (
-            TestBroker::tansu_with_scram(USER, PASSWORD)?,
+            TestBroker::kafka_with_scram(USER, PASSWORD)?,
             login().to_vec(),
         ),
     };
@@ -362,7 +362,7 @@ fn soak_at_the_generators_maximum_rate_with_a_rebalance_in_the_middle() -> TestR
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let broker = TestBroker::tansu()?;
+    let broker = TestBroker::kafka()?;
     let Setup {
         prefix,
         bootstrap,
@@ -437,7 +437,7 @@ fn soak_at_the_generators_maximum_rate_with_a_rebalance_in_the_middle() -> TestR
     let second = second.ok_or("the second instance never started")?;
 
     // Both instances together hold every click. The generator writes
-    // faster than tansu serves the apps: they catch up after it stops, for
+    // faster than the broker serves the apps: they catch up after it stops, for
     // as long as they make progress (a stall of 2 minutes fails).
     let caught_up = Instant::now();
     let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());

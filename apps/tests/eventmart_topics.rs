@@ -1,4 +1,4 @@
-//! `eventmart-topics` against tansu (a broker with CreateTopics and
+//! `eventmart-topics` against Apache Kafka (a broker with CreateTopics and
 //! DescribeConfigs): apply creates the seed's topics with their configs,
 //! running it again changes nothing, and a topic that differs from the file
 //! is reported with a diff and exit code 1, never altered.
@@ -27,7 +27,7 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn apply_creates_verifies_and_reports_differences() -> TestResult {
-    let broker = TestBroker::tansu()?;
+    let broker = TestBroker::kafka()?;
     let ns = broker.namespace();
     let prefix = format!("{}.", ns.prefix());
     let bootstrap = broker.bootstrap().to_owned();

@@ -1,5 +1,5 @@
 //! `brook-schema-registry` and `brook-schema` as processes: check before
-//! deploying, register, basic auth, exit codes; the registry on a tansu
+//! deploying, register, basic auth, exit codes; the registry on a Kafka
 //! topic surviving a restart; and the seed's dual-write migration against
 //! the registry binary and a real Kafka protocol broker.
 
@@ -229,8 +229,8 @@ fn basic_auth_and_bad_settings() -> TestResult {
 }
 
 #[test]
-fn a_registry_on_tansu_survives_a_restart_and_the_migration_runs_against_it() -> TestResult {
-    let broker = TestBroker::tansu()?;
+fn a_registry_on_kafka_survives_a_restart_and_the_migration_runs_against_it() -> TestResult {
+    let broker = TestBroker::kafka()?;
     let storage = [
         "--bootstrap",
         broker.bootstrap(),

@@ -1,4 +1,4 @@
-//! One broker per test: mock cluster, tansu, or an external Kafka.
+//! One broker per test: mock cluster, Apache Kafka, or an external Kafka.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,15 +10,15 @@ use brook_topology::TopicSpec;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-use crate::{Namespace, Result, TansuBroker, TestkitError, io_err, kafka_err};
+use crate::{KafkaBroker, KafkaOptions, Namespace, Result, SaslMechanism, TestkitError, io_err, kafka_err};
 
 /// Which kind of broker a [`TestBroker`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BrokerKind {
     /// librdkafka's in-process mock cluster.
     Mock,
-    /// A tansu process with sqlite storage.
-    Tansu,
+    /// Apache Kafka (KRaft) processes started by the test.
+    Kafka,
     /// The Kafka named by `BROOK_BOOTSTRAP`.
     External,
 }
@@ -27,7 +27,7 @@ impl fmt::Display for BrokerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             BrokerKind::Mock => "librdkafka mock",
-            BrokerKind::Tansu => "tansu",
+            BrokerKind::Kafka => "Apache Kafka",
             BrokerKind::External => "external Kafka",
         })
     }
@@ -39,8 +39,7 @@ impl fmt::Display for BrokerKind {
 pub struct Capabilities {
     /// CreateTopics through the admin API.
     pub admin_api: bool,
-    /// DeleteTopics deletes the topics named, and only those (tansu 0.6.0
-    /// deletes every topic on any DeleteTopics request).
+    /// DeleteTopics deletes the topics named, and only those.
     pub delete_topics: bool,
     /// Topics keep their configs (`cleanup.policy=compact`) and DescribeConfigs reports them.
     pub topic_configs: bool,
@@ -64,18 +63,15 @@ pub enum Restart {
 
 enum Backend {
     Mock(MockCluster<'static, DefaultProducerContext>),
-    Tansu(TansuBroker),
+    Kafka(KafkaBroker),
     External,
 }
 
-/// A broker for one test. Dropping it stops the broker (mock, tansu).
+/// A broker for one test. Dropping it stops the broker (mock, Kafka).
 pub struct TestBroker {
     kind: BrokerKind,
     config: KafkaConfig,
     backend: Backend,
-    /// A TLS front the clients go through, kept for as long as the broker
-    /// (dropping it stops it).
-    _tls: Option<crate::TlsProxy>,
 }
 
 impl fmt::Debug for TestBroker {
@@ -114,64 +110,70 @@ impl TestBroker {
             kind: BrokerKind::Mock,
             config: test_config(cluster.bootstrap_servers()),
             backend: Backend::Mock(cluster),
-            _tls: None,
         })
     }
 
-    /// A fresh tansu broker process, or the external Kafka when
-    /// `BROOK_BOOTSTRAP` is set.
-    pub fn tansu() -> Result<Self> {
+    /// A fresh single-node Apache Kafka (plaintext), or the external Kafka
+    /// when `BROOK_BOOTSTRAP` is set.
+    pub fn kafka() -> Result<Self> {
         if let Some(external) = Self::external() {
             return Ok(external);
         }
-        let broker = TansuBroker::start()?;
+        Self::kafka_with(KafkaOptions::single())
+    }
+
+    /// A fresh Apache Kafka as `options` describe (several nodes, TLS, SASL,
+    /// ACLs). [`config`](Self::config) carries what a client needs: the
+    /// test CA as `ssl.ca.location`; with mutual TLS a certificate for the
+    /// first user (`CN=<user>`); with SASL the first user's login and the
+    /// first mechanism. Never the external Kafka: its setup is not ours.
+    pub fn kafka_with(options: KafkaOptions) -> Result<Self> {
+        let broker = KafkaBroker::start_with(options.clone())?;
+        let mut config = test_config(broker.bootstrap())
+            .set("security.protocol", broker.client_protocol());
+        if let Some(ca) = broker.ca() {
+            config = config.set("ssl.ca.location", ca.ca_location().display().to_string());
+            if options.mutual_tls {
+                let name = options.users.first().map_or("brook-test", |(u, _)| u.as_str());
+                let (cert, key) = ca.client_certificate(name)?;
+                config = config
+                    .set("ssl.certificate.location", cert.display().to_string())
+                    .set("ssl.key.location", key.display().to_string());
+            }
+        }
+        if let (Some(mechanism), Some((user, password))) =
+            (options.sasl.first(), options.users.first())
+        {
+            config = config
+                .set("sasl.mechanisms", mechanism.name())
+                .set("sasl.username", user)
+                .set("sasl.password", password);
+        }
         Ok(TestBroker {
-            kind: BrokerKind::Tansu,
-            config: test_config(broker.bootstrap()),
-            backend: Backend::Tansu(broker),
-            _tls: None,
+            kind: BrokerKind::Kafka,
+            config,
+            backend: Backend::Kafka(broker),
         })
     }
 
-    /// A fresh tansu broker that lets in only clients logged in as `user`
-    /// with `password` (SASL SCRAM-SHA-512); [`config`](Self::config)
-    /// carries the login. No external Kafka: its users are not ours.
-    pub fn tansu_with_scram(user: &str, password: &str) -> Result<Self> {
-        let mut broker = TansuBroker::start()?;
-        broker.require_scram(user, password)?;
-        let config = test_config(broker.bootstrap())
-            .set("security.protocol", "SASL_PLAINTEXT")
-            .set("sasl.mechanisms", crate::tansu::TANSU_SASL_MECHANISM)
-            .set("sasl.username", user)
-            .set("sasl.password", password);
-        Ok(TestBroker {
-            kind: BrokerKind::Tansu,
-            config,
-            backend: Backend::Tansu(broker),
-            _tls: None,
+    /// A fresh single-node Kafka whose client listener takes only SASL
+    /// SCRAM-SHA-512 logins of `user` with `password`, over plaintext.
+    pub fn kafka_with_scram(user: &str, password: &str) -> Result<Self> {
+        Self::kafka_with(KafkaOptions {
+            nodes: 1,
+            sasl: vec![SaslMechanism::ScramSha512],
+            users: vec![(user.to_owned(), password.to_owned())],
+            ..KafkaOptions::default()
         })
     }
 
-    /// A fresh tansu broker reached only through TLS (a [`TlsProxy`]
-    /// in front of it, with a self-signed certificate);
-    /// [`config`](Self::config) carries `security.protocol=SSL` and the
-    /// certificate as `ssl.ca.location`.
-    ///
-    /// [`TlsProxy`]: crate::TlsProxy
-    pub fn tansu_with_tls() -> Result<Self> {
-        let (broker, proxy) = TansuBroker::start_behind(|broker_port| {
-            let port = crate::tansu::free_port()?;
-            let proxy = crate::TlsProxy::start(port, ([127, 0, 0, 1], broker_port).into())?;
-            Ok((proxy, Some(port)))
-        })?;
-        let config = test_config(proxy.bootstrap())
-            .set("security.protocol", "SSL")
-            .set("ssl.ca.location", proxy.ca_location().display().to_string());
-        Ok(TestBroker {
-            kind: BrokerKind::Tansu,
-            config,
-            backend: Backend::Tansu(broker),
-            _tls: Some(proxy),
+    /// A fresh single-node Kafka reached only through TLS (a test CA's
+    /// certificate for 127.0.0.1).
+    pub fn kafka_with_tls() -> Result<Self> {
+        Self::kafka_with(KafkaOptions {
+            nodes: 1,
+            tls: true,
+            ..KafkaOptions::default()
         })
     }
 
@@ -182,7 +184,6 @@ impl TestBroker {
             kind: BrokerKind::External,
             config: test_config(config.bootstrap()),
             backend: Backend::External,
-            _tls: None,
         })
     }
 
@@ -202,11 +203,11 @@ impl TestBroker {
                 restart: false,
                 unbounded_partitions: false,
             },
-            BrokerKind::Tansu => Capabilities {
+            BrokerKind::Kafka => Capabilities {
                 admin_api: true,
-                delete_topics: false,
+                delete_topics: true,
                 topic_configs: true,
-                transactions: false,
+                transactions: true,
                 restart: true,
                 unbounded_partitions: true,
             },
@@ -254,7 +255,7 @@ impl TestBroker {
                 }
                 Ok(())
             }
-            Backend::Tansu(_) | Backend::External => {
+            Backend::Kafka(_) | Backend::External => {
                 let admin = self.admin()?;
                 block_on(admin.create_topics(specs))??;
                 Ok(())
@@ -279,19 +280,19 @@ impl TestBroker {
     /// Stops the broker and starts it again on the same address and data.
     pub fn restart(&mut self, how: Restart) -> Result<()> {
         match (&mut self.backend, how) {
-            (Backend::Tansu(broker), Restart::Graceful) => broker.restart(),
-            (Backend::Tansu(broker), Restart::Crash) => broker.crash_and_restart(),
+            (Backend::Kafka(broker), Restart::Graceful) => broker.restart(),
+            (Backend::Kafka(broker), Restart::Crash) => broker.crash_and_restart(),
             _ => Err(self.unsupported("restarting the broker")),
         }
     }
 
-    /// Stops the broker (tansu; `Restart::Crash`: SIGKILL) and leaves it
+    /// Stops the broker (`Restart::Crash`: SIGKILL) and leaves it
     /// stopped: clients find no one at its address until
     /// [`resume`](Self::resume).
     pub fn stop(&mut self, how: Restart) -> Result<()> {
         match (&mut self.backend, how) {
-            (Backend::Tansu(broker), Restart::Graceful) => broker.stop(),
-            (Backend::Tansu(broker), Restart::Crash) => broker.kill(),
+            (Backend::Kafka(broker), Restart::Graceful) => broker.stop(),
+            (Backend::Kafka(broker), Restart::Crash) => broker.kill(),
             _ => Err(self.unsupported("stopping the broker")),
         }
     }
@@ -299,21 +300,48 @@ impl TestBroker {
     /// Starts a stopped broker again on the same address and data.
     pub fn resume(&mut self) -> Result<()> {
         match &mut self.backend {
-            Backend::Tansu(broker) => broker.resume(),
+            Backend::Kafka(broker) => broker.resume(),
             _ => Err(self.unsupported("restarting the broker")),
         }
     }
 
-    /// The end of the broker's own log, where it has one (tansu).
+    /// The end of the broker's own log, where it has one (Kafka started
+    /// by the test).
     pub fn log_tail(&self) -> Option<String> {
         match &self.backend {
-            Backend::Tansu(broker) => Some(broker.log_tail()),
+            Backend::Kafka(broker) => Some(broker.log_tail()),
             _ => None,
         }
     }
 
+    /// The Kafka processes, when this test started them.
+    pub fn kafka_broker(&self) -> Option<&KafkaBroker> {
+        match &self.backend {
+            Backend::Kafka(broker) => Some(broker),
+            _ => None,
+        }
+    }
+
+    /// The Kafka processes, to kill or restart single nodes.
+    pub fn kafka_broker_mut(&mut self) -> Option<&mut KafkaBroker> {
+        match &mut self.backend {
+            Backend::Kafka(broker) => Some(broker),
+            _ => None,
+        }
+    }
+
+    /// Client settings of the test harness itself: on a Kafka started by
+    /// the test, its plaintext internal listener (a super user when ACLs
+    /// are on); elsewhere [`config`](Self::config).
+    pub fn admin_config(&self) -> KafkaConfig {
+        match &self.backend {
+            Backend::Kafka(broker) => test_config(broker.internal_bootstrap()),
+            _ => self.config.clone(),
+        }
+    }
+
     fn admin(&self) -> Result<KafkaAdmin> {
-        Ok(KafkaAdmin::new(&self.config)?.with_timeout(Duration::from_secs(15)))
+        Ok(KafkaAdmin::new(&self.admin_config())?.with_timeout(Duration::from_secs(15)))
     }
 
     fn unsupported(&self, what: &'static str) -> TestkitError {

@@ -83,12 +83,33 @@ pub fn read_topic(
     Vec<brook_runtime::cluster::ConsumedRecord>,
     brook_runtime::cluster::ClusterError,
 > {
-    use brook_runtime::cluster::{ClusterError, Isolation, TopicPartition};
+    read_topic_with(
+        cluster,
+        topic,
+        group,
+        brook_runtime::cluster::Isolation::ReadCommitted,
+        timeout,
+    )
+}
+
+/// [`read_topic`] with a chosen isolation: `ReadUncommitted` also returns
+/// records of open and aborted transactions.
+pub fn read_topic_with(
+    cluster: &dyn brook_runtime::cluster::Cluster,
+    topic: &str,
+    group: &str,
+    isolation: brook_runtime::cluster::Isolation,
+    timeout: Duration,
+) -> std::result::Result<
+    Vec<brook_runtime::cluster::ConsumedRecord>,
+    brook_runtime::cluster::ClusterError,
+> {
+    use brook_runtime::cluster::{ClusterError, TopicPartition};
     let partitions = cluster.partition_count(topic)?;
     let tps: Vec<TopicPartition> = (0..partitions)
         .map(|p| TopicPartition::new(topic, p))
         .collect();
-    let mut consumer = cluster.consumer(group, Isolation::ReadCommitted)?;
+    let mut consumer = cluster.consumer(group, isolation)?;
     let ends = consumer.end_offsets(&tps)?;
     consumer.assign(&tps)?;
     for tp in &tps {

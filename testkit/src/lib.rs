@@ -2,11 +2,12 @@
 //! tests themselves.
 //!
 //! A test asks for a broker with [`TestBroker::mock`] (librdkafka's mock
-//! cluster, in-process, instant) or [`TestBroker::tansu`] (a `tansu` broker
-//! process with sqlite storage on a free loopback port, killed when the
-//! `TestBroker` is dropped or the test process dies). Each test gets its own
-//! broker, and [`TestBroker::namespace`] gives it topic and group names no
-//! other test or earlier run uses.
+//! cluster, in-process, instant, for plumbing only) or [`TestBroker::kafka`]
+//! (Apache Kafka 4.4 in KRaft mode, a JVM on free loopback ports, killed when
+//! the `TestBroker` is dropped or the test process dies; see [`KafkaBroker`]).
+//! [`TestBroker::kafka_with`] starts one with TLS, SASL, ACLs or several
+//! nodes. Each test gets its own broker, and [`TestBroker::namespace`] gives
+//! it topic and group names no other test or earlier run uses.
 //!
 //! Setting `BROOK_BOOTSTRAP=host:port` makes both constructors return the
 //! external Kafka at that address instead, so the same broker-backed tests
@@ -19,16 +20,17 @@
 mod broker;
 mod consume;
 mod namespace;
+mod kafka;
 mod postgres;
-mod tansu;
-mod tls;
 
 pub use broker::{BrokerKind, Capabilities, Restart, TestBroker};
-pub use consume::{Received, consume_exactly, read_topic};
+pub use consume::{Received, consume_exactly, read_topic, read_topic_with};
 pub use namespace::Namespace;
 pub use postgres::{TestPostgres, postgres_bin};
-pub use tansu::{TANSU_ENV, TANSU_SASL_MECHANISM, TANSU_VERSION, TansuBroker, tansu_binary};
-pub use tls::TlsProxy;
+pub use kafka::{
+    KAFKA_JVM_OPTS_ENV, KAFKA_LIBS_ENV, KAFKA_VERSION, KafkaBroker, KafkaOptions, SaslMechanism,
+    TestCa, kafka_libs, run_kafka_tool,
+};
 
 use std::time::Duration;
 
@@ -43,20 +45,20 @@ pub enum TestkitError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The tansu binary was not found.
+    /// Kafka's jars were not found.
     #[error(
-        "tansu {TANSU_VERSION} not found (looked at ${TANSU_ENV}, {cached} and $PATH); \
+        "Apache Kafka {KAFKA_VERSION} not found in {libs} (or ${KAFKA_LIBS_ENV}); \
          `make tools` installs it"
     )]
-    TansuMissing {
-        /// Where the cached binary was looked for.
-        cached: String,
+    KafkaMissing {
+        /// Where the jars were looked for.
+        libs: String,
     },
-    /// tansu exited or never became ready.
-    #[error("tansu broker on {bootstrap} did not start: {reason}\n--- tansu log (tail) ---\n{log}")]
-    TansuStart {
-        /// The address it was to listen on.
-        bootstrap: String,
+    /// A Kafka node exited or never became ready.
+    #[error("Kafka node {node} did not start: {reason}\n--- its log (tail) ---\n{log}")]
+    KafkaStart {
+        /// Its `node.id`.
+        node: usize,
         /// What went wrong.
         reason: String,
         /// The end of its log.
@@ -114,4 +116,59 @@ pub(crate) fn kafka_err(
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestkitError {
     let what = what.into();
     move |source| TestkitError::Io { what, source }
+}
+
+/// `n` distinct free loopback ports (all bound at once, then released).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind(("127.0.0.1", 0))
+                .map_err(io_err("finding a free loopback port"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(io_err("finding a free loopback port"))
+        })
+        .collect()
+}
+
+/// Sends `signal` to process `pid` (SIGSTOP, SIGCONT, SIGKILL, ...);
+/// false when there is no such process.
+#[allow(unsafe_code)]
+pub fn signal(pid: u32, signal: i32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) takes any pid and signal number and reports errors.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
+/// A `kB` field (`VmRSS`, `VmHWM`, ...) of `/proc/<pid>/status`.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Makes `command`'s process receive SIGKILL when the thread that spawns it
+/// dies (Linux's `PR_SET_PDEATHSIG`), so a killed test leaves no child.
+#[allow(unsafe_code)]
+pub fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls
+    // prctl(2), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

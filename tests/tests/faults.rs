@@ -1,8 +1,8 @@
-//! Faults while an application runs, on tansu (a broker these tests can
+//! Faults while an application runs, on Apache Kafka (a broker these tests can
 //! stop, kill and start again on the same data):
 //!
 //! - the broker is killed (SIGKILL) mid-stream and comes back on its
-//!   sqlite storage: the instance keeps running (its consumer reconnects;
+//!   log directory: the instance keeps running (its consumer reconnects;
 //!   a commit that fails while the broker is away replaces the stream
 //!   thread, which resumes from the last commit), and every record in the
 //!   input ends up in the output (at-least-once: duplicates allowed, loss
@@ -115,7 +115,7 @@ fn wait_complete(
 
 #[test]
 fn an_instance_survives_a_broker_crash_mid_stream_and_loses_nothing() -> TestResult {
-    let mut broker = TestBroker::tansu()?;
+    let mut broker = TestBroker::kafka()?;
     let ns = broker.namespace();
     let (input, output) = (ns.topic("orders"), ns.topic("orders-upper"));
     let app = ns.group("survivor");
@@ -186,7 +186,7 @@ fn an_instance_survives_a_broker_crash_mid_stream_and_loses_nothing() -> TestRes
 
 #[test]
 fn an_instance_gives_up_when_the_broker_stays_away_longer_than_the_retry_timeout() -> TestResult {
-    let mut broker = TestBroker::tansu()?;
+    let mut broker = TestBroker::kafka()?;
     let ns = broker.namespace();
     let (input, output) = (ns.topic("orders"), ns.topic("orders-upper"));
     broker.create_topics(&[TopicSpec::new(&input, 1), TopicSpec::new(&output, 1)])?;
@@ -218,7 +218,7 @@ fn an_instance_gives_up_when_the_broker_stays_away_longer_than_the_retry_timeout
 
 #[test]
 fn an_unwritable_state_directory_stops_the_instance_with_an_error_naming_it() -> TestResult {
-    let broker = TestBroker::tansu()?;
+    let broker = TestBroker::kafka()?;
     let ns = broker.namespace();
     let input = ns.topic("clicks");
     broker.create_topics(&[TopicSpec::new(&input, 1)])?;
@@ -262,7 +262,7 @@ fn an_unwritable_state_directory_stops_the_instance_with_an_error_naming_it() ->
 /// between polls, so it stays in the group and gets through everything.
 #[test]
 fn a_slow_topology_keeps_its_place_in_the_group_and_gets_through() -> TestResult {
-    let broker = TestBroker::tansu()?;
+    let broker = TestBroker::kafka()?;
     let ns = broker.namespace();
     let (input, output) = (ns.topic("slow-in"), ns.topic("slow-out"));
     broker.create_topics(&[TopicSpec::new(&input, 1), TopicSpec::new(&output, 1)])?;

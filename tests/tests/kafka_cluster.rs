@@ -1,6 +1,6 @@
 //! The Kafka adapter of the `Cluster` port, against the real-protocol
 //! brokers here: the port's consumer and producer contract on the mock
-//! cluster and tansu; on tansu (which has an admin API) also the runtime
+//! cluster and Apache Kafka; on Kafka (which has an admin API) also the runtime
 //! itself with RocksDB state — process, restore on a fresh state directory,
 //! rebuild from changelogs, and reset.
 
@@ -96,8 +96,8 @@ fn the_port_contract_holds_on_the_mock_cluster() -> TestResult {
 }
 
 #[test]
-fn the_port_contract_holds_on_tansu() -> TestResult {
-    port_contract(&TestBroker::tansu()?)
+fn the_port_contract_holds_on_kafka() -> TestResult {
+    port_contract(&TestBroker::kafka()?)
 }
 
 fn word_count(ns: &brook_testkit::Namespace) -> TestResult<brook_topology::Topology> {
@@ -118,8 +118,8 @@ fn word_count(ns: &brook_testkit::Namespace) -> TestResult<brook_topology::Topol
 }
 
 #[test]
-fn on_tansu_state_is_restored_rebuilt_and_reset() -> TestResult {
-    let broker = TestBroker::tansu()?;
+fn on_kafka_state_is_restored_rebuilt_and_reset() -> TestResult {
+    let broker = TestBroker::kafka()?;
     let ns = broker.namespace();
     let lines = ns.topic("lines");
     broker.create_topics(&[
@@ -202,7 +202,7 @@ fn on_tansu_state_is_restored_rebuilt_and_reset() -> TestResult {
     assert_eq!(total, 4);
 
     // Reset: offsets back to the start, internal topics gone, state wiped.
-    // Only where DeleteTopics deletes just what it names (not tansu 0.6.0).
+    // Only where DeleteTopics deletes just what it names (the mock has no DeleteTopics).
     if !broker.capabilities().delete_topics {
         eprintln!(
             "skipping the reset part: {} deletes every topic on DeleteTopics",
@@ -241,9 +241,9 @@ fn on_tansu_state_is_restored_rebuilt_and_reset() -> TestResult {
 }
 
 #[test]
-fn on_tansu_instances_split_partitions_and_a_joiner_rebalances_without_loss() -> TestResult {
+fn on_kafka_instances_split_partitions_and_a_joiner_rebalances_without_loss() -> TestResult {
     use brook_runtime::streams::{KafkaStreams, StreamsState};
-    let broker = TestBroker::tansu()?;
+    let broker = TestBroker::kafka()?;
     let ns = broker.namespace();
     let (input, output) = (ns.topic("events"), ns.topic("echo"));
     broker.create_topics(&[TopicSpec::new(&input, 4), TopicSpec::new(&output, 4)])?;

@@ -1,7 +1,6 @@
-//! Exactly-once against a Kafka with transactions (`BROOK_BOOTSTRAP`, e.g.
-//! docker-compose's broker through `make test-kafka`). The brokers on the
-//! build machines implement no transactions (see the design notes), so
-//! without `BROOK_BOOTSTRAP` this test is ignored, never passed.
+//! Exactly-once on Apache Kafka (the test's own broker, or the one
+//! `BROOK_BOOTSTRAP` names), which implements transactions, read_committed
+//! and fencing.
 //!
 //! An echo and a count per key run with exactly_once_v2 and a thread that
 //! fails once mid-stream and is replaced: its open transaction is aborted
@@ -58,9 +57,8 @@ fn read_all(cluster: &KafkaCluster, topic: &str, group: &str) -> TestResult<Vec<
 }
 
 #[test]
-#[ignore = "needs a Kafka with transactions: BROOK_BOOTSTRAP=host:port make test-kafka"]
 fn exactly_once_on_kafka_across_a_failed_thread() -> TestResult {
-    let broker = TestBroker::external().ok_or("BROOK_BOOTSTRAP is not set")?;
+    let broker = TestBroker::kafka()?;
     let ns = broker.namespace();
     let (input, echo, counts) = (ns.topic("in"), ns.topic("echo"), ns.topic("counts"));
     broker.create_topics(&[

@@ -1,4 +1,4 @@
-//! A real process crash: an instance counting on tansu, with RocksDB state,
+//! A real process crash: an instance counting on Apache Kafka, with RocksDB state,
 //! is killed with SIGKILL mid-stream (no close, no flush: RocksDB loses its
 //! memtables, the producer its queue), then restarted on the same state
 //! directory. The restart must restore its stores to exactly the latest
@@ -60,7 +60,7 @@ fn now_ms() -> i64 {
 
 /// The instance the parent kills: processes until killed.
 #[test]
-#[ignore = "runs only as the child process of a_killed_instance_restarts_from_its_state_directory_on_tansu"]
+#[ignore = "runs only as the child process of a_killed_instance_restarts_from_its_state_directory_on_kafka"]
 fn child_instance() -> TestResult {
     let spec = std::env::var(CHILD).map_err(|_| format!("{CHILD} is not set"))?;
     let parts: Vec<&str> = spec.split('|').collect();
@@ -101,8 +101,8 @@ fn committed(cluster: &KafkaCluster, group: &str, input: &str) -> TestResult<i64
 }
 
 #[test]
-fn a_killed_instance_restarts_from_its_state_directory_on_tansu() -> TestResult {
-    let broker = TestBroker::tansu()?;
+fn a_killed_instance_restarts_from_its_state_directory_on_kafka() -> TestResult {
+    let broker = TestBroker::kafka()?;
     let ns = broker.namespace();
     let input = ns.topic("clicks");
     let app = ns.group("kill");

@@ -1,9 +1,9 @@
 //! Plumbing smoke tests, one per broker: topics, keyed produce, consumer
-//! groups, committed offsets, and (tansu) data surviving a broker restart.
+//! groups, committed offsets, and (Kafka) data surviving a broker restart.
 //!
 //! Each check runs only where the broker implements it (see
 //! `brook_testkit::Capabilities`): the mock cluster keeps no topic configs,
-//! so compaction is asserted on tansu and external Kafka only.
+//! so compaction is asserted on Kafka only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
@@ -204,26 +204,26 @@ fn mock_cluster_keyed_records_resume_from_committed_offsets() -> TestResult {
 }
 
 #[test]
-fn tansu_keyed_records_resume_from_committed_offsets() -> TestResult {
-    let broker = TestBroker::tansu()?;
+fn kafka_keyed_records_resume_from_committed_offsets() -> TestResult {
+    let broker = TestBroker::kafka()?;
     plumbing(&broker)?;
     Ok(())
 }
 
-/// Needs a broker the test can restart: tansu. `make test-kafka` skips it.
+/// Needs a broker the test can restart: a Kafka it started. `make test-kafka` skips it.
 #[test]
-fn tansu_broker_restart_keeps_topics_records_and_committed_offsets() -> TestResult {
+fn kafka_broker_restart_keeps_topics_records_and_committed_offsets() -> TestResult {
     survives_restart(Restart::Graceful)
 }
 
 /// Acknowledged records and committed offsets survive a SIGKILL of the broker.
 #[test]
-fn tansu_broker_restart_after_crash_keeps_acknowledged_records_and_offsets() -> TestResult {
+fn kafka_broker_restart_after_crash_keeps_acknowledged_records_and_offsets() -> TestResult {
     survives_restart(Restart::Crash)
 }
 
 fn survives_restart(how: Restart) -> TestResult {
-    let mut broker = TestBroker::tansu()?;
+    let mut broker = TestBroker::kafka()?;
     let before = plumbing(&broker)?;
     broker.restart(how)?;
 
@@ -260,7 +260,7 @@ fn survives_restart(how: Restart) -> TestResult {
     let got = consume_exactly(&resumed, 1, TIMEOUT, LINGER)?;
     assert_eq!(text(&got[0].value), "after-restart");
     if let Some(log) = broker.log_tail() {
-        assert!(!log.contains("panicked"), "tansu panicked:\n{log}");
+        assert!(!log.contains(" FATAL "), "Kafka logged a fatal error:\n{log}");
     }
     Ok(())
 }
