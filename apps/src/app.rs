@@ -28,6 +28,7 @@
 //! | `bootstrap` | Kafka bootstrap servers | required |
 //! | `application-id` | consumer group, internal topic prefix | the app's name |
 //! | `instance`, `instances` | static assignment: instance `k` of `n` | group mode |
+//! | `instance-id` | names the instance's transactional producers (`<application-id>-<instance-id>-<thread>`): keep it across restarts so a restart fences its predecessor at once; distinct for instances running together | `k` in static mode; in group mode one per process (`p<pid>-<start ms>`) |
 //! | `threads` | stream threads | 1 |
 //! | `state-dir` | RocksDB state directory | in-memory stores |
 //! | `guarantee` | `at_least_once` or `exactly_once_v2` | `at_least_once` |
@@ -67,6 +68,7 @@ const COMMON: &[&str] = &[
     "application-id",
     "instance",
     "instances",
+    "instance-id",
     "threads",
     "state-dir",
     "guarantee",
@@ -187,8 +189,26 @@ impl AppSettings {
             (Some(k), Some(n)) => {
                 bail!("instance = {k} but instances = {n}: instances are numbered 0..{n}")
             }
-            (None, None) => {}
+            (None, None) => {
+                config.instance_id = format!(
+                    "p{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis())
+                );
+            }
             _ => bail!("instance and instances go together (instance k of n)"),
+        }
+        if let Some(id) = self.get("instance-id") {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                bail!("instance-id = {id:?}: letters, digits, '-', '_' and '.' only");
+            }
+            config.instance_id = id.to_owned();
         }
         Ok(config)
     }
@@ -575,6 +595,19 @@ mod tests {
         assert!(bad(&["--deserialization-handler", "ignore"]).contains("log-and-continue"));
         assert!(bad(&["--max-record-bytes", "-1"]).contains("max-record-bytes = \"-1\""));
         assert!(bad(&["stray"]).contains("unexpected argument"));
+        assert!(bad(&["--instance-id", "a b"]).contains("instance-id = \"a b\""));
+
+        // Group mode: transactional ids unique to the process unless named.
+        let group = settings(args(&[]), &env_of(&[]), &[])?.streams_config("a")?;
+        assert!(
+            group
+                .instance_id
+                .starts_with(&format!("p{}-", std::process::id())),
+            "{}",
+            group.instance_id
+        );
+        let named = settings(args(&["--instance-id", "eu-1"]), &env_of(&[]), &[])?;
+        assert_eq!(named.streams_config("a")?.transactional_id(), "a-eu-1");
         let missing = settings(args(&[]), &env_of(&[]), &["input"])?;
         assert!(
             format!("{:#}", missing.option("input").expect_err("required")).contains("BROOK_INPUT")

@@ -293,10 +293,7 @@ fn sasl_scram_settings_from_the_environment_log_in_and_never_reach_the_log() -> 
     let broker = TestBroker::kafka_with_scram("brook-app", password)?;
     let env = [
         ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
-        (
-            "BROOK_KAFKA_SASL_MECHANISMS",
-            "SCRAM-SHA-512",
-        ),
+        ("BROOK_KAFKA_SASL_MECHANISMS", "SCRAM-SHA-512"),
         ("BROOK_KAFKA_SASL_USERNAME", "brook-app"),
         ("BROOK_KAFKA_SASL_PASSWORD", password),
     ];
@@ -327,10 +324,7 @@ fn sasl_scram_settings_from_the_environment_log_in_and_never_reach_the_log() -> 
     let wrong = "Wr0ng-s3cret-4-brook";
     let env = [
         ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
-        (
-            "BROOK_KAFKA_SASL_MECHANISMS",
-            "SCRAM-SHA-512",
-        ),
+        ("BROOK_KAFKA_SASL_MECHANISMS", "SCRAM-SHA-512"),
         ("BROOK_KAFKA_SASL_USERNAME", "brook-app"),
         ("BROOK_KAFKA_SASL_PASSWORD", wrong),
     ];

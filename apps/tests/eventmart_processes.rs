@@ -143,10 +143,7 @@ const PASSWORD: &str = "Ev3ntM4rt-s3cret-pw";
 fn login() -> [(&'static str, &'static str); 4] {
     [
         ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
-        (
-            "BROOK_KAFKA_SASL_MECHANISMS",
-            "SCRAM-SHA-512",
-        ),
+        ("BROOK_KAFKA_SASL_MECHANISMS", "SCRAM-SHA-512"),
         ("BROOK_KAFKA_SASL_USERNAME", USER),
         ("BROOK_KAFKA_SASL_PASSWORD", PASSWORD),
     ]

@@ -92,7 +92,10 @@ pub struct StreamsConfig {
     pub guarantee: ProcessingGuarantee,
     /// Names this instance's transactional producer:
     /// `<application.id>-<instance_id>`. A restarted instance must keep
-    /// its id, so that it fences its predecessor.
+    /// its id, so that it fences its predecessor; instances running at the
+    /// same time need distinct ids (they would fence each other), which
+    /// `brook_apps::app` sees to: `k` in static mode, `instance-id` or a
+    /// per-process id in group mode.
     pub instance_id: String,
     /// Where RocksDB stores and checkpoints live; `None`: stores in memory,
     /// rebuilt from their changelogs on every start.

@@ -10,7 +10,9 @@ use brook_topology::TopicSpec;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-use crate::{KafkaBroker, KafkaOptions, Namespace, Result, SaslMechanism, TestkitError, io_err, kafka_err};
+use crate::{
+    KafkaBroker, KafkaOptions, Namespace, Result, SaslMechanism, TestkitError, io_err, kafka_err,
+};
 
 /// Which kind of broker a [`TestBroker`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,12 +131,15 @@ impl TestBroker {
     /// first mechanism. Never the external Kafka: its setup is not ours.
     pub fn kafka_with(options: KafkaOptions) -> Result<Self> {
         let broker = KafkaBroker::start_with(options.clone())?;
-        let mut config = test_config(broker.bootstrap())
-            .set("security.protocol", broker.client_protocol());
+        let mut config =
+            test_config(broker.bootstrap()).set("security.protocol", broker.client_protocol());
         if let Some(ca) = broker.ca() {
             config = config.set("ssl.ca.location", ca.ca_location().display().to_string());
             if options.mutual_tls {
-                let name = options.users.first().map_or("brook-test", |(u, _)| u.as_str());
+                let name = options
+                    .users
+                    .first()
+                    .map_or("brook-test", |(u, _)| u.as_str());
                 let (cert, key) = ca.client_certificate(name)?;
                 config = config
                     .set("ssl.certificate.location", cert.display().to_string())

@@ -205,8 +205,19 @@ impl TestCa {
         openssl(
             dir,
             &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-                "ca.pem", "-days", "2", "-subj", "/CN=brook-test-ca",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=brook-test-ca",
             ],
         )?;
         // The broker's key and certificate (for 127.0.0.1 and localhost)
@@ -220,8 +231,7 @@ impl TestCa {
             Some("subjectAltName=IP:127.0.0.1,DNS:localhost"),
         )?;
         let mut keystore = std::fs::read_to_string(&key).map_err(io_err("reading broker.key"))?;
-        keystore
-            .push_str(&std::fs::read_to_string(&cert).map_err(io_err("reading broker.pem"))?);
+        keystore.push_str(&std::fs::read_to_string(&cert).map_err(io_err("reading broker.pem"))?);
         std::fs::write(dir.join("broker-keystore.pem"), keystore)
             .map_err(io_err("writing broker-keystore.pem"))?;
         Ok(ca)
@@ -607,7 +617,10 @@ impl KafkaBroker {
             set("transaction.state.log.replication.factor", "1".into());
             set("transaction.state.log.min.isr", "1".into());
             set("transaction.state.log.num.partitions", "5".into());
-            set("share.coordinator.state.topic.replication.factor", "1".into());
+            set(
+                "share.coordinator.state.topic.replication.factor",
+                "1".into(),
+            );
             set("share.coordinator.state.topic.min.isr", "1".into());
             set("group.initial.rebalance.delay.ms", "0".into());
             // Compaction visible within a test's lifetime.
@@ -631,7 +644,10 @@ impl KafkaBroker {
             }
             if !self.options.sasl.is_empty() {
                 let names: Vec<&str> = self.options.sasl.iter().map(|m| m.name()).collect();
-                set("listener.name.client.sasl.enabled.mechanisms", names.join(","));
+                set(
+                    "listener.name.client.sasl.enabled.mechanisms",
+                    names.join(","),
+                );
                 for mechanism in &self.options.sasl {
                     let jaas = match mechanism {
                         SaslMechanism::Plain => {
@@ -760,7 +776,10 @@ impl KafkaBroker {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.nodes[i].internal_port));
         let started = Instant::now();
         loop {
-            let child = self.nodes[i].child.as_mut().expect("spawned before waiting");
+            let child = self.nodes[i]
+                .child
+                .as_mut()
+                .expect("spawned before waiting");
             if let Some(status) = child.try_wait().map_err(io_err("waiting for Kafka"))? {
                 self.nodes[i].child = None;
                 return Err(self.start_error(i, format!("exited with {status}")));
@@ -796,7 +815,11 @@ impl KafkaBroker {
         TestkitError::KafkaStart {
             node: self.nodes.get(i).map_or(0, |n| n.id),
             reason,
-            log: self.nodes.get(i).map(|n| tail(&n.log_path())).unwrap_or_default(),
+            log: self
+                .nodes
+                .get(i)
+                .map(|n| tail(&n.log_path()))
+                .unwrap_or_default(),
         }
     }
 
@@ -819,9 +842,7 @@ impl Drop for KafkaBroker {
 
 fn jvm_opts() -> Vec<String> {
     match std::env::var(KAFKA_JVM_OPTS_ENV) {
-        Ok(opts) if !opts.trim().is_empty() => {
-            opts.split_whitespace().map(str::to_owned).collect()
-        }
+        Ok(opts) if !opts.trim().is_empty() => opts.split_whitespace().map(str::to_owned).collect(),
         _ => DEFAULT_JVM_OPTS.iter().map(|s| (*s).to_owned()).collect(),
     }
 }
@@ -859,9 +880,10 @@ pub fn run_kafka_tool(libs: &Path, main_class: &str, args: &[&str]) -> Result<Ou
         .args(args)
         .stdin(Stdio::null());
     crate::die_with_parent(&mut command);
-    command
-        .output()
-        .map_err(io_err(format!("running {main_class} with {}", java().display())))
+    command.output().map_err(io_err(format!(
+        "running {main_class} with {}",
+        java().display()
+    )))
 }
 
 fn tail(path: &Path) -> String {

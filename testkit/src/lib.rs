@@ -19,18 +19,18 @@
 
 mod broker;
 mod consume;
-mod namespace;
 mod kafka;
+mod namespace;
 mod postgres;
 
 pub use broker::{BrokerKind, Capabilities, Restart, TestBroker};
 pub use consume::{Received, consume_exactly, read_topic, read_topic_with};
-pub use namespace::Namespace;
-pub use postgres::{TestPostgres, postgres_bin};
 pub use kafka::{
     KAFKA_JVM_OPTS_ENV, KAFKA_LIBS_ENV, KAFKA_VERSION, KafkaBroker, KafkaOptions, SaslMechanism,
     TestCa, kafka_libs, run_kafka_tool,
 };
+pub use namespace::Namespace;
+pub use postgres::{TestPostgres, postgres_bin};
 
 use std::time::Duration;
 

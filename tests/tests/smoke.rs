@@ -260,7 +260,10 @@ fn survives_restart(how: Restart) -> TestResult {
     let got = consume_exactly(&resumed, 1, TIMEOUT, LINGER)?;
     assert_eq!(text(&got[0].value), "after-restart");
     if let Some(log) = broker.log_tail() {
-        assert!(!log.contains(" FATAL "), "Kafka logged a fatal error:\n{log}");
+        assert!(
+            !log.contains(" FATAL "),
+            "Kafka logged a fatal error:\n{log}"
+        );
     }
     Ok(())
 }

@@ -57,7 +57,10 @@ fn topology(settings: &AppSettings) -> anyhow::Result<Topology> {
             Produced::with(Utf8, Json::<i64>::new()),
         );
     input
-        .group_by(|k: &String, _| group_of(k), Grouped::with(Utf8, Json::<i64>::new()))
+        .group_by(
+            |k: &String, _| group_of(k),
+            Grouped::with(Utf8, Json::<i64>::new()),
+        )
         .aggregate(
             || 0i64,
             |_, v, sum| sum + v,
@@ -71,11 +74,7 @@ fn topology(settings: &AppSettings) -> anyhow::Result<Topology> {
 }
 
 fn main() -> ExitCode {
-    app::run(
-        "eos-test",
-        &["input", "echo", "windowed", "sums"],
-        topology,
-    )
+    app::run("eos-test", &["input", "echo", "windowed", "sums"], topology)
 }
 
 #[cfg(test)]

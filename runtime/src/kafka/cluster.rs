@@ -147,6 +147,14 @@ impl KafkaCluster {
         let mut config = self.config.producer();
         if let Some(id) = transactional_id {
             config.set("transactional.id", id);
+            // Kafka Streams' default under exactly-once: a transaction left
+            // open by a crashed instance that no successor with its id
+            // fences is aborted by the broker within 10 s (librdkafka's
+            // default, 60 s, would hold read_committed readers of its
+            // partitions back that long).
+            if !self.config.is_set("transaction.timeout.ms") {
+                config.set("transaction.timeout.ms", "10000");
+            }
         }
         let tracker = DeliveryTracker::default();
         let producer: BaseProducer<DeliveryTracker> =

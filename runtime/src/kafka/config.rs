@@ -152,6 +152,11 @@ impl KafkaConfig {
         self.with_defaults(&[], &BTreeMap::new())
     }
 
+    /// Whether `key` was set for every client or for producers.
+    pub fn is_set(&self, key: &str) -> bool {
+        self.overrides.contains_key(key) || self.producer_overrides.contains_key(key)
+    }
+
     /// A producer config.
     pub fn producer(&self) -> ClientConfig {
         self.with_defaults(
