@@ -19,14 +19,17 @@ CARGO ?= cargo
 # Where `make test-kafka` finds Kafka (e.g. the docker-compose broker).
 BROOK_BOOTSTRAP ?= 127.0.0.1:9092
 
-.PHONY: help deps python-deps tools test fmt-check check-deps clippy unit demo bench fuzz soak test-kafka
+.PHONY: help deps python-deps tools test fmt-check check-deps clippy unit demo demo-kafka bench fuzz soak test-kafka test-cluster
 
 help:
 	@echo "make demo        EventMart end to end on the embedded broker; dashboard at http://127.0.0.1:8088/ (Ctrl-C stops)"
 	@echo "make test        fmt check, dependency rules, clippy -D warnings, all tests (mock + Apache Kafka brokers)"
+	@echo "make demo-kafka  the same demo on a local Apache Kafka 4.4 (cached from Maven Central), schemas in _schemas"
+	@echo "make test-cluster exactly-once on a three-broker Kafka cluster, partition leaders killed (also part of make test)"
 	@echo "make bench       run the benchmarks (release build), results under bench/results/"
 	@echo "make fuzz        each fuzz target under libFuzzer for FUZZ_SECONDS (default 60; nightly toolchain)"
-	@echo "make soak        EventMart at the generator's maximum rate on Kafka for SOAK_SECONDS (default 300), two instances, a rebalance halfway"
+	@echo "make soak        EventMart at the generator's maximum rate on Kafka for SOAK_SECONDS (default 300), two instances, a rebalance halfway;"
+	@echo "                 then the exactly-once kill tests with SOAK_KILLS kills (default 40) over SOAK_RECORDS records (default 60000)"
 	@echo "make test-kafka  broker-backed tests against an external Kafka at BROOK_BOOTSTRAP ($(BROOK_BOOTSTRAP))"
 	@echo "make deps        install the system packages the build needs"
 	@echo "make tools       deps, postgresql, chromium, openssl (test CA), Apache Kafka 4.4 from Maven Central (cached under $(BROOK_CACHE)/tools) and python-deps"
@@ -59,19 +62,32 @@ test: fmt-check check-deps clippy unit
 demo: deps
 	@scripts/demo.sh
 
+demo-kafka: deps
+	@scripts/demo-kafka.sh
+
 bench: deps
 	@scripts/bench.sh
 
 fuzz: deps
 	@scripts/fuzz.sh
 
-# The soak test of `make test` (30 s there), for longer.
+# The soak test of `make test` (30 s there), for longer; then the
+# exactly-once system tests with more kills over more records.
 SOAK_SECONDS ?= 300
+SOAK_KILLS ?= 40
+SOAK_RECORDS ?= 60000
 soak: tools
 	BROOK_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --locked -p brook-apps --test eventmart_processes soak -- --nocapture
+	BROOK_EOS_KILLS=$(SOAK_KILLS) BROOK_EOS_RECORDS=$(SOAK_RECORDS) $(CARGO) test --locked -p brook-apps --test eos_system killed_at_random -- --nocapture --test-threads 1
 
-# The same broker-backed tests, against any Kafka. Tests that need to restart
-# the broker, or a broker that wants a SCRAM login or TLS made by the test,
-# cannot run there and are skipped by name.
-test-kafka: deps
-	BROOK_BOOTSTRAP=$(BROOK_BOOTSTRAP) $(CARGO) test --locked -p brook-tests -p brook-apps -- --include-ignored --skip broker_restart --skip broker_crash --skip broker_stays_away --skip sasl_scram --skip ssl_settings --skip child_instance
+# Exactly-once on three Kafka brokers (replication 3, min.insync.replicas 2)
+# with partition leaders killed mid-stream; `make test` runs it too.
+test-cluster: tools
+	$(CARGO) test --locked -p brook-apps --test eos_system cluster_ -- --nocapture
+
+# The same broker-backed tests, against any Kafka. Tests that restart or
+# kill the broker, or run Kafka's tools on its internal listener, cannot run
+# there and are skipped by name; tests that need a broker set up their way
+# (TLS, SASL, ACLs, three nodes) start their own Kafka from the cached jars.
+test-kafka: tools
+	BROOK_BOOTSTRAP=$(BROOK_BOOTSTRAP) $(CARGO) test --locked -p brook-tests -p brook-apps -- --include-ignored --skip broker_restart --skip broker_crash --skip broker_stays_away --skip broker_killed --skip kafkas_tools --skip child_instance

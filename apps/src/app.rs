@@ -33,6 +33,7 @@
 //! | `state-dir` | RocksDB state directory | in-memory stores |
 //! | `guarantee` | `at_least_once` or `exactly_once_v2` | `at_least_once` |
 //! | `commit-interval` | ms between commits | 30000 (100 exactly-once) |
+//! | `replication-factor` | replication of the internal topics brook creates (changelogs, repartition, dead letters) | -1: the broker's `default.replication.factor` |
 //! | `deserialization-handler` | bad records: `dead-letter`, `log-and-continue` or `fail` | `dead-letter` |
 //! | `dead-letter-topic` | where dead letters go | `<application-id>-dead-letters` |
 //! | `max-record-bytes` | larger records (key + value) are bad | 1048588 |
@@ -73,6 +74,7 @@ const COMMON: &[&str] = &[
     "state-dir",
     "guarantee",
     "commit-interval",
+    "replication-factor",
     "deserialization-handler",
     "dead-letter-topic",
     "max-record-bytes",
@@ -150,6 +152,12 @@ impl AppSettings {
         }
         if let Some(ms) = self.parsed::<u64>("commit-interval")? {
             config.commit_interval = Duration::from_millis(ms);
+        }
+        if let Some(factor) = self.parsed::<i32>("replication-factor")? {
+            if factor < 1 && factor != -1 {
+                bail!("replication-factor = {factor}: at least 1, or -1 for the broker's default");
+            }
+            config.replication_factor = factor;
         }
         if let Some(threads) = self.parsed::<usize>("threads")? {
             if threads == 0 {
@@ -596,6 +604,7 @@ mod tests {
         assert!(bad(&["--max-record-bytes", "-1"]).contains("max-record-bytes = \"-1\""));
         assert!(bad(&["stray"]).contains("unexpected argument"));
         assert!(bad(&["--instance-id", "a b"]).contains("instance-id = \"a b\""));
+        assert!(bad(&["--replication-factor", "0"]).contains("replication-factor = 0"));
 
         // Group mode: transactional ids unique to the process unless named.
         let group = settings(args(&[]), &env_of(&[]), &[])?.streams_config("a")?;
@@ -608,6 +617,9 @@ mod tests {
         );
         let named = settings(args(&["--instance-id", "eu-1"]), &env_of(&[]), &[])?;
         assert_eq!(named.streams_config("a")?.transactional_id(), "a-eu-1");
+        assert_eq!(group.replication_factor, -1, "the broker's default");
+        let replicated = settings(args(&["--replication-factor", "3"]), &env_of(&[]), &[])?;
+        assert_eq!(replicated.streams_config("a")?.replication_factor, 3);
         let missing = settings(args(&[]), &env_of(&[]), &["input"])?;
         assert!(
             format!("{:#}", missing.option("input").expect_err("required")).contains("BROOK_INPUT")

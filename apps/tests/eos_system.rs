@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use brook_runtime::cluster::{Cluster, Isolation, ProducedRecord};
 use brook_runtime::kafka::KafkaCluster;
-use brook_testkit::{Restart, TestBroker, read_topic, read_topic_with};
+use brook_testkit::{KafkaOptions, Restart, TestBroker, read_topic, read_topic_with};
 use brook_topology::serdes::{Json, Serde};
 use brook_topology::{Headers, TopicSpec};
 
@@ -42,7 +42,20 @@ const PARTITIONS: i32 = 3;
 const KEYS: i64 = 30;
 /// Input timestamps advance this much per record (50 records a 1 s window).
 const TS_STEP_MS: i64 = 20;
-const TS_BASE_MS: i64 = 1_700_000_000_000;
+
+/// The first input timestamp: half an hour ago, so that neither the
+/// broker's retention (7 days: older records would be deleted under the
+/// verifier) nor `log.message.timestamp.after.max.ms` (1 h ahead) touches
+/// a run of up to 90,000 records.
+fn ts_base_ms() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        (now - 30 * 60 * 1000) / 1000 * 1000
+    })
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -327,7 +340,7 @@ fn sequenced(input: &str, i: u64) -> ProducedRecord {
         value: Json::<i64>::new()
             .serialize(&(i / KEYS))
             .expect("an integer serializes"),
-        timestamp: TS_BASE_MS + i * TS_STEP_MS,
+        timestamp: ts_base_ms() + i * TS_STEP_MS,
         headers: Headers::new(),
     }
 }
@@ -389,13 +402,29 @@ fn int(bytes: &Option<Vec<u8>>) -> Result<i64, String> {
 /// input. `exactly_once`: every input exactly once and every aggregate
 /// exact; otherwise (at-least-once): every input at least once, in order of
 /// first appearance, and every aggregate at least its exact value.
-fn verify(cluster: &KafkaCluster, topics: &Topics, exactly_once: bool) -> Result<Verified, String> {
+fn verify(
+    cluster: &KafkaCluster,
+    topics: &Topics,
+    expected_inputs: usize,
+    exactly_once: bool,
+) -> Result<Verified, String> {
     let reader = format!("verifier-{}", std::process::id());
     let read = |topic: &str| {
         read_topic(cluster, topic, &reader, Duration::from_secs(120))
             .map_err(|e| format!("reading {topic}: {e}"))
     };
     let input = read(&topics.input)?;
+    if input.len() != expected_inputs {
+        let mut per_partition = BTreeMap::new();
+        for r in &input {
+            *per_partition.entry(r.tp.partition).or_insert(0usize) += 1;
+        }
+        return Err(format!(
+            "the verifier read {} of the {expected_inputs} input records (per partition: \
+             {per_partition:?})",
+            input.len()
+        ));
+    }
     let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut windows: BTreeMap<String, i64> = BTreeMap::new();
     let mut sums: BTreeMap<String, i64> = BTreeMap::new();
@@ -497,6 +526,7 @@ fn verify(cluster: &KafkaCluster, topics: &Topics, exactly_once: bool) -> Result
 fn verify_eventually(
     cluster: &KafkaCluster,
     topics: &Topics,
+    expected_inputs: usize,
     exactly_once: bool,
     fleet: &mut Fleet,
     within: Duration,
@@ -506,7 +536,7 @@ fn verify_eventually(
     let mut last_progress = Instant::now();
     loop {
         fleet.check_alive()?;
-        match verify(cluster, topics, exactly_once) {
+        match verify(cluster, topics, expected_inputs, exactly_once) {
             Ok(verified) => return Ok(verified),
             Err(discrepancy) => {
                 let echoed = read_topic(cluster, &topics.echo, "progress", Duration::from_secs(60))
@@ -559,11 +589,15 @@ fn setup(broker: TestBroker, name: &str) -> TestResult<Run> {
         windowed: ns.topic(&format!("{name}-windowed")),
         sums: ns.topic(&format!("{name}-sums")),
     };
+    // The broker's default replication: 1 on one node, 3 on a cluster.
+    let spec = |topic: &str| {
+        TopicSpec::new(topic, PARTITIONS).replication(TopicSpec::BROKER_DEFAULT_REPLICATION)
+    };
     broker.create_topics(&[
-        TopicSpec::new(&topics.input, PARTITIONS),
-        TopicSpec::new(&topics.echo, PARTITIONS),
-        TopicSpec::new(&topics.windowed, PARTITIONS),
-        TopicSpec::new(&topics.sums, PARTITIONS),
+        spec(&topics.input),
+        spec(&topics.echo),
+        spec(&topics.windowed),
+        spec(&topics.sums),
     ])?;
     let cluster = Arc::new(KafkaCluster::new(broker.config().clone())?);
     Ok(Run {
@@ -668,13 +702,14 @@ fn kill_run(mode: Mode, guarantee: &'static str, name: &str) -> TestResult {
     let verified = verify_eventually(
         &run.cluster,
         &run.topics,
+        records as usize,
         exactly_once,
         &mut fleet,
         Duration::from_secs(300),
     )?;
     fleet.stop_all()?;
     // After a clean stop, once more: nothing changed for the worse.
-    let verified_after = verify(&run.cluster, &run.topics, exactly_once)?;
+    let verified_after = verify(&run.cluster, &run.topics, records as usize, exactly_once)?;
     assert!(verified_after.echoed >= verified.echoed);
     assert_eq!(
         verified.inputs as u64, records,
@@ -755,6 +790,7 @@ fn a_zombie_woken_after_its_partitions_moved_is_fenced_and_writes_no_duplicate()
     let verified = verify_eventually(
         &run.cluster,
         &run.topics,
+        records as usize,
         true,
         &mut fleet,
         Duration::from_secs(240),
@@ -818,12 +854,94 @@ fn eos_survives_the_broker_killed_and_restarted_mid_stream() -> TestResult {
     let verified = verify_eventually(
         &run.cluster,
         &run.topics,
+        records as usize,
         true,
         &mut fleet,
         Duration::from_secs(300),
     )?;
     fleet.stop_all()?;
     report("broker killed", &fleet, &verified, started.elapsed());
+    Ok(())
+}
+
+/// `make test-cluster`: three brokers (replication 3, min.insync.replicas
+/// 2); the leader of an input partition, then the leader of a changelog
+/// partition, SIGKILLed mid-stream and started again.
+#[test]
+fn cluster_eos_survives_partition_leaders_killed_mid_stream() -> TestResult {
+    let started = Instant::now();
+    let mut run = setup(TestBroker::kafka_with(KafkaOptions::cluster(3))?, "eos-cluster")?;
+    let records = 6_000;
+    let mut fleet = Fleet::new(
+        &run.broker,
+        run.app.clone(),
+        run.topics.clone(),
+        "exactly_once_v2",
+        Mode::Group(2),
+    )?;
+    fleet.start_all()?;
+    let (written, done) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let driver = drive(
+        run.cluster.clone(),
+        run.topics.input.clone(),
+        records,
+        250,
+        written.clone(),
+        done.clone(),
+    );
+    let changelog = format!("{}-sums-changelog", run.app);
+    let kafka = run.broker.kafka_broker_mut().ok_or("a Kafka cluster")?;
+    for (round, topic) in [&run.topics.input, &changelog].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_secs(5));
+        // The changelog exists once an instance has set up its tasks.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let leader = loop {
+            match kafka.leader(topic, 0) {
+                Ok(leader) => break leader,
+                Err(e) if Instant::now() > deadline => return Err(e.into()),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        };
+        kafka.kill_node(leader)?;
+        eprintln!(
+            "kill {round}: node {leader}, leader of {topic}[0], at {} records written",
+            written.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_secs(6));
+        fleet.check_alive()?;
+        kafka.resume_node(leader)?;
+    }
+    driver.join().map_err(|_| "the driver panicked")??;
+    let verified = verify_eventually(
+        &run.cluster,
+        &run.topics,
+        records as usize,
+        true,
+        &mut fleet,
+        Duration::from_secs(300),
+    )?;
+    fleet.stop_all()?;
+    // brook's changelogs took the cluster's replication (-1: the broker's
+    // default), so they survived their leader.
+    let described = kafka.run_tool(
+        "org.apache.kafka.tools.TopicCommand",
+        &[
+            "--bootstrap-server",
+            &kafka.internal_bootstrap(),
+            "--describe",
+            "--topic",
+            &changelog,
+        ],
+    )?;
+    let described = String::from_utf8_lossy(&described.stdout).into_owned();
+    assert!(
+        described.contains("ReplicationFactor: 3") && described.contains("cleanup.policy=compact"),
+        "{described}"
+    );
+    report("three brokers, leaders killed", &fleet, &verified, started.elapsed());
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 //! split between them) and the other apps in a third process with the
 //! dashboard. Their JSON APIs, merged, must account for every generated
 //! event; SIGTERM stops each cleanly. The broker lets in only clients that
-//! log in (SASL SCRAM-SHA-512): every process gets the login from
+//! log in over TLS (SASL_SSL, SCRAM-SHA-512, a test CA) and lets them do
+//! only what ACLs allow (StandardAuthorizer, `allow.everyone.if.no.acl.found
+//! =false`): EventMart's user may use topics, groups and transactional ids
+//! under its prefix, nothing else. Every process gets the login from
 //! `BROOK_KAFKA_*` environment variables, and the password is in none of
 //! the files they write (state directories, the lake).
 
@@ -15,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brook_schemas::server::RegistryServer;
-use brook_testkit::TestBroker;
+use brook_testkit::{KafkaOptions, SaslMechanism, TestBroker};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -102,12 +105,12 @@ struct Setup {
 }
 
 /// A registry, and EventMart's topics made by `eventmart-topics apply`
-/// (with `login`'s environment) under a fresh prefix on `broker`.
+/// (with `login`'s environment) under `prefix` on `broker`.
 fn provision(
     broker: &TestBroker,
+    prefix: String,
     login: &[(&str, &str)],
 ) -> Result<Setup, Box<dyn std::error::Error>> {
-    let prefix = format!("{}.", broker.namespace().prefix());
     let bootstrap = broker.bootstrap().to_owned();
     let registry = RegistryServer::start_in_memory()?;
     let out = Command::new(env!("CARGO_BIN_EXE_eventmart-topics"))
@@ -139,14 +142,50 @@ fn reported(report: &str, name: &str) -> Option<i64> {
 const USER: &str = "eventmart";
 const PASSWORD: &str = "Ev3ntM4rt-s3cret-pw";
 
-/// The broker's login, as environment variables of every process.
-fn login() -> [(&'static str, &'static str); 4] {
-    [
-        ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
-        ("BROOK_KAFKA_SASL_MECHANISMS", "SCRAM-SHA-512"),
-        ("BROOK_KAFKA_SASL_USERNAME", USER),
-        ("BROOK_KAFKA_SASL_PASSWORD", PASSWORD),
-    ]
+/// A Kafka that takes only SASL_SSL SCRAM-SHA-512 logins and enforces
+/// ACLs, with EventMart's user allowed everything under `prefix` (topics,
+/// groups, transactional ids); and that login, as the environment of every
+/// process.
+fn secured_broker(
+    prefix: &str,
+) -> Result<(TestBroker, Vec<(&'static str, String)>), Box<dyn std::error::Error>> {
+    let broker = TestBroker::kafka_with(KafkaOptions {
+        nodes: 1,
+        tls: true,
+        sasl: vec![SaslMechanism::ScramSha512],
+        users: vec![(USER.to_owned(), PASSWORD.to_owned())],
+        acls: true,
+        ..KafkaOptions::default()
+    })?;
+    let kafka = broker.kafka_broker().ok_or("a Kafka broker")?;
+    for resource in ["--topic", "--group", "--transactional-id"] {
+        let out = kafka.run_tool(
+            "org.apache.kafka.tools.AclCommand",
+            &[
+                "--bootstrap-server",
+                &kafka.internal_bootstrap(),
+                "--add",
+                "--allow-principal",
+                &format!("User:{USER}"),
+                "--operation",
+                "All",
+                "--resource-pattern-type",
+                "prefixed",
+                resource,
+                prefix,
+            ],
+        )?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let ca = kafka.ca().ok_or("a test CA")?.ca_location();
+    let login = vec![
+        ("BROOK_KAFKA_SECURITY_PROTOCOL", "SASL_SSL".to_owned()),
+        ("BROOK_KAFKA_SSL_CA_LOCATION", ca.display().to_string()),
+        ("BROOK_KAFKA_SASL_MECHANISMS", "SCRAM-SHA-512".to_owned()),
+        ("BROOK_KAFKA_SASL_USERNAME", USER.to_owned()),
+        ("BROOK_KAFKA_SASL_PASSWORD", PASSWORD.to_owned()),
+    ];
+    Ok((broker, login))
 }
 
 /// Files under `dir` whose bytes contain `needle`.
@@ -171,19 +210,18 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> std::io::Result<Vec
 #[test]
 fn the_binaries_run_eventmart_on_a_broker_with_static_instances() -> TestResult {
     // Against an external Kafka (`make test-kafka`) its own settings
-    // apply; here, a Kafka that wants a SCRAM login.
+    // apply; here, a Kafka that wants a SCRAM login over TLS and ACLs.
+    let prefix = format!("{}.", brook_testkit::Namespace::fresh().prefix());
     let (broker, login) = match TestBroker::external() {
         Some(external) => (external, Vec::new()),
-        None => (
-            TestBroker::kafka_with_scram(USER, PASSWORD)?,
-            login().to_vec(),
-        ),
+        None => secured_broker(&prefix)?,
     };
+    let login: Vec<(&str, &str)> = login.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let Setup {
         prefix,
         bootstrap,
         registry,
-    } = provision(&broker, &login)?;
+    } = provision(&broker, prefix, &login)?;
 
     let out = Command::new(env!("CARGO_BIN_EXE_eventmart-generator"))
         .envs(login.iter().copied())
@@ -364,7 +402,7 @@ fn soak_at_the_generators_maximum_rate_with_a_rebalance_in_the_middle() -> TestR
         prefix,
         bootstrap,
         registry,
-    } = provision(&broker, &[])?;
+    } = provision(&broker, format!("{}.", broker.namespace().prefix()), &[])?;
 
     let generator = Command::new(env!("CARGO_BIN_EXE_eventmart-generator"))
         .args(["--bootstrap", &bootstrap, "--registry", &registry.url()])

@@ -324,7 +324,8 @@ impl KafkaStreams {
         self.cluster.create_topics(&[TopicSpec::new(
             control_topic(&self.config.application_id),
             1,
-        )])?;
+        )
+        .replication(self.config.replication_factor)])?;
         // Topic checks happen once, synchronously, so errors reach the caller.
         crate::thread::check_topology(&self.topology, &self.config, self.cluster.as_ref())?;
         *self

@@ -97,6 +97,11 @@ pub struct StreamsConfig {
     /// `brook_apps::app` sees to: `k` in static mode, `instance-id` or a
     /// per-process id in group mode.
     pub instance_id: String,
+    /// Replication factor of the internal topics brook creates
+    /// (changelogs, repartition topics, dead letters; Kafka Streams'
+    /// `replication.factor`). Default -1: the broker's
+    /// `default.replication.factor`.
+    pub replication_factor: i32,
     /// Where RocksDB stores and checkpoints live; `None`: stores in memory,
     /// rebuilt from their changelogs on every start.
     pub state_dir: Option<PathBuf>,
@@ -145,6 +150,7 @@ impl StreamsConfig {
             record_limits: RecordLimits::default(),
             guarantee: ProcessingGuarantee::AtLeastOnce,
             instance_id: "0".into(),
+            replication_factor: TopicSpec::BROKER_DEFAULT_REPLICATION,
             state_dir: None,
             rocksdb: RocksDbConfig::default(),
             max_uncommitted_bytes: 64 << 20,
@@ -490,12 +496,13 @@ fn prepare_topics(
     let mut specs = Vec::new();
     for internal in topology.internal_topics() {
         let count = counts[&internal.name];
-        let spec = TopicSpec::new(internal.name.resolve(app), count);
+        let spec = TopicSpec::new(internal.name.resolve(app), count)
+            .replication(config.replication_factor);
         specs.push(match internal.kind {
             InternalTopicKind::Repartition => spec.cleanup_policy(CleanupPolicy::Delete),
         });
     }
-    specs.push(TopicSpec::new(config.dead_letter_topic(), 1));
+    specs.push(TopicSpec::new(config.dead_letter_topic(), 1).replication(config.replication_factor));
     cluster.create_topics(&specs)?;
     for spec in &specs {
         let actual = cluster.partition_count(&spec.name)?;
@@ -946,8 +953,11 @@ impl StreamThread {
                 .filter(|s| s.logged)
             {
                 let name = TopicName::Internal(store.changelog_suffix()).resolve(&app);
-                changelogs
-                    .push(TopicSpec::new(name, partitions).cleanup_policy(CleanupPolicy::Compact));
+                changelogs.push(
+                    TopicSpec::new(name, partitions)
+                        .replication(config.replication_factor)
+                        .cleanup_policy(CleanupPolicy::Compact),
+                );
             }
         }
         cluster.create_topics(&changelogs)?;

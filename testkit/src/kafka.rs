@@ -445,6 +445,35 @@ impl KafkaBroker {
             .map(Child::id)
     }
 
+    /// The `node.id` leading `topic`'s `partition`, as a running node's
+    /// metadata says (asked on the internal listener).
+    pub fn leader(&self, topic: &str, partition: i32) -> Result<i32> {
+        let running: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| format!("127.0.0.1:{}", n.internal_port))
+            .collect();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", running.join(","))
+            .create()
+            .map_err(crate::kafka_err("creating a metadata client"))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(crate::kafka_err("fetching metadata"))?;
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .and_then(|t| t.partitions().iter().find(|p| p.id() == partition))
+            .map(|p| p.leader())
+            .filter(|&leader| leader >= 0)
+            .ok_or_else(|| TestkitError::Io {
+                what: format!("the leader of {topic}[{partition}]"),
+                source: std::io::Error::other("no leader in the metadata"),
+            })
+    }
+
     /// Peak resident memory (VmHWM) of each running node's JVM, in KiB.
     pub fn peak_rss_kib(&self) -> Vec<u64> {
         self.nodes

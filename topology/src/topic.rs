@@ -54,13 +54,19 @@ pub struct TopicSpec {
     pub name: String,
     /// Number of partitions (at least 1).
     pub partitions: i32,
-    /// Replication factor (1 on single-broker test clusters).
+    /// Replication factor (1 on single-broker test clusters);
+    /// [`TopicSpec::BROKER_DEFAULT_REPLICATION`] (-1) leaves it to the
+    /// broker's `default.replication.factor`.
     pub replication: i32,
     /// Topic-level configs, e.g. `cleanup.policy` or `retention.ms`.
     pub configs: BTreeMap<String, String>,
 }
 
 impl TopicSpec {
+    /// A replication factor of -1: the broker's `default.replication.factor`
+    /// (Kafka 2.4+, KIP-464).
+    pub const BROKER_DEFAULT_REPLICATION: i32 = -1;
+
     /// A topic with `partitions` partitions, replication factor 1 and no configs.
     ///
     /// Nothing is checked here; [`TopicSpec::validate`] is called by every
@@ -123,9 +129,9 @@ impl TopicSpec {
                 self.partitions
             ));
         }
-        if self.replication < 1 {
+        if self.replication < 1 && self.replication != Self::BROKER_DEFAULT_REPLICATION {
             return invalid(format!(
-                "needs a replication factor of at least 1, got {}",
+                "needs a replication factor of at least 1 (or -1, the broker's default), got {}",
                 self.replication
             ));
         }

@@ -4,7 +4,9 @@
 //!    any Kafka client on this machine) and brook's schema registry (in
 //!    memory, loopback) — or uses a real Kafka and registry when given
 //!    `--bootstrap` (the registry then defaults to docker-compose's
-//!    `http://localhost:8081`).
+//!    `http://localhost:8081`; with `--registry-topic _schemas` brook's
+//!    registry runs in the process and keeps its schemas in that topic, as
+//!    `make demo-kafka` does).
 //! 2. Provisions the topics from `apps/eventmart/topics.toml`.
 //! 3. Starts every app (each its own brook instance) and the dashboard.
 //! 4. Runs the generator at `--rate` events per second and prints a
@@ -26,7 +28,8 @@ use brook_runtime::cluster::{Cluster, ProducedRecord};
 use brook_runtime::kafka::{KafkaAdmin, KafkaCluster, KafkaConfig};
 use brook_runtime::streams::{KafkaStreams, StoreQueries, StreamsState};
 use brook_runtime::thread::StreamsConfig;
-use brook_schemas::server::RegistryServer;
+use brook_schemas::registry::Registry;
+use brook_schemas::server::{RegistryServer, ServerConfig};
 use brook_topology::{Headers, Windowed};
 
 use super::apps::{APPS, EventMartConfig, stores, topology};
@@ -38,6 +41,7 @@ use super::generator::{
 };
 use super::topics::{Mode, TopicsFile, all_match, provision};
 use crate::args::Args;
+use crate::registry::ClusterSchemaStore;
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -46,6 +50,9 @@ pub struct DemoOptions {
     pub bootstrap: Option<String>,
     /// A schema registry instead of the embedded one.
     pub registry: Option<String>,
+    /// With `bootstrap` and no `registry`: brook's registry in the process,
+    /// storing its schemas in this compacted topic of that Kafka.
+    pub registry_topic: Option<String>,
     /// Generator events per second.
     pub rate: f64,
     /// Stop by itself after this long (`None`: at Ctrl-C).
@@ -74,6 +81,7 @@ impl Default for DemoOptions {
         DemoOptions {
             bootstrap: None,
             registry: None,
+            registry_topic: None,
             rate: 100.0,
             duration: None,
             seed: 42,
@@ -185,8 +193,19 @@ pub fn run_demo(options: &DemoOptions, stop: Arc<AtomicBool>) -> Result<DemoRepo
         (None, None) => unreachable!("one of the two"),
     };
     let mut registry_server = None;
+    let mut topic_registry = None;
     let registry_url = match (&options.registry, &options.bootstrap) {
         (Some(url), _) => url.clone(),
+        (None, Some(_)) if options.registry_topic.is_some() => {
+            let topic = options.registry_topic.as_deref().unwrap_or("_schemas");
+            let live = Arc::new(open_topic_registry(&cluster, topic)?);
+            topic_registry = Some(live.clone());
+            let server = RegistryServer::start(live, ServerConfig::any_loopback_port())
+                .context("starting the schema registry")?;
+            let url = server.url().to_owned();
+            registry_server = Some(server);
+            url
+        }
         (None, Some(_)) => "http://localhost:8081".into(),
         (None, None) => {
             let server =
@@ -198,10 +217,10 @@ pub fn run_demo(options: &DemoOptions, stop: Arc<AtomicBool>) -> Result<DemoRepo
     };
     say(format!(
         "schema registry at {registry_url}{}",
-        if registry_server.is_some() {
-            " (brook-schemas, in memory)"
-        } else {
-            ""
+        match (&registry_server, &options.registry_topic) {
+            (Some(_), Some(topic)) => format!(" (brook-schemas, stored in the topic {topic})"),
+            (Some(_), None) => " (brook-schemas, in memory)".to_owned(),
+            (None, _) => String::new(),
         }
     ));
     let registry = SchemaRegistryClient::new(RegistryClientConfig::new(registry_url))?;
@@ -454,6 +473,9 @@ pub fn run_demo(options: &DemoOptions, stop: Arc<AtomicBool>) -> Result<DemoRepo
         ),
         placed == generated.orders as i64,
     ));
+    if let (Some(topic), Some(live)) = (&options.registry_topic, &topic_registry) {
+        checks.push(schemas_stored(&cluster, live, topic));
+    }
     for (what, ok) in &checks {
         say(format!("{} {what}", if *ok { "ok  " } else { "FAIL" }));
     }
@@ -482,13 +504,50 @@ pub fn run_demo(options: &DemoOptions, stop: Arc<AtomicBool>) -> Result<DemoRepo
     Ok(DemoReport { generated, checks })
 }
 
+/// brook's registry on the compacted `topic` of `cluster`.
+fn open_topic_registry(cluster: &Arc<dyn Cluster>, topic: &str) -> Result<Registry> {
+    let store = ClusterSchemaStore::open(cluster.clone(), topic).map_err(anyhow::Error::msg)?;
+    Registry::open(Box::new(store))
+        .map_err(|e| anyhow::anyhow!("loading the registry from {topic}: {e}"))
+}
+
+/// The check that the registry's schemas are in `topic`: a registry loaded
+/// afresh from the topic knows every subject the running one serves, with
+/// the same versions.
+fn schemas_stored(cluster: &Arc<dyn Cluster>, live: &Registry, topic: &str) -> (String, bool) {
+    let versions = |r: &Registry| -> BTreeMap<String, Vec<u32>> {
+        r.subjects(false)
+            .into_iter()
+            .map(|s| {
+                let versions = r.versions(&s, false).unwrap_or_default();
+                (s, versions)
+            })
+            .collect()
+    };
+    let served = versions(live);
+    let stored = match open_topic_registry(cluster, topic) {
+        Ok(reloaded) => versions(&reloaded),
+        Err(e) => return (format!("reloading the registry from {topic}: {e:#}"), false),
+    };
+    (
+        format!(
+            "schemas stored in {topic}: {} subjects ({} versions) reloaded from the topic, as served",
+            stored.len(),
+            stored.values().map(Vec::len).sum::<usize>()
+        ),
+        !served.is_empty() && stored == served,
+    )
+}
+
 const USAGE: &str =
     "usage: eventmart-demo [--rate EVENTS_PER_S (100)] [--duration SECONDS (until Ctrl-C)]
     [--seed N (42)] [--users N (200)] [--schema v1|v2|dual (dual)]
     [--dashboard-addr ADDR (127.0.0.1:8088)] [--lake DIR (a temporary directory)]
     [--summary-every SECONDS (5)] [--lifecycle-scale F (0.2: orders ship in 6-24 s)]
     [--bootstrap HOST:PORT (a real Kafka instead of the embedded broker)]
-    [--registry URL (with --bootstrap: http://localhost:8081, docker-compose's)] [--prefix P]";
+    [--registry URL (with --bootstrap: http://localhost:8081, docker-compose's)]
+    [--registry-topic TOPIC (with --bootstrap: brook's registry in the process, schemas in TOPIC)]
+    [--prefix P]";
 
 /// `eventmart-demo`'s main.
 pub fn main() -> ExitCode {
@@ -506,6 +565,7 @@ pub fn main() -> ExitCode {
             "lifecycle-scale",
             "bootstrap",
             "registry",
+            "registry-topic",
             "prefix",
             "log",
         ],
@@ -516,6 +576,7 @@ pub fn main() -> ExitCode {
         let options = DemoOptions {
             bootstrap: args.get("bootstrap").map(str::to_owned),
             registry: args.get("registry").map(str::to_owned),
+            registry_topic: args.get("registry-topic").map(str::to_owned),
             rate: args.parse_or("rate", defaults.rate)?,
             duration: args
                 .get("duration")
