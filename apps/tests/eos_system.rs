@@ -798,6 +798,13 @@ fn a_zombie_woken_after_its_partitions_moved_is_fenced_and_writes_no_duplicate()
     let log0 = fleet.tail(0);
     fleet.stop_all()?;
     eprintln!("the zombie's log (tail):\n{log0}");
+    // It was refused (its group membership or its transaction gone) and
+    // took its tasks up again from the committed state.
+    assert!(
+        log0.contains("rebalanced mid-commit; rejoining")
+            || log0.contains("resuming from the committed state"),
+        "the zombie was fenced:\n{log0}"
+    );
     report("zombie", &fleet, &verified, started.elapsed());
     Ok(())
 }

@@ -157,6 +157,18 @@ pub enum ClusterError {
         /// What was refused.
         reason: String,
     },
+    /// The open transaction failed and can only be aborted (records timed
+    /// out while the process was paused, say, or the coordinator aborted it
+    /// after `transaction.timeout.ms`): like [`ClusterError::Rebalanced`],
+    /// the uncommitted work must be dropped and the tasks taken up again
+    /// from the committed offsets (Kafka Streams' task-corrupted case).
+    #[error("the transaction of {transactional_id:?} failed and is aborted: {reason}")]
+    TransactionAborted {
+        /// The transactional id.
+        transactional_id: String,
+        /// What failed.
+        reason: String,
+    },
     /// A transaction call out of order (commit without begin, send outside one, ...).
     #[error("transaction state: {0}")]
     TransactionState(String),

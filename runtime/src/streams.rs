@@ -1011,20 +1011,23 @@ impl ThreadRunner {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                 }
-                Err(RuntimeError::Cluster(crate::cluster::ClusterError::Rebalanced {
-                    group,
-                    reason,
-                })) => {
-                    // The group moved tasks under this thread mid-commit (a
-                    // "task migrated" case, not a failure): drop its
-                    // uncommitted work and rejoin with a fresh thread, which
+                Err(RuntimeError::Cluster(
+                    e @ (crate::cluster::ClusterError::Rebalanced { .. }
+                    | crate::cluster::ClusterError::TransactionAborted { .. }),
+                )) => {
+                    // Not a failure of the application: the group moved
+                    // tasks under this thread mid-commit (Kafka Streams'
+                    // "task migrated"), or the open transaction can only be
+                    // aborted (its "task corrupted": records timed out while
+                    // the process was paused, say). Drop the uncommitted
+                    // work with the thread; a fresh one re-initialises the
+                    // transactional id (aborting what was open), rejoins,
                     // restores its tasks and resumes from committed offsets.
-                    tracing::info!(
-                        thread = self.index,
-                        group,
-                        reason,
-                        "rebalanced mid-commit; rejoining"
-                    );
+                    if matches!(e, crate::cluster::ClusterError::Rebalanced { .. }) {
+                        tracing::info!(thread = self.index, reason = %e, "rebalanced mid-commit; rejoining");
+                    } else {
+                        tracing::warn!(thread = self.index, reason = %e, "resuming from the committed state");
+                    }
                     retired = retired.then(&ThreadSnapshot::of(&thread));
                     drop(thread);
                     match self.start_thread() {

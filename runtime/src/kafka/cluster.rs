@@ -183,6 +183,24 @@ impl Cluster for KafkaCluster {
             return Ok(()); // the admin API refuses an empty request
         }
         block_on(self.admin.create_topics(specs))?.map_err(admin_err)?;
+        // A created topic reaches every broker's metadata a little later
+        // (on a cluster, not at once): wait until each is there, as Kafka
+        // Streams' InternalTopicManager does, so that the caller's next
+        // metadata request does not find it missing.
+        let deadline = Instant::now() + self.timeout.max(Duration::from_secs(30));
+        for spec in specs {
+            loop {
+                match self.admin.partition_count(&spec.name).map_err(admin_err) {
+                    Ok(_) => break,
+                    Err(ClusterError::UnknownTopic(_)) | Err(ClusterError::Unavailable(_))
+                        if Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         Ok(())
     }
 
@@ -827,6 +845,12 @@ fn txn_err(id: &str, call: &str, e: KafkaError) -> ClusterError {
             epoch: 0,
             current: 0,
         },
+        _ if matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort() && !t.is_fatal()) => {
+            ClusterError::TransactionAborted {
+                transactional_id: id.to_owned(),
+                reason: format!("{call}: {e}"),
+            }
+        }
         _ => client_err(format!("{call} for transactional id {id:?}"), e),
     }
 }
@@ -880,6 +904,21 @@ impl ClusterProducer for KafkaProducer {
                     // `poll(1 ms)` (see `flush`).
                     self.producer.poll(Duration::ZERO);
                     std::thread::sleep(Duration::from_micros(200));
+                }
+                // A transaction in an abortable error state (records timed
+                // out, say) refuses further sends: the failure that put it
+                // there says why.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::State), _))
+                    if self.transactional_id.is_some() =>
+                {
+                    let reason = match self.take_failure() {
+                        Err(failure) => failure.to_string(),
+                        Ok(()) => "the producer refuses records (erroneous state)".to_owned(),
+                    };
+                    return Err(ClusterError::TransactionAborted {
+                        transactional_id: self.transactional_id.clone().unwrap_or_default(),
+                        reason: format!("producing to {}: {reason}", record.topic),
+                    });
                 }
                 Err((e, _)) => {
                     return Err(client_err(format!("producing to {}", record.topic), e));
