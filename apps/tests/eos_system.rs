@@ -877,7 +877,10 @@ fn eos_survives_the_broker_killed_and_restarted_mid_stream() -> TestResult {
 #[test]
 fn cluster_eos_survives_partition_leaders_killed_mid_stream() -> TestResult {
     let started = Instant::now();
-    let mut run = setup(TestBroker::kafka_with(KafkaOptions::cluster(3))?, "eos-cluster")?;
+    let mut run = setup(
+        TestBroker::kafka_with(KafkaOptions::cluster(3))?,
+        "eos-cluster",
+    )?;
     let records = 6_000;
     let mut fleet = Fleet::new(
         &run.broker,
@@ -948,7 +951,12 @@ fn cluster_eos_survives_partition_leaders_killed_mid_stream() -> TestResult {
         described.contains("ReplicationFactor: 3") && described.contains("cleanup.policy=compact"),
         "{described}"
     );
-    report("three brokers, leaders killed", &fleet, &verified, started.elapsed());
+    report(
+        "three brokers, leaders killed",
+        &fleet,
+        &verified,
+        started.elapsed(),
+    );
     Ok(())
 }
 

@@ -175,7 +175,11 @@ fn secured_broker(
                 prefix,
             ],
         )?;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let ca = kafka.ca().ok_or("a test CA")?.ca_location();
     let login = vec![

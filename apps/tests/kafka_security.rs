@@ -161,7 +161,10 @@ fn run_app(
     timeout: Duration,
 ) -> TestResult<Ran> {
     let admin = KafkaCluster::new(broker.admin_config())?;
-    admin.create_topics(&[TopicSpec::new(&app.input, 2), TopicSpec::new(&app.output, 1)])?;
+    admin.create_topics(&[
+        TopicSpec::new(&app.input, 2),
+        TopicSpec::new(&app.output, 1),
+    ])?;
     let state = tempfile::tempdir()?;
     let started = Instant::now();
     let mut child = Command::new(BIN)
@@ -335,7 +338,10 @@ fn each_missing_acl_stops_the_app_with_the_resource_and_operation_named() -> Tes
     let ca = ca_of(&broker)?;
     let ns = broker.namespace();
     for missing in ALL_ACLS {
-        let app = App::new(&ns, &format!("wc-no-{}", format!("{missing:?}").to_lowercase()));
+        let app = App::new(
+            &ns,
+            &format!("wc-no-{}", format!("{missing:?}").to_lowercase()),
+        );
         grant(&broker, &format!("User:{USER}"), &app, Some(missing))?;
         let ran = run_app(
             &broker,
@@ -410,7 +416,13 @@ fn mutual_tls_clients_are_known_by_their_certificate() -> TestResult {
         ("BROOK_KAFKA_SSL_CERTIFICATE_LOCATION", cert.as_str()),
         ("BROOK_KAFKA_SSL_KEY_LOCATION", key.as_str()),
     ];
-    let ran = run_app(&broker, &app, &env, "over tls over tls", Duration::from_secs(120))?;
+    let ran = run_app(
+        &broker,
+        &app,
+        &env,
+        "over tls over tls",
+        Duration::from_secs(120),
+    )?;
     expect_counted(&ran, &[("over", 2), ("tls", 2)]);
 
     // Without a certificate the broker refuses the handshake: exit 1.

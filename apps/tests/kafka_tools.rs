@@ -40,7 +40,13 @@ fn tool(kafka: &KafkaBroker, main_class: &str, args: &[&str]) -> TestResult<Stri
     Ok(stdout)
 }
 
-fn start(broker: &TestBroker, app: &str, lines: &str, counts: &str, state: &str) -> TestResult<Child> {
+fn start(
+    broker: &TestBroker,
+    app: &str,
+    lines: &str,
+    counts: &str,
+    state: &str,
+) -> TestResult<Child> {
     Ok(Command::new(BIN)
         .args(["--bootstrap", broker.bootstrap()])
         .args(["--input", lines, "--output", counts])
@@ -139,15 +145,23 @@ fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> Tes
     let first = ["a b c", "a b", "a", "d e", "d"];
     write_lines(&cluster, &lines, &first)?;
     let child = start(&broker, &app, &lines, &counts, &state_dir)?;
-    assert_eq!(counted(&cluster, &counts, &word_counts(&first))?, word_counts(&first));
+    assert_eq!(
+        counted(&cluster, &counts, &word_counts(&first))?,
+        word_counts(&first)
+    );
 
     // While it runs: its transactional id, its compacted changelog.
-    let transactions = tool(kafka, "org.apache.kafka.tools.TransactionsCommand", &["list"])?;
+    let transactions = tool(
+        kafka,
+        "org.apache.kafka.tools.TransactionsCommand",
+        &["list"],
+    )?;
     let txn_id = format!("{app}-tools-1");
     assert!(
-        transactions
-            .lines()
-            .any(|l| l.split_whitespace().next().is_some_and(|id| id.starts_with(&txn_id))),
+        transactions.lines().any(|l| l
+            .split_whitespace()
+            .next()
+            .is_some_and(|id| id.starts_with(&txn_id))),
         "kafka-transactions list shows {txn_id}*:\n{transactions}"
     );
     let changelog = format!("{app}-word-counts-changelog");
@@ -184,12 +198,21 @@ fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> Tes
     // from an empty state directory.
     let all: Vec<&str> = first.iter().chain(&more).copied().collect();
     let child = start(&broker, &app, &lines, &counts, &state_dir)?;
-    assert_eq!(counted(&cluster, &counts, &word_counts(&all))?, word_counts(&all));
+    assert_eq!(
+        counted(&cluster, &counts, &word_counts(&all))?,
+        word_counts(&all)
+    );
     stop(child)?;
     let reset = tool(
         kafka,
         "org.apache.kafka.tools.StreamsResetter",
-        &["--application-id", &app, "--input-topics", &lines, "--execute"],
+        &[
+            "--application-id",
+            &app,
+            "--input-topics",
+            &lines,
+            "--execute",
+        ],
     )?;
     assert!(
         reset.contains(&changelog),
@@ -223,16 +246,23 @@ fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> Tes
             let n: i64 = String::from_utf8(r.value.unwrap_or_default())?.parse()?;
             rerun.entry(word).or_default().push(n);
         }
-        let latest: BTreeMap<String, i64> =
-            rerun.iter().map(|(w, ns)| (w.clone(), ns[ns.len() - 1])).collect();
+        let latest: BTreeMap<String, i64> = rerun
+            .iter()
+            .map(|(w, ns)| (w.clone(), ns[ns.len() - 1]))
+            .collect();
         if latest == want {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     stop(child)?;
-    let recounted: BTreeMap<String, Vec<i64>> =
-        want.iter().map(|(w, &n)| (w.clone(), (1..=n).collect())).collect();
-    assert_eq!(rerun, recounted, "the rerun after the reset recomputes every count from 1");
+    let recounted: BTreeMap<String, Vec<i64>> = want
+        .iter()
+        .map(|(w, &n)| (w.clone(), (1..=n).collect()))
+        .collect();
+    assert_eq!(
+        rerun, recounted,
+        "the rerun after the reset recomputes every count from 1"
+    );
     Ok(())
 }

@@ -502,7 +502,8 @@ fn prepare_topics(
             InternalTopicKind::Repartition => spec.cleanup_policy(CleanupPolicy::Delete),
         });
     }
-    specs.push(TopicSpec::new(config.dead_letter_topic(), 1).replication(config.replication_factor));
+    specs
+        .push(TopicSpec::new(config.dead_letter_topic(), 1).replication(config.replication_factor));
     cluster.create_topics(&specs)?;
     for spec in &specs {
         let actual = cluster.partition_count(&spec.name)?;
