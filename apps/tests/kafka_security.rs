@@ -52,7 +52,8 @@ enum Acl {
     /// ALL on topics prefixed `<application.id>-` (changelogs, repartition
     /// topics, dead letters: created, written, read).
     InternalTopics,
-    /// READ on the group `<application.id>`.
+    /// READ on groups prefixed `<application.id>` (the app's group, and
+    /// those of its restore, global-table and control consumers).
     Group,
     /// WRITE on transactional ids prefixed `<application.id>-`.
     TransactionalIds,
@@ -123,7 +124,14 @@ fn grant(broker: &TestBroker, principal: &str, app: &App, missing: Option<Acl>) 
             Acl::Group => add_acl(
                 broker,
                 principal,
-                &["--operation", "Read", "--group", &app.id],
+                &[
+                    "--operation",
+                    "Read",
+                    "--resource-pattern-type",
+                    "prefixed",
+                    "--group",
+                    &app.id,
+                ],
             )?,
             Acl::TransactionalIds => add_acl(
                 broker,

@@ -169,6 +169,20 @@ pub enum ClusterError {
         /// What failed.
         reason: String,
     },
+    /// The broker refused an operation for want of an ACL. Retrying does
+    /// not mend it: the principal needs the ACL (the README lists the set
+    /// a brook app needs).
+    #[error("not authorized to {operation} {resource}: {detail}")]
+    NotAuthorized {
+        /// The ACL operation the request needed (`Read`, `Write`, `Create`,
+        /// `Describe`).
+        operation: &'static str,
+        /// The resource, e.g. `topic "orders"`, `group "app"`,
+        /// `transactional id "app-0_1"`.
+        resource: String,
+        /// What was refused, and the broker's words.
+        detail: String,
+    },
     /// A transaction call out of order (commit without begin, send outside one, ...).
     #[error("transaction state: {0}")]
     TransactionState(String),

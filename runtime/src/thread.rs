@@ -438,6 +438,26 @@ impl std::fmt::Debug for ThreadOptions {
     }
 }
 
+/// Why a source topic's partition count is not known: it is missing, or
+/// the app may not read it (a refused Describe means a missing Read ACL,
+/// as Read includes Describe).
+fn source_topic_err(e: ClusterError) -> RuntimeError {
+    match e {
+        ClusterError::UnknownTopic(topic) => RuntimeError::MissingSourceTopic { topic },
+        ClusterError::NotAuthorized {
+            operation: "Describe",
+            resource,
+            detail,
+        } => ClusterError::NotAuthorized {
+            operation: "Read",
+            resource: format!("source {resource}"),
+            detail,
+        }
+        .into(),
+        other => other.into(),
+    }
+}
+
 /// Resolves partition counts of every source topic, creating internal
 /// topics (and the dead-letter topic) as needed.
 fn prepare_topics(
@@ -449,19 +469,13 @@ fn prepare_topics(
     let mut counts: HashMap<TopicName, i32> = HashMap::new();
     for global in topology.global_stores() {
         let name = global.topic.resolve(app);
-        let count = cluster.partition_count(&name).map_err(|e| match e {
-            ClusterError::UnknownTopic(topic) => RuntimeError::MissingSourceTopic { topic },
-            other => other.into(),
-        })?;
+        let count = cluster.partition_count(&name).map_err(source_topic_err)?;
         counts.insert(global.topic.clone(), count);
     }
     for sub in topology.subtopologies() {
         for topic in &sub.source_topics {
             if let TopicName::User(name) = topic {
-                let count = cluster.partition_count(name).map_err(|e| match e {
-                    ClusterError::UnknownTopic(topic) => RuntimeError::MissingSourceTopic { topic },
-                    other => other.into(),
-                })?;
+                let count = cluster.partition_count(name).map_err(source_topic_err)?;
                 counts.insert(topic.clone(), count);
             }
         }

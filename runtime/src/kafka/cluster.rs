@@ -93,9 +93,91 @@ fn client_err(what: impl std::fmt::Display, e: impl std::fmt::Display + 'static)
     }
 }
 
+/// Whether `code` says the principal lacks an ACL.
+pub(crate) fn unauthorized(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+    )
+}
+
+/// The librdkafka error code of `e`, transactional errors included.
+fn code_of(e: &KafkaError) -> Option<RDKafkaErrorCode> {
+    match e {
+        KafkaError::Transaction(t) => Some(t.code()),
+        other => other.rdkafka_error_code(),
+    }
+}
+
+/// Names resources for a message: `topic "a"`, `topics "a", "b"`.
+fn topics_resource<'a>(topics: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<String> = topics.into_iter().map(|t| format!("{t:?}")).collect();
+    match names.len() {
+        1 => format!("topic {}", names[0]),
+        _ => format!("topics {}", names.join(", ")),
+    }
+}
+
+/// A [`ClusterError::NotAuthorized`] for a refused `what`, if `e` is an
+/// authorization error: `operation` on `topics` for a topic, on the group
+/// or transactional id (`Read` / `Write`, what a brook app needs of them)
+/// for those, on the cluster for a cluster-wide refusal.
+fn not_authorized(
+    e: &KafkaError,
+    what: &str,
+    operation: &'static str,
+    topics: &[&str],
+    group: Option<&str>,
+    transactional_id: Option<&str>,
+) -> Option<ClusterError> {
+    use RDKafkaErrorCode as C;
+    let code = code_of(e).filter(|c| unauthorized(*c))?;
+    let detail = format!("{what}: {e}");
+    let (operation, resource) = match code {
+        C::GroupAuthorizationFailed => ("Read", format!("group {:?}", group.unwrap_or("?"))),
+        C::TransactionalIdAuthorizationFailed => (
+            "Write",
+            format!("transactional id {:?}", transactional_id.unwrap_or("?")),
+        ),
+        C::ClusterAuthorizationFailed => (operation, "the cluster".to_owned()),
+        _ if topics.is_empty() => (operation, "a topic".to_owned()),
+        _ => (operation, topics_resource(topics.iter().copied())),
+    };
+    Some(ClusterError::NotAuthorized {
+        operation,
+        resource,
+        detail,
+    })
+}
+
 fn admin_err(e: AdminError) -> ClusterError {
     match e {
         AdminError::InvalidSpec(spec) => ClusterError::InvalidSpec(spec),
+        AdminError::Topic {
+            operation,
+            ref topic,
+            code,
+        } if unauthorized(code) => {
+            let needed = match operation {
+                "CreateTopics" => "Create",
+                "DeleteTopics" => "Delete",
+                "DescribeConfigs" => "DescribeConfigs",
+                _ => "Describe",
+            };
+            ClusterError::NotAuthorized {
+                operation: needed,
+                resource: if code == RDKafkaErrorCode::ClusterAuthorizationFailed {
+                    format!("topic {topic:?} (nor the cluster)")
+                } else {
+                    format!("topic {topic:?}")
+                },
+                detail: format!("{operation} refused by the broker: {code}"),
+            }
+        }
         AdminError::Topic {
             topic,
             code: RDKafkaErrorCode::UnknownTopicOrPartition,
@@ -254,6 +336,7 @@ impl Cluster for KafkaCluster {
             consumer,
             context,
             subscribed: false,
+            subscription: Vec::new(),
             owned: BTreeSet::new(),
             generation: 0,
             group: group.to_owned(),
@@ -357,6 +440,8 @@ struct KafkaConsumer {
     context: GroupContext,
     /// Subscribed (group mode) rather than assigned.
     subscribed: bool,
+    /// The topics subscribed to (group mode).
+    subscription: Vec<String>,
     /// The partitions the runtime was last told it owns (group mode).
     owned: BTreeSet<TopicPartition>,
     generation: u64,
@@ -421,10 +506,52 @@ impl KafkaConsumer {
                     self.report_transient(&e);
                     break;
                 }
-                Err(e) => return Err(client_err(format!("polling in group {:?}", self.group), e)),
+                Err(e) => {
+                    let what = format!("polling in group {:?}", self.group);
+                    return Err(self
+                        .refused(&e, &what)
+                        .unwrap_or_else(|| client_err(what, e)));
+                }
             }
         }
         Ok(())
+    }
+
+    /// A [`ClusterError::NotAuthorized`] if `e` is an authorization error,
+    /// naming the topics read that this principal may not even describe
+    /// (librdkafka's poll error does not say which), else all of them.
+    fn refused(&self, e: &KafkaError, what: &str) -> Option<ClusterError> {
+        let mut topics: Vec<&str> = if self.subscribed {
+            self.subscription.iter().map(String::as_str).collect()
+        } else {
+            self.assigned.keys().map(|tp| &*tp.topic).collect()
+        };
+        topics.dedup();
+        if code_of(e) == Some(RDKafkaErrorCode::TopicAuthorizationFailed) && topics.len() > 1 {
+            let hidden: Vec<&str> = topics
+                .iter()
+                .copied()
+                .filter(|topic| {
+                    self.consumer
+                        .fetch_metadata(Some(topic), self.timeout)
+                        .ok()
+                        .and_then(|m| {
+                            m.topics()
+                                .iter()
+                                .find(|t| t.name() == *topic)
+                                .and_then(|t| t.error())
+                        })
+                        .is_some_and(|error| {
+                            RDKafkaErrorCode::from(error)
+                                == RDKafkaErrorCode::TopicAuthorizationFailed
+                        })
+                })
+                .collect();
+            if !hidden.is_empty() {
+                topics = hidden;
+            }
+        }
+        not_authorized(e, what, "Read", &topics, Some(&self.group), None)
     }
 
     /// Logs a transient poll error, at most every 10 s.
@@ -537,6 +664,7 @@ impl ClusterConsumer for KafkaConsumer {
             )
         })?;
         self.subscribed = true;
+        self.subscription = topics.to_vec();
         Ok(())
     }
 
@@ -723,7 +851,9 @@ impl ClusterConsumer for KafkaConsumer {
                     reason: format!("committing offsets: {e}"),
                 }
             } else {
-                client_err(format!("committing offsets of group {:?}", self.group), e)
+                let what = format!("committing offsets of group {:?}", self.group);
+                self.refused(&e, &what)
+                    .unwrap_or_else(|| client_err(what, e))
             }
         })
     }
@@ -788,7 +918,19 @@ impl ProducerContext for DeliveryTracker {
                 }
             }
             Err((error, message)) => {
-                if state.failure.is_none() {
+                let refused = not_authorized(
+                    error,
+                    &format!("delivery to {}[{}]", message.topic(), message.partition()),
+                    "Write",
+                    &[message.topic()],
+                    None,
+                    None,
+                );
+                // A refused topic says more than any other failure.
+                let known = matches!(state.failure, Some(ClusterError::NotAuthorized { .. }));
+                if let Some(refused) = refused.filter(|_| !known) {
+                    state.failure = Some(refused);
+                } else if state.failure.is_none() {
                     state.failure = Some(client_err(
                         format!(
                             "delivery to {}[{}] failed",
@@ -827,10 +969,17 @@ fn rebalanced(code: Option<RDKafkaErrorCode>) -> bool {
 }
 
 fn txn_err(id: &str, call: &str, e: KafkaError) -> ClusterError {
-    let code = match &e {
-        KafkaError::Transaction(t) => Some(t.code()),
-        _ => e.rdkafka_error_code(),
-    };
+    txn_err_in(id, call, e, None)
+}
+
+/// A transactional call's error; `group` is the group whose offsets it
+/// carried, if any.
+fn txn_err_in(id: &str, call: &str, e: KafkaError, group: Option<&str>) -> ClusterError {
+    let code = code_of(&e);
+    let what = format!("{call} for transactional id {id:?}");
+    if let Some(refused) = not_authorized(&e, &what, "Write", &[], group, Some(id)) {
+        return refused;
+    }
     if rebalanced(code) {
         return ClusterError::Rebalanced {
             group: String::new(),
@@ -856,6 +1005,18 @@ fn txn_err(id: &str, call: &str, e: KafkaError) -> ClusterError {
 }
 
 impl KafkaProducer {
+    /// `e` of a transactional call, unless a delivery was refused for want
+    /// of an ACL: that names the topic, which the transaction's error
+    /// (`TopicAuthorizationFailed` from AddPartitionsToTxn) does not.
+    fn txn_failed(&self, id: &str, call: &str, e: KafkaError, group: Option<&str>) -> ClusterError {
+        if code_of(&e).is_some_and(unauthorized)
+            && let Err(refused @ ClusterError::NotAuthorized { .. }) = self.take_failure()
+        {
+            return refused;
+        }
+        txn_err_in(id, call, e, group)
+    }
+
     fn take_failure(&self) -> Result<(), ClusterError> {
         let mut state = self.tracker.state.lock().unwrap_or_else(|p| p.into_inner());
         match state.failure.take() {
@@ -912,6 +1073,7 @@ impl ClusterProducer for KafkaProducer {
                     if self.transactional_id.is_some() =>
                 {
                     let reason = match self.take_failure() {
+                        Err(refused @ ClusterError::NotAuthorized { .. }) => return Err(refused),
                         Err(failure) => failure.to_string(),
                         Ok(()) => "the producer refuses records (erroneous state)".to_owned(),
                     };
@@ -985,7 +1147,7 @@ impl ClusterProducer for KafkaProducer {
             return self
                 .producer
                 .send_offsets_to_transaction(&list, metadata, self.timeout)
-                .map_err(|e| txn_err(&id, "send_offsets_to_transaction", e));
+                .map_err(|e| self.txn_failed(&id, "send_offsets_to_transaction", e, Some(group)));
         }
         if !self.group_metadata.contains_key(group) {
             let consumer: BaseConsumer =
@@ -1001,14 +1163,14 @@ impl ClusterProducer for KafkaProducer {
             .ok_or_else(|| ClusterError::Client(format!("no metadata for group {group:?}")))?;
         self.producer
             .send_offsets_to_transaction(&list, &metadata, self.timeout)
-            .map_err(|e| txn_err(&id, "send_offsets_to_transaction", e))
+            .map_err(|e| self.txn_failed(&id, "send_offsets_to_transaction", e, Some(group)))
     }
 
     fn commit_transaction(&mut self) -> Result<(), ClusterError> {
         let id = self.txn_id()?.to_owned();
         self.producer
             .commit_transaction(self.timeout)
-            .map_err(|e| txn_err(&id, "commit_transaction", e))?;
+            .map_err(|e| self.txn_failed(&id, "commit_transaction", e, None))?;
         self.take_failure()
     }
 
