@@ -142,13 +142,14 @@ fn reported(report: &str, name: &str) -> Option<i64> {
 const USER: &str = "eventmart";
 const PASSWORD: &str = "Ev3ntM4rt-s3cret-pw";
 
+/// Environment variables for a process: the login.
+type Login = Vec<(&'static str, String)>;
+
 /// A Kafka that takes only SASL_SSL SCRAM-SHA-512 logins and enforces
 /// ACLs, with EventMart's user allowed everything under `prefix` (topics,
 /// groups, transactional ids); and that login, as the environment of every
 /// process.
-fn secured_broker(
-    prefix: &str,
-) -> Result<(TestBroker, Vec<(&'static str, String)>), Box<dyn std::error::Error>> {
+fn secured_broker(prefix: &str) -> Result<(TestBroker, Login), Box<dyn std::error::Error>> {
     let broker = TestBroker::kafka_with(KafkaOptions {
         nodes: 1,
         tls: true,
