@@ -50,6 +50,9 @@ pub(crate) fn transient(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         C::BrokerTransportFailure
+            // A request in flight to a broker that left the cluster's
+            // metadata (seen when a node of three was killed).
+            | C::DestroyBroker
             | C::AllBrokersDown
             | C::Resolve
             | C::MessageTimedOut
