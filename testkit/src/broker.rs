@@ -252,7 +252,8 @@ impl TestBroker {
                     spec.validate()
                         .map_err(brook_runtime::kafka::AdminError::from)?;
                     cluster
-                        .create_topic(&spec.name, spec.partitions, spec.replication)
+                        // librdkafka's mock cluster crashes on -1 (the broker's default).
+                        .create_topic(&spec.name, spec.partitions, spec.replication.max(1))
                         .map_err(kafka_err(format!(
                             "creating topic {:?} on the mock cluster",
                             spec.name

@@ -58,7 +58,8 @@ impl EmbeddedBroker {
                 // Serves topic creations until every sender is gone.
                 for (spec, reply) in rx {
                     let result = cluster
-                        .create_topic(&spec.name, spec.partitions, spec.replication)
+                        // librdkafka's mock cluster crashes on -1 (the broker's default).
+                        .create_topic(&spec.name, spec.partitions, spec.replication.max(1))
                         .map_err(|e| e.to_string());
                     let _ = reply.send(result);
                 }
