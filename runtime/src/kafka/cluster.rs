@@ -97,7 +97,7 @@ fn client_err(what: impl std::fmt::Display, e: impl std::fmt::Display + 'static)
 }
 
 /// Whether `code` says the principal lacks an ACL.
-pub(crate) fn unauthorized(code: RDKafkaErrorCode) -> bool {
+fn unauthorized(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         code,
