@@ -276,10 +276,15 @@ impl Fleet {
         )
     }
 
-    fn tail(&self, i: usize) -> String {
+    /// The log of instance `i`'s current incarnation.
+    fn log(&self, i: usize) -> String {
         let instance = &self.instances[i];
-        let log = std::fs::read_to_string(self.log_path(instance.index, instance.incarnation))
-            .unwrap_or_default();
+        std::fs::read_to_string(self.log_path(instance.index, instance.incarnation))
+            .unwrap_or_default()
+    }
+
+    fn tail(&self, i: usize) -> String {
+        let log = self.log(i);
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
@@ -870,6 +875,16 @@ fn eos_survives_the_broker_killed_and_restarted_mid_stream() -> TestResult {
         &mut fleet,
         Duration::from_secs(300),
     )?;
+    // How the instances came through (reported: which one happens is up
+    // to timing; the verifier above is the check).
+    let count = |what: &str| (0..2).filter(|&i| fleet.log(i).contains(what)).count();
+    eprintln!(
+        "of 2 instances after the restart: {} dropped an aborted transaction ({} of them \
+         fenced for the transaction's timeout), {} replaced a failed stream thread",
+        count("resuming from the committed state"),
+        count("fenced after the transaction was open"),
+        count("replacing the failed stream thread")
+    );
     fleet.stop_all()?;
     report("broker killed", &fleet, &verified, started.elapsed());
     Ok(())

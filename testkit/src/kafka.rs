@@ -652,6 +652,13 @@ impl KafkaBroker {
             );
             set("share.coordinator.state.topic.min.isr", "1".into());
             set("group.initial.rebalance.delay.ms", "0".into());
+            // The coordinator looks for transactions past their timeout
+            // every second, not every 10 s: a crashed instance's open
+            // transaction is aborted within its timeout plus a second.
+            set(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                "1000".into(),
+            );
             // Compaction visible within a test's lifetime.
             set("log.cleaner.backoff.ms", "1000".into());
             set("log.retention.check.interval.ms", "5000".into());

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use brook_runtime::cluster::{Cluster, ProducedRecord};
+use brook_runtime::cluster::{Cluster, ClusterError, ProducedRecord};
 use brook_runtime::kafka::KafkaCluster;
 use brook_runtime::streams::{ErrorResponse, KafkaStreams};
 use brook_runtime::thread::StreamsConfig;
@@ -123,5 +123,88 @@ fn exactly_once_on_kafka_across_a_failed_thread() -> TestResult {
         let n = (0..RECORDS).filter(|i| i % 7 == k).count() as i64;
         assert_eq!(per_key[&format!("k{k}")], (1..=n).collect::<Vec<_>>());
     }
+    Ok(())
+}
+
+fn record(topic: &str, value: &str) -> ProducedRecord {
+    ProducedRecord {
+        topic: topic.to_owned(),
+        partition: Some(0),
+        key: None,
+        value: Some(value.as_bytes().to_vec()),
+        // Now: a timestamp older than the retention (7 days) would let the
+        // broker delete a rolled segment under the reader.
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        headers: Headers::new(),
+    }
+}
+
+fn committed_values(cluster: &KafkaCluster, topic: &str, group: &str) -> TestResult<Vec<String>> {
+    read_topic(cluster, topic, group, Duration::from_secs(60))?
+        .into_iter()
+        .map(|r| Ok(String::from_utf8(r.value.unwrap_or_default())?))
+        .collect()
+}
+
+/// Two stale epochs that librdkafka reports alike (a fatal fence) and brook
+/// tells apart: another producer took the transactional id over (`Fenced`:
+/// the instance must stop), or the coordinator aborted the producer's own
+/// transaction for outliving `transaction.timeout.ms` and bumped its epoch
+/// (`TransactionAborted`: a new producer takes the id up again and the
+/// tasks resume from the committed state; what a broker outage longer than
+/// the timeout leads to). Nothing of either aborted transaction is ever
+/// read committed.
+#[test]
+fn a_transaction_timed_out_by_the_coordinator_is_aborted_and_a_taken_id_is_fenced() -> TestResult {
+    let broker = TestBroker::kafka()?;
+    let ns = broker.namespace();
+    let topic = ns.topic("txn");
+    broker.create_topics(&[TopicSpec::new(&topic, 1)])?;
+    let cluster = KafkaCluster::new(broker.config().clone())?;
+
+    // Taken over: the older producer's commit is refused as `Fenced`.
+    let id = ns.topic("taken");
+    let mut older = cluster.transactional_producer(&id)?;
+    older.begin_transaction()?;
+    older.send(record(&topic, "older"))?;
+    older.flush()?;
+    let mut newer = cluster.transactional_producer(&id)?;
+    let refused = older.commit_transaction().unwrap_err();
+    assert!(
+        matches!(refused, ClusterError::Fenced { .. }),
+        "another producer holds the id: {refused}"
+    );
+    newer.begin_transaction()?;
+    newer.send(record(&topic, "newer"))?;
+    newer.commit_transaction()?;
+    drop((older, newer));
+
+    // Timed out: every record of the transaction acknowledged, then nothing
+    // for longer than the 10 s transaction timeout; the coordinator looks
+    // for expired transactions every second here.
+    let id = ns.topic("timed-out");
+    let mut producer = cluster.transactional_producer(&id)?;
+    producer.begin_transaction()?;
+    producer.send(record(&topic, "timed out"))?;
+    producer.flush()?;
+    std::thread::sleep(Duration::from_secs(13));
+    let aborted = producer.commit_transaction().unwrap_err();
+    assert!(
+        matches!(&aborted, ClusterError::TransactionAborted { reason, .. }
+            if reason.contains("past transaction.timeout.ms")),
+        "the coordinator aborted the transaction: {aborted}"
+    );
+    drop(producer);
+    let mut successor = cluster.transactional_producer(&id)?;
+    successor.begin_transaction()?;
+    successor.send(record(&topic, "successor"))?;
+    successor.commit_transaction()?;
+
+    assert_eq!(
+        committed_values(&cluster, &topic, &ns.topic("reader"))?,
+        ["newer", "successor"]
+    );
     Ok(())
 }

@@ -240,6 +240,16 @@ impl KafkaCluster {
             if !self.config.is_set("transaction.timeout.ms") {
                 config.set("transaction.timeout.ms", "10000");
             }
+            // librdkafka refuses a transactional producer whose records may
+            // wait longer than its transactions may stay open: a longer
+            // `message.timeout.ms` (set for plain producers) is capped.
+            let ms = |key: &str| config.get(key).and_then(|v| v.parse::<u64>().ok());
+            if let (Some(message), Some(txn)) =
+                (ms("message.timeout.ms"), ms("transaction.timeout.ms"))
+                && message > txn
+            {
+                config.set("message.timeout.ms", txn.to_string());
+            }
         }
         let tracker = DeliveryTracker::default();
         let producer: BaseProducer<DeliveryTracker> =
@@ -251,10 +261,16 @@ impl KafkaCluster {
                 .init_transactions(self.timeout)
                 .map_err(|e| txn_err(id, "init_transactions", e))?;
         }
+        let txn_timeout = config
+            .get("transaction.timeout.ms")
+            .and_then(|ms| ms.parse().ok())
+            .map_or(Duration::from_secs(60), Duration::from_millis);
         Ok(KafkaProducer {
             producer,
             tracker,
             transactional_id: transactional_id.map(str::to_owned),
+            txn_timeout,
+            txn_began: None,
             group_metadata: BTreeMap::new(),
             config: self.config.clone(),
             timeout: self.timeout,
@@ -952,6 +968,10 @@ struct KafkaProducer {
     producer: BaseProducer<DeliveryTracker>,
     tracker: DeliveryTracker,
     transactional_id: Option<String>,
+    /// Its `transaction.timeout.ms`.
+    txn_timeout: Duration,
+    /// When the open transaction began.
+    txn_began: Option<Instant>,
     /// Consumer group metadata for `send_offsets_to_transaction`, by group.
     group_metadata: BTreeMap<String, BaseConsumer>,
     config: KafkaConfig,
@@ -1017,15 +1037,64 @@ impl KafkaProducer {
         {
             return refused;
         }
+        // A fatal error whose cause was the fence (librdkafka reports the
+        // call's own failure, `Fatal`, or the purge that followed).
+        if matches!(&e, KafkaError::Transaction(t) if t.is_fatal())
+            && let Some(fenced) = self.fenced()
+        {
+            return fenced;
+        }
         txn_err_in(id, call, e, group)
     }
 
     fn take_failure(&self) -> Result<(), ClusterError> {
         let mut state = self.tracker.state.lock().unwrap_or_else(|p| p.into_inner());
         match state.failure.take() {
-            Some(failure) => Err(failure),
+            // A fenced producer purges its queue: the purged deliveries are
+            // a consequence, the fence is the cause.
+            Some(failure) => Err(self.fenced().unwrap_or(failure)),
             None => Ok(()),
         }
+    }
+
+    /// The error of a producer librdkafka fenced (fatally: its epoch is
+    /// stale), if it was. Two causes look alike: another producer took the
+    /// id over (`Fenced`: this one must stop), or the coordinator aborted
+    /// this producer's own transaction for outliving
+    /// `transaction.timeout.ms` and bumped the epoch (the broker was away
+    /// longer than that, say). The second only happens to a transaction
+    /// open that long, and then it is `TransactionAborted`: a new producer
+    /// takes the id up again and the tasks resume from the committed state
+    /// (as KIP-588 lets a Java producer recover from a timed-out
+    /// transaction).
+    fn fenced(&self) -> Option<ClusterError> {
+        let id = self.transactional_id.as_deref()?;
+        let (code, reason) = self.producer.client().fatal_error()?;
+        if !matches!(
+            code,
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        ) {
+            return None;
+        }
+        let open = self.txn_began.map(|began| began.elapsed());
+        Some(match open {
+            Some(open) if open >= self.txn_timeout => ClusterError::TransactionAborted {
+                transactional_id: id.to_owned(),
+                reason: format!(
+                    "fenced after the transaction was open {:.1} s, past transaction.timeout.ms \
+                     ({} ms): the coordinator aborted it ({reason})",
+                    open.as_secs_f64(),
+                    self.txn_timeout.as_millis()
+                ),
+            },
+            _ => ClusterError::Fenced {
+                transactional_id: id.to_owned(),
+                epoch: 0,
+                current: 0,
+            },
+        })
     }
 
     fn txn_id(&self) -> Result<&str, ClusterError> {
@@ -1076,7 +1145,11 @@ impl ClusterProducer for KafkaProducer {
                     if self.transactional_id.is_some() =>
                 {
                     let reason = match self.take_failure() {
-                        Err(refused @ ClusterError::NotAuthorized { .. }) => return Err(refused),
+                        Err(
+                            refused @ (ClusterError::NotAuthorized { .. }
+                            | ClusterError::Fenced { .. }
+                            | ClusterError::TransactionAborted { .. }),
+                        ) => return Err(refused),
                         Err(failure) => failure.to_string(),
                         Ok(()) => "the producer refuses records (erroneous state)".to_owned(),
                     };
@@ -1086,6 +1159,9 @@ impl ClusterProducer for KafkaProducer {
                     });
                 }
                 Err((e, _)) => {
+                    if let Some(fenced) = self.fenced() {
+                        return Err(fenced);
+                    }
                     return Err(client_err(format!("producing to {}", record.topic), e));
                 }
             }
@@ -1112,7 +1188,11 @@ impl ClusterProducer for KafkaProducer {
                     self.producer.poll(Duration::ZERO);
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                Err(e) => return Err(client_err("flushing the producer", e)),
+                Err(e) => {
+                    return Err(self
+                        .fenced()
+                        .unwrap_or_else(|| client_err("flushing the producer", e)));
+                }
             }
         }
         self.take_failure()
@@ -1131,7 +1211,9 @@ impl ClusterProducer for KafkaProducer {
         let id = self.txn_id()?.to_owned();
         self.producer
             .begin_transaction()
-            .map_err(|e| txn_err(&id, "begin_transaction", e))
+            .map_err(|e| self.txn_failed(&id, "begin_transaction", e, None))?;
+        self.txn_began = Some(Instant::now());
+        Ok(())
     }
 
     fn send_offsets_to_transaction(
@@ -1174,6 +1256,7 @@ impl ClusterProducer for KafkaProducer {
         self.producer
             .commit_transaction(self.timeout)
             .map_err(|e| self.txn_failed(&id, "commit_transaction", e, None))?;
+        self.txn_began = None;
         self.take_failure()
     }
 
@@ -1181,7 +1264,8 @@ impl ClusterProducer for KafkaProducer {
         let id = self.txn_id()?.to_owned();
         self.producer
             .abort_transaction(self.timeout)
-            .map_err(|e| txn_err(&id, "abort_transaction", e))?;
+            .map_err(|e| self.txn_failed(&id, "abort_transaction", e, None))?;
+        self.txn_began = None;
         // Deliveries of an aborted transaction do not count as failures.
         let _ = self.take_failure();
         Ok(())
