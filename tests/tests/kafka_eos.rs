@@ -3,20 +3,22 @@
 //! and fencing.
 //!
 //! An echo and a count per key run with exactly_once_v2 and a thread that
-//! fails once mid-stream and is replaced: its open transaction is aborted
-//! by its successor, which resumes from the last commit. A read-committed
+//! fails once mid-stream, then dies at each step of a commit in turn (after
+//! producing, after sending the offsets to the transaction, before
+//! committing it), and is replaced each time: its open transaction is
+//! aborted by its successor, which resumes from the last commit. A read-committed
 //! reader then sees every input exactly once and every count exact.
 
 use std::collections::BTreeMap;
 use std::error::Error;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use brook_runtime::cluster::{Cluster, ClusterError, ProducedRecord};
 use brook_runtime::kafka::KafkaCluster;
 use brook_runtime::streams::{ErrorResponse, KafkaStreams};
-use brook_runtime::thread::StreamsConfig;
+use brook_runtime::thread::{FaultInjector, FaultPoint, StreamsConfig, ThreadOptions};
 use brook_testkit::{TestBroker, read_topic};
 use brook_topology::processor::{ProcessError, Processor, ProcessorContext};
 use brook_topology::serdes::{Json, Serde, Utf8};
@@ -41,6 +43,35 @@ impl Processor<String, i64, String, i64> for FailOnce {
         }
         ctx.forward(record);
         Ok(())
+    }
+}
+
+/// Fails the first commit that reaches each of its points, once: the
+/// thread dies there as if the process had, its successor aborts the open
+/// transaction and resumes from the last commit.
+struct CrashOnceAtEach(Mutex<Vec<FaultPoint>>);
+
+impl CrashOnceAtEach {
+    fn new(points: &[FaultPoint]) -> Self {
+        CrashOnceAtEach(Mutex::new(points.to_vec()))
+    }
+
+    fn left(&self) -> usize {
+        self.0.lock().map_or(usize::MAX, |p| p.len())
+    }
+}
+
+impl FaultInjector for CrashOnceAtEach {
+    fn inject(&self, point: FaultPoint) -> bool {
+        let Ok(mut points) = self.0.lock() else {
+            return false;
+        };
+        // In order: one crash per commit.
+        if points.first() == Some(&point) {
+            points.remove(0);
+            return true;
+        }
+        false
     }
 }
 
@@ -95,18 +126,34 @@ fn exactly_once_on_kafka_across_a_failed_thread() -> TestResult {
         .exactly_once()
         .state_dir(dir.path());
     config.static_assignment = Some((0, 1));
-    let mut streams = KafkaStreams::new(b.build()?, config, cluster.clone());
+    let crashes = Arc::new(CrashOnceAtEach::new(&[
+        FaultPoint::AfterProduce,
+        FaultPoint::AfterSendOffsets,
+        FaultPoint::BeforeCommit,
+    ]));
+    let mut streams =
+        KafkaStreams::new(b.build()?, config, cluster.clone()).with_thread_options(ThreadOptions {
+            faults: Some(crashes.clone()),
+            ..ThreadOptions::default()
+        });
     streams.set_uncaught_error_handler(|_| ErrorResponse::ReplaceThread);
     streams.start()?;
+    // Until every input is echoed (committed), or two minutes: records
+    // processed again after a crash count in `processed` twice.
     let started = Instant::now();
-    while streams.metrics().processed < RECORDS as u64
-        && started.elapsed() < Duration::from_secs(120)
-    {
-        std::thread::sleep(Duration::from_millis(100));
+    let mut reads = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        reads += 1;
+        let echoed = read_all(&cluster, &echo, &ns.group(&format!("wait{reads}")))?;
+        let distinct: std::collections::BTreeSet<i64> = echoed.iter().map(|(_, v)| *v).collect();
+        if distinct.len() >= RECORDS as usize || started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
     }
-    std::thread::sleep(Duration::from_millis(500));
     streams.close()?;
     assert!(failed.load(Ordering::SeqCst), "the failure was injected");
+    assert_eq!(crashes.left(), 0, "every commit step crashed once");
 
     let echoed = read_all(&cluster, &echo, &ns.group("r1"))?;
     let mut seen = BTreeMap::new();
