@@ -570,6 +570,7 @@ pub(crate) fn replay_changelog(
     consumer.seek(tp, from)?;
     let mut read = 0u64;
     let mut idle_polls = 0;
+    let mut progress = Instant::now();
     loop {
         let position = consumer.position(tp)?;
         if position >= end {
@@ -578,15 +579,22 @@ pub(crate) fn replay_changelog(
         let records = consumer.poll(BATCH)?;
         if records.is_empty() {
             idle_polls += 1;
-            if idle_polls > 100 {
-                return Err(ClusterError::Client(format!(
-                    "{what}: {tp} stopped at offset {position}, expected {end}"
+            // Nothing for a while below the end offset the broker gave: its
+            // leader is away, most likely (killed mid-restore, say). That
+            // mends: the thread is replaced and restores again, until the
+            // retry timeout.
+            if idle_polls > 100 && progress.elapsed() > Duration::from_secs(10) {
+                return Err(ClusterError::Unavailable(format!(
+                    "{what}: {tp} stopped at offset {position}, expected {end}; \
+                     nothing read for {} s",
+                    progress.elapsed().as_secs()
                 ))
                 .into());
             }
             continue;
         }
         idle_polls = 0;
+        progress = Instant::now();
         let batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
             .into_iter()
             .filter(|r| r.offset < end)
