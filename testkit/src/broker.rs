@@ -251,13 +251,9 @@ impl TestBroker {
                 for spec in specs {
                     spec.validate()
                         .map_err(brook_runtime::kafka::AdminError::from)?;
-                    cluster
-                        // librdkafka's mock cluster crashes on -1 (the broker's default).
-                        .create_topic(&spec.name, spec.partitions, spec.replication.max(1))
-                        .map_err(kafka_err(format!(
-                            "creating topic {:?} on the mock cluster",
-                            spec.name
-                        )))?;
+                    brook_runtime::kafka::create_mock_topic(cluster, spec).map_err(kafka_err(
+                        format!("creating topic {:?} on the mock cluster", spec.name),
+                    ))?;
                 }
                 Ok(())
             }

@@ -652,6 +652,12 @@ impl KafkaBroker {
             );
             set("share.coordinator.state.topic.min.isr", "1".into());
             set("group.initial.rebalance.delay.ms", "0".into());
+            // brook creates its topics (with their partition counts); a
+            // client's metadata request must not create one with
+            // `num.partitions` first (seen: a generator's producer made
+            // `orders` with 1 partition before the topic tool made it with
+            // 10, and co-partitioning failed).
+            set("auto.create.topics.enable", "false".into());
             // The coordinator looks for transactions past their timeout
             // every second, not every 10 s: a crashed instance's open
             // transaction is aborted within its timeout plus a second.

@@ -57,9 +57,7 @@ impl EmbeddedBroker {
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 // Serves topic creations until every sender is gone.
                 for (spec, reply) in rx {
-                    let result = cluster
-                        // librdkafka's mock cluster crashes on -1 (the broker's default).
-                        .create_topic(&spec.name, spec.partitions, spec.replication.max(1))
+                    let result = brook_runtime::kafka::create_mock_topic(&cluster, &spec)
                         .map_err(|e| e.to_string());
                     let _ = reply.send(result);
                 }

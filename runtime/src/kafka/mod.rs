@@ -19,3 +19,13 @@ pub use config::{
 };
 pub use log::{ClientLog, ClientReport};
 pub use produce::send_blocking;
+
+/// Creates `spec`'s topic on librdkafka's mock cluster, which has no admin
+/// API. Replication -1 (the broker's default, what internal topics ask for)
+/// becomes 1: the mock cluster crashes on -1.
+pub fn create_mock_topic<C: rdkafka::ClientContext>(
+    cluster: &rdkafka::mocking::MockCluster<'_, C>,
+    spec: &brook_topology::TopicSpec,
+) -> rdkafka::error::KafkaResult<()> {
+    cluster.create_topic(&spec.name, spec.partitions, spec.replication.max(1))
+}
