@@ -566,6 +566,20 @@ impl KafkaBroker {
         Ok(())
     }
 
+    /// The lines of every node's whole log that contain `needle`.
+    pub fn log_lines_containing(&self, needle: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter_map(|node| std::fs::read_to_string(node.log_path()).ok())
+            .flat_map(|log| {
+                log.lines()
+                    .filter(|line| line.contains(needle))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// The end of every node's log.
     pub fn log_tail(&self) -> String {
         let mut out = String::new();
@@ -896,7 +910,9 @@ fn log4j_config(level: &str) -> String {
          appender.out.type=Console\n\
          appender.out.name=OUT\n\
          appender.out.layout.type=PatternLayout\n\
-         appender.out.layout.pattern=[%d] %p %m (%c)%n\n"
+         appender.out.layout.pattern=[%d] %p %m (%c)%n\n\
+         logger.txnmarkers.name=kafka.coordinator.transaction.TransactionMarkerChannelManager\n\
+         logger.txnmarkers.level=INFO\n"
     )
 }
 
