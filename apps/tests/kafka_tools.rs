@@ -87,6 +87,12 @@ fn counted(
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn write_lines(cluster: &KafkaCluster, topic: &str, lines: &[&str]) -> TestResult {
     let mut producer = cluster.producer()?;
     for (i, line) in lines.iter().enumerate() {
@@ -95,7 +101,9 @@ fn write_lines(cluster: &KafkaCluster, topic: &str, lines: &[&str]) -> TestResul
             partition: Some((i % 2) as i32),
             key: None,
             value: Some(line.as_bytes().to_vec()),
-            timestamp: 1_000 + i as i64,
+            // Now, not 1970: the broker deletes segments whose records are
+            // older than its retention (7 days) within seconds.
+            timestamp: now_ms() + i as i64,
             headers: Headers::new(),
         })?;
     }
