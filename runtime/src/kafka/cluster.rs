@@ -79,10 +79,7 @@ fn is_transient(e: &(dyn std::any::Any + 'static)) -> bool {
     let Some(e) = e.downcast_ref::<KafkaError>() else {
         return false;
     };
-    match e {
-        KafkaError::Transaction(t) => t.is_retriable() || transient(t.code()),
-        other => other.rdkafka_error_code().is_some_and(transient),
-    }
+    matches!(e, KafkaError::Transaction(t) if t.is_retriable()) || code_of(e).is_some_and(transient)
 }
 
 /// A `ClusterError` for `e` while doing `what`: `Unavailable` when the
@@ -243,10 +240,10 @@ impl KafkaCluster {
             // librdkafka refuses a transactional producer whose records may
             // wait longer than its transactions may stay open: a longer
             // `message.timeout.ms` (set for plain producers) is capped.
-            let ms = |key: &str| config.get(key).and_then(|v| v.parse::<u64>().ok());
-            if let (Some(message), Some(txn)) =
-                (ms("message.timeout.ms"), ms("transaction.timeout.ms"))
-                && message > txn
+            if let (Some(message), Some(txn)) = (
+                millis(&config, "message.timeout.ms"),
+                millis(&config, "transaction.timeout.ms"),
+            ) && message > txn
             {
                 config.set("message.timeout.ms", txn.to_string());
             }
@@ -261,9 +258,7 @@ impl KafkaCluster {
                 .init_transactions(self.timeout)
                 .map_err(|e| txn_err(id, "init_transactions", e))?;
         }
-        let txn_timeout = config
-            .get("transaction.timeout.ms")
-            .and_then(|ms| ms.parse().ok())
+        let txn_timeout = millis(&config, "transaction.timeout.ms")
             .map_or(Duration::from_secs(60), Duration::from_millis);
         Ok(KafkaProducer {
             producer,
@@ -978,6 +973,24 @@ struct KafkaProducer {
     timeout: Duration,
 }
 
+/// A duration property of `config` in milliseconds, if set.
+fn millis(config: &rdkafka::ClientConfig, key: &str) -> Option<u64> {
+    config.get(key).and_then(|v| v.parse().ok())
+}
+
+/// Codes meaning this producer's epoch is stale: a newer one holds its
+/// transactional id (or the coordinator bumped it).
+fn stale_epoch(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    )
+}
+
 /// Codes meaning the group moved on without this member.
 fn rebalanced(code: Option<RDKafkaErrorCode>) -> bool {
     matches!(
@@ -1010,9 +1023,7 @@ fn txn_err_in(id: &str, call: &str, e: KafkaError, group: Option<&str>) -> Clust
         };
     }
     match code {
-        Some(RDKafkaErrorCode::Fenced)
-        | Some(RDKafkaErrorCode::ProducerFenced)
-        | Some(RDKafkaErrorCode::InvalidProducerEpoch) => ClusterError::Fenced {
+        _ if stale_epoch(code) => ClusterError::Fenced {
             transactional_id: id.to_owned(),
             epoch: 0,
             current: 0,
@@ -1070,12 +1081,7 @@ impl KafkaProducer {
     fn fenced(&self) -> Option<ClusterError> {
         let id = self.transactional_id.as_deref()?;
         let (code, reason) = self.producer.client().fatal_error()?;
-        if !matches!(
-            code,
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-        ) {
+        if !stale_epoch(Some(code)) {
             return None;
         }
         let open = self.txn_began.map(|began| began.elapsed());
