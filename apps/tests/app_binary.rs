@@ -115,7 +115,7 @@ fn the_wordcount_binary_counts_serves_metrics_and_stops_cleanly_on_sigterm() -> 
             partition: None,
             key: Some(format!("line{i}").into_bytes()),
             value: Some(text.as_bytes().to_vec()),
-            timestamp: 1_000,
+            timestamp: brook_testkit::now_ms(),
             headers: Headers::new(),
         })?;
     }

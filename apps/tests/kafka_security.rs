@@ -199,7 +199,7 @@ fn run_app(
         partition: None,
         key: Some(b"line".to_vec()),
         value: Some(text.as_bytes().to_vec()),
-        timestamp: 1_000,
+        timestamp: brook_testkit::now_ms(),
         headers: Headers::new(),
     })?;
     producer.flush()?;

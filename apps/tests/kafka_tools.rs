@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::error::Error;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,29 +41,62 @@ fn tool(kafka: &KafkaBroker, main_class: &str, args: &[&str]) -> TestResult<Stri
     Ok(stdout)
 }
 
+/// A running `brook-wordcount`: killed if the test fails before stopping
+/// it (no process outlives the test); its log goes to `log`, printed when
+/// a count does not come.
+struct Instance {
+    child: Option<Child>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn start(
     broker: &TestBroker,
     app: &str,
     lines: &str,
     counts: &str,
     state: &str,
-) -> TestResult<Child> {
-    Ok(Command::new(BIN)
+    log: &Path,
+) -> TestResult<Instance> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut command = Command::new(BIN);
+    command
         .args(["--bootstrap", broker.bootstrap()])
         .args(["--input", lines, "--output", counts])
         .args(["--application-id", app, "--instance-id", "tools-1"])
         .args(["--guarantee", "exactly_once_v2", "--commit-interval", "100"])
         .args(["--state-dir", state])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?)
+        .stderr(log);
+    brook_testkit::die_with_parent(&mut command);
+    Ok(Instance {
+        child: Some(command.spawn()?),
+    })
 }
 
-fn stop(mut child: Child) -> TestResult {
+fn stop(mut instance: Instance) -> TestResult {
+    let mut child = instance.child.take().ok_or("running")?;
     brook_testkit::signal(child.id(), libc::SIGTERM);
     let status = child.wait()?;
     assert!(status.success(), "a clean stop: {status}");
     Ok(())
+}
+
+/// The last 40 lines of the app's log.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// The latest count per word in `counts`, once it equals `want` (or the
@@ -87,11 +121,6 @@ fn counted(
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 fn write_lines(cluster: &KafkaCluster, topic: &str, lines: &[&str]) -> TestResult {
     let mut producer = cluster.producer()?;
@@ -103,7 +132,7 @@ fn write_lines(cluster: &KafkaCluster, topic: &str, lines: &[&str]) -> TestResul
             value: Some(line.as_bytes().to_vec()),
             // Now, not 1970: the broker deletes segments whose records are
             // older than its retention (7 days) within seconds.
-            timestamp: now_ms() + i as i64,
+            timestamp: brook_testkit::now_ms() + i as i64,
             headers: Headers::new(),
         })?;
     }
@@ -140,7 +169,7 @@ fn group_rows(described: &str, topic: &str) -> BTreeMap<i32, (String, String, St
 }
 
 #[test]
-#[ignore = "fails on Kafka 4.4: the wordcount app counts nothing within 120 s (issue 18, open)"]
+
 fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> TestResult {
     let broker = TestBroker::kafka()?;
     let kafka = broker.kafka_broker().ok_or("a Kafka broker")?;
@@ -150,13 +179,17 @@ fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> Tes
     let cluster = KafkaCluster::new(broker.config().clone())?;
     let state = tempfile::tempdir()?;
     let state_dir = state.path().display().to_string();
+    let logs = tempfile::tempdir()?;
+    let log = logs.path().join("brook-wordcount.log");
 
     let first = ["a b c", "a b", "a", "d e", "d"];
     write_lines(&cluster, &lines, &first)?;
-    let child = start(&broker, &app, &lines, &counts, &state_dir)?;
+    let child = start(&broker, &app, &lines, &counts, &state_dir, &log)?;
     assert_eq!(
         counted(&cluster, &counts, &word_counts(&first))?,
-        word_counts(&first)
+        word_counts(&first),
+        "the first counts; the app's log:\n{}",
+        log_tail(&log)
     );
 
     // While it runs: its transactional id, its compacted changelog.
@@ -206,10 +239,12 @@ fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> Tes
     // Catch up, then reset with Kafka Streams' reset tool and recompute
     // from an empty state directory.
     let all: Vec<&str> = first.iter().chain(&more).copied().collect();
-    let child = start(&broker, &app, &lines, &counts, &state_dir)?;
+    let child = start(&broker, &app, &lines, &counts, &state_dir, &log)?;
     assert_eq!(
         counted(&cluster, &counts, &word_counts(&all))?,
-        word_counts(&all)
+        word_counts(&all),
+        "the counts after catching up; the app's log:\n{}",
+        log_tail(&log)
     );
     stop(child)?;
     let reset = tool(
@@ -220,7 +255,6 @@ fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> Tes
             &app,
             "--input-topics",
             &lines,
-            "--execute",
         ],
     )?;
     assert!(
@@ -241,7 +275,7 @@ fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> Tes
     );
     std::fs::remove_dir_all(state.path())?;
     let before = read_topic(&cluster, &counts, "tools-before", Duration::from_secs(60))?.len();
-    let child = start(&broker, &app, &lines, &counts, &state_dir)?;
+    let child = start(&broker, &app, &lines, &counts, &state_dir, &log)?;
     // Every word counted again from 1 up to its true value: recomputed, not
     // added to the old counts (the changelog went with the reset).
     let want = word_counts(&all);
@@ -271,7 +305,8 @@ fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> Tes
         .collect();
     assert_eq!(
         rerun, recounted,
-        "the rerun after the reset recomputes every count from 1"
+        "the rerun after the reset recomputes every count from 1; the app's log:\n{}",
+        log_tail(&log)
     );
     Ok(())
 }

@@ -666,14 +666,11 @@ impl KafkaBroker {
             );
             set("share.coordinator.state.topic.min.isr", "1".into());
             set("group.initial.rebalance.delay.ms", "0".into());
-            // Kafka's default, auto-creation on, stays for now: with it off
-            // (tried, 2026-12-07) the apps of faults.rs and kafka_tools.rs
-            // process nothing, so brook still leans on a topic the broker
-            // creates for it (issue 18: find it). With it on, a generator's
-            // metadata request can create `orders` with 1 partition before
-            // the topic tool makes it with 10 (seen once in
-            // eventmart_processes: a co-partitioning error).
-            set("auto.create.topics.enable", "true".into());
+            // Off, as in production: brook creates the topics it needs and
+            // tests create theirs. On, a client's metadata request can
+            // create a topic with 1 partition before the topic tool makes
+            // it with 10 (seen in eventmart_processes: co-partitioning).
+            set("auto.create.topics.enable", "false".into());
             // The coordinator looks for transactions past their timeout
             // every second, not every 10 s: a crashed instance's open
             // transaction is aborted within its timeout plus a second.

@@ -118,6 +118,15 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| TestkitError::Io { what, source }
 }
 
+/// Milliseconds since the Unix epoch, for record timestamps: tests stamp
+/// records now, because a real broker deletes segments older than its
+/// retention (7 days) under the reader.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// `n` distinct free loopback ports (all bound at once, then released).
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners = (0..n)

@@ -31,12 +31,6 @@ use brook_topology::{
 
 type TestResult<T = ()> = Result<T, Box<dyn Error>>;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Copies `input` to `output` with the value upper-cased.
 fn copy_topology(input: &str, output: &str) -> TestResult<brook_topology::Topology> {
@@ -63,7 +57,7 @@ fn produce(cluster: &KafkaCluster, topic: &str, from: u32, to: u32) -> TestResul
             partition: None,
             key: Some(format!("k{}", i % 16).into_bytes()),
             value: Some(format!("record-{i}").into_bytes()),
-            timestamp: now_ms(),
+            timestamp: brook_testkit::now_ms(),
             headers: Headers::new(),
         })?;
     }
@@ -82,8 +76,10 @@ fn values(cluster: &KafkaCluster, topic: &str, group: &str) -> TestResult<BTreeM
     Ok(counts)
 }
 
-/// Waits until every value of `input` is in `output` (upper-cased).
+/// Waits until every value of `input` is in `output` (upper-cased); when
+/// they do not come, the error says what the instance was doing.
 fn wait_complete(
+    streams: &KafkaStreams,
     cluster: &KafkaCluster,
     input: &str,
     output: &str,
@@ -104,8 +100,11 @@ fn wait_complete(
         }
         if started.elapsed() > timeout {
             return Err(format!(
-                "{missing} of {} input records never reached the output",
-                inputs.len()
+                "{missing} of {} input records never reached the output; the instance is \
+                 {:?}, its thread failures: {:?}",
+                inputs.len(),
+                streams.state(),
+                streams.errors()
             )
             .into());
         }
@@ -132,7 +131,7 @@ fn an_instance_survives_a_broker_crash_mid_stream_and_loses_nothing() -> TestRes
         cluster.clone(),
     );
     streams.start()?;
-    wait_complete(&cluster, &input, &output, Duration::from_secs(60))?;
+    wait_complete(&streams, &cluster, &input, &output, Duration::from_secs(60))?;
 
     // Records keep arriving while the broker dies and comes back.
     let more = {
@@ -156,7 +155,7 @@ fn an_instance_survives_a_broker_crash_mid_stream_and_loses_nothing() -> TestRes
     let downtime = down.elapsed();
     more.join().map_err(|_| "producer panicked")??;
 
-    let (inputs, outputs) = wait_complete(&cluster, &input, &output, Duration::from_secs(120))?;
+    let (inputs, outputs) = wait_complete(&streams, &cluster, &input, &output, Duration::from_secs(120))?;
     assert_eq!(
         streams.state(),
         StreamsState::Running,
@@ -197,7 +196,7 @@ fn an_instance_gives_up_when_the_broker_stays_away_longer_than_the_retry_timeout
     config.retry_timeout = Duration::from_secs(5);
     let mut streams = KafkaStreams::new(copy_topology(&input, &output)?, config, cluster.clone());
     streams.start()?;
-    wait_complete(&cluster, &input, &output, Duration::from_secs(60))?;
+    wait_complete(&streams, &cluster, &input, &output, Duration::from_secs(60))?;
     broker.stop(Restart::Graceful)?;
     let stopped = Instant::now();
     let state = streams.wait_for_state(StreamsState::Error, Duration::from_secs(90));
@@ -282,7 +281,7 @@ fn a_slow_topology_keeps_its_place_in_the_group_and_gets_through() -> TestResult
     config.commit_interval = Duration::from_secs(30);
     let mut streams = KafkaStreams::new(b.build()?, config, cluster.clone());
     streams.start()?;
-    let (inputs, outputs) = wait_complete(&cluster, &input, &output, Duration::from_secs(90))?;
+    let (inputs, outputs) = wait_complete(&streams, &cluster, &input, &output, Duration::from_secs(90))?;
     assert_eq!(inputs.len(), 600);
     assert_eq!(outputs.values().sum::<u32>(), 600, "each record once");
     assert_eq!(

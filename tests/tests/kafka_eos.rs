@@ -105,7 +105,7 @@ fn exactly_once_on_kafka_across_a_failed_thread() -> TestResult {
             partition: None,
             key: Some(format!("k{}", i % 7).into_bytes()),
             value: Json::<i64>::new().serialize(&i)?,
-            timestamp: 1_000 + i,
+            timestamp: brook_testkit::now_ms() + i,
             headers: Headers::new(),
         })?;
     }
@@ -181,9 +181,7 @@ fn record(topic: &str, value: &str) -> ProducedRecord {
         value: Some(value.as_bytes().to_vec()),
         // Now: a timestamp older than the retention (7 days) would let the
         // broker delete a rolled segment under the reader.
-        timestamp: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
+        timestamp: brook_testkit::now_ms(),
         headers: Headers::new(),
     }
 }

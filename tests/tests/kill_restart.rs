@@ -51,12 +51,6 @@ fn config(app: &str, state: &Path) -> StreamsConfig {
     config
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// The instance the parent kills: processes until killed.
 #[test]
@@ -73,10 +67,10 @@ fn child_instance() -> TestResult {
         config(app, Path::new(state)),
         &cluster,
         |_| true,
-        now_ms(),
+        brook_testkit::now_ms(),
     )?;
     loop {
-        thread.run_once(now_ms())?;
+        thread.run_once(brook_testkit::now_ms())?;
     }
 }
 
@@ -115,7 +109,7 @@ fn a_killed_instance_restarts_from_its_state_directory_on_kafka() -> TestResult 
             partition: None,
             key: Some(format!("k{}", i % KEYS).into_bytes()),
             value: Some(b"1".to_vec()),
-            timestamp: 1_000 + i,
+            timestamp: brook_testkit::now_ms() + i,
             headers: Headers::new(),
         })?;
     }
@@ -164,7 +158,7 @@ fn a_killed_instance_restarts_from_its_state_directory_on_kafka() -> TestResult 
         config(&app, state.path()),
         &cluster,
         |_| true,
-        now_ms(),
+        brook_testkit::now_ms(),
     )?;
     assert_eq!(
         thread.read_store::<String, i64>("counts")?,
@@ -188,7 +182,7 @@ fn a_killed_instance_restarts_from_its_state_directory_on_kafka() -> TestResult 
     // Nothing is lost: every input counted at least once.
     let started = Instant::now();
     loop {
-        thread.run_once(now_ms())?;
+        thread.run_once(brook_testkit::now_ms())?;
         thread.commit()?;
         let counts = thread.read_store::<String, i64>("counts")?;
         let counted: i64 = counts.values().sum();

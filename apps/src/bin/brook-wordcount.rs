@@ -11,12 +11,17 @@
 use std::process::ExitCode;
 
 use brook_apps::app::{self, AppSettings};
-use brook_topology::serdes::{Json, Utf8};
+use brook_topology::serdes::{Json, Nullable, Utf8};
 use brook_topology::{Consumed, Grouped, Materialized, Produced, StreamsBuilder, Topology};
 
 fn topology(settings: &AppSettings) -> anyhow::Result<Topology> {
     let b = StreamsBuilder::new();
-    b.stream(settings.option("input")?, Consumed::with(Utf8, Utf8))
+    // Lines usually come without a key (a console producer writes none):
+    // the key is read as optional and ignored, not dead-lettered.
+    b.stream(
+        settings.option("input")?,
+        Consumed::with(Nullable(Utf8), Utf8),
+    )
         .flat_map_values(|line: String| {
             line.split_whitespace()
                 .map(str::to_lowercase)
