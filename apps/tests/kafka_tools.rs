@@ -121,7 +121,6 @@ fn counted(
     }
 }
 
-
 fn write_lines(cluster: &KafkaCluster, topic: &str, lines: &[&str]) -> TestResult {
     let mut producer = cluster.producer()?;
     for (i, line) in lines.iter().enumerate() {
@@ -250,12 +249,7 @@ fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> Tes
     let reset = tool(
         kafka,
         "org.apache.kafka.tools.StreamsResetter",
-        &[
-            "--application-id",
-            &app,
-            "--input-topics",
-            &lines,
-        ],
+        &["--application-id", &app, "--input-topics", &lines],
     )?;
     assert!(
         reset.contains(&changelog),
@@ -304,7 +298,8 @@ fn kafkas_tools_see_brooks_offsets_transactions_changelogs_and_reset_it() -> Tes
         .map(|(w, &n)| (w.clone(), (1..=n).collect()))
         .collect();
     assert_eq!(
-        rerun, recounted,
+        rerun,
+        recounted,
         "the rerun after the reset recomputes every count from 1; the app's log:\n{}",
         log_tail(&log)
     );

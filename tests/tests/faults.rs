@@ -31,7 +31,6 @@ use brook_topology::{
 
 type TestResult<T = ()> = Result<T, Box<dyn Error>>;
 
-
 /// Copies `input` to `output` with the value upper-cased.
 fn copy_topology(input: &str, output: &str) -> TestResult<brook_topology::Topology> {
     let b = StreamsBuilder::new();
@@ -155,7 +154,13 @@ fn an_instance_survives_a_broker_crash_mid_stream_and_loses_nothing() -> TestRes
     let downtime = down.elapsed();
     more.join().map_err(|_| "producer panicked")??;
 
-    let (inputs, outputs) = wait_complete(&streams, &cluster, &input, &output, Duration::from_secs(120))?;
+    let (inputs, outputs) = wait_complete(
+        &streams,
+        &cluster,
+        &input,
+        &output,
+        Duration::from_secs(120),
+    )?;
     assert_eq!(
         streams.state(),
         StreamsState::Running,
@@ -281,7 +286,8 @@ fn a_slow_topology_keeps_its_place_in_the_group_and_gets_through() -> TestResult
     config.commit_interval = Duration::from_secs(30);
     let mut streams = KafkaStreams::new(b.build()?, config, cluster.clone());
     streams.start()?;
-    let (inputs, outputs) = wait_complete(&streams, &cluster, &input, &output, Duration::from_secs(90))?;
+    let (inputs, outputs) =
+        wait_complete(&streams, &cluster, &input, &output, Duration::from_secs(90))?;
     assert_eq!(inputs.len(), 600);
     assert_eq!(outputs.values().sum::<u32>(), 600, "each record once");
     assert_eq!(

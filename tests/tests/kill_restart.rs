@@ -51,7 +51,6 @@ fn config(app: &str, state: &Path) -> StreamsConfig {
     config
 }
 
-
 /// The instance the parent kills: processes until killed.
 #[test]
 #[ignore = "runs only as the child process of a_killed_instance_restarts_from_its_state_directory_on_kafka"]

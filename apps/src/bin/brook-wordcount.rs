@@ -22,17 +22,17 @@ fn topology(settings: &AppSettings) -> anyhow::Result<Topology> {
         settings.option("input")?,
         Consumed::with(Nullable(Utf8), Utf8),
     )
-        .flat_map_values(|line: String| {
-            line.split_whitespace()
-                .map(str::to_lowercase)
-                .collect::<Vec<_>>()
-        })
-        .group_by(|_, word| word.clone(), Grouped::with(Utf8, Utf8))
-        .count(Materialized::named("word-counts", Utf8, Json::<i64>::new()))
-        .to(
-            settings.option("output")?,
-            Produced::with(Utf8, Json::<i64>::new()),
-        );
+    .flat_map_values(|line: String| {
+        line.split_whitespace()
+            .map(str::to_lowercase)
+            .collect::<Vec<_>>()
+    })
+    .group_by(|_, word| word.clone(), Grouped::with(Utf8, Utf8))
+    .count(Materialized::named("word-counts", Utf8, Json::<i64>::new()))
+    .to(
+        settings.option("output")?,
+        Produced::with(Utf8, Json::<i64>::new()),
+    );
     Ok(b.build()?)
 }
 
