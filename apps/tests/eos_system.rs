@@ -315,20 +315,9 @@ impl Fleet {
                         let stacks = stacks_of(child.id());
                         let _ = child.kill();
                         let _ = child.wait();
-                        // librdkafka 2.12's send_offsets_to_transaction can
-                        // block forever, whatever its timeout, after the
-                        // group coordinator's broker went away (librdkafka
-                        // issues 5456 and 5511; README, "Known limits").
-                        // The verifier has passed by now: reported, not
-                        // brook's failure; any other hang is.
-                        if stacks.contains("rd_kafka_send_offsets_to_transaction") {
-                            eprintln!(
-                                "LIBRDKAFKA-SEND-OFFSETS-HANG: instance {i} did not stop within \
-                                 60 s of SIGTERM, its stream thread blocked in \
-                                 rd_kafka_send_offsets_to_transaction; SIGKILLed"
-                            );
-                            break;
-                        }
+                        // (librdkafka's send_offsets_to_transaction, which
+                        // can block forever, runs on a helper thread that a
+                        // stuck call is left on: the instance still stops.)
                         return Err(format!(
                             "instance {i} did not stop within 60 s of SIGTERM:\n{}\n\
                              its threads:\n{stacks}",
@@ -1005,6 +994,17 @@ fn cluster_eos_survives_partition_leaders_killed_mid_stream() -> TestResult {
         &mut fleet,
         Duration::from_secs(300),
     )?;
+    // Reported: how often librdkafka's send_offsets_to_transaction got
+    // stuck and brook gave its producer up (README, "Known limits").
+    let stuck = (0..fleet.instances.len())
+        .map(|i| {
+            fleet
+                .log(i)
+                .matches("librdkafka's transaction manager is stuck")
+                .count()
+        })
+        .sum::<usize>();
+    eprintln!("stuck producers given up (librdkafka send_offsets hang): {stuck}");
     fleet.stop_all()?;
     // brook's changelogs took the cluster's replication (-1: the broker's
     // default), so they survived their leader.

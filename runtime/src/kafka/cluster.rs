@@ -261,7 +261,7 @@ impl KafkaCluster {
         let txn_timeout = millis(&config, "transaction.timeout.ms")
             .map_or(Duration::from_secs(60), Duration::from_millis);
         Ok(KafkaProducer {
-            producer,
+            producer: Arc::new(producer),
             tracker,
             transactional_id: transactional_id.map(str::to_owned),
             txn_timeout,
@@ -269,6 +269,7 @@ impl KafkaCluster {
             group_metadata: BTreeMap::new(),
             config: self.config.clone(),
             timeout: self.timeout,
+            stuck: None,
         })
     }
 }
@@ -960,7 +961,9 @@ impl ProducerContext for DeliveryTracker {
 }
 
 struct KafkaProducer {
-    producer: BaseProducer<DeliveryTracker>,
+    /// Shared with a helper thread while a transactional call that may
+    /// hang runs there (see [`call_bounded`]).
+    producer: Arc<BaseProducer<DeliveryTracker>>,
     tracker: DeliveryTracker,
     transactional_id: Option<String>,
     /// Its `transaction.timeout.ms`.
@@ -971,6 +974,54 @@ struct KafkaProducer {
     group_metadata: BTreeMap<String, BaseConsumer>,
     config: KafkaConfig,
     timeout: Duration,
+    /// Why this producer was given up, if a call of its got stuck: every
+    /// later transactional call fails with it at once.
+    stuck: Option<String>,
+}
+
+/// How much longer than its own timeout a transactional call may take
+/// before its producer is given up as stuck.
+const STUCK_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `call` on a helper thread and waits for it until `deadline`:
+/// `None` if it has not returned by then (the thread is left to finish on
+/// its own, holding what `call` owns). For librdkafka calls that can block
+/// past their own timeout.
+fn call_bounded<T: Send + 'static>(
+    name: &str,
+    deadline: Duration,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<T>, ClusterError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(format!("brook-{name}"))
+        .spawn(move || {
+            let _ = tx.send(call());
+        })
+        .map_err(|e| client_err(format!("starting a thread for {name}"), e))?;
+    match rx.recv_timeout(deadline) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ClusterError::Client(format!(
+            "{name} ended without an answer (its thread panicked)"
+        ))),
+    }
+}
+
+/// The group membership `send_offsets_to_transaction` carries: a
+/// subscribed consumer's, or that of a consumer made for the group.
+enum OffsetsMember {
+    Subscribed(crate::cluster::GroupMetadata),
+    Own(rdkafka::consumer::ConsumerGroupMetadata),
+}
+
+impl OffsetsMember {
+    fn get(&self) -> Option<&rdkafka::consumer::ConsumerGroupMetadata> {
+        match self {
+            OffsetsMember::Subscribed(m) => m.downcast_ref(),
+            OffsetsMember::Own(m) => Some(m),
+        }
+    }
 }
 
 /// A duration property of `config` in milliseconds, if set.
@@ -1103,10 +1154,20 @@ impl KafkaProducer {
         })
     }
 
+    /// Its transactional id, unless it is not transactional or was given
+    /// up as stuck.
     fn txn_id(&self) -> Result<&str, ClusterError> {
-        self.transactional_id
+        let id = self
+            .transactional_id
             .as_deref()
-            .ok_or_else(|| ClusterError::TransactionState("not a transactional producer".into()))
+            .ok_or_else(|| ClusterError::TransactionState("not a transactional producer".into()))?;
+        match &self.stuck {
+            Some(reason) => Err(ClusterError::TransactionAborted {
+                transactional_id: id.to_owned(),
+                reason: reason.clone(),
+            }),
+            None => Ok(id),
+        }
     }
 }
 
@@ -1232,29 +1293,65 @@ impl ClusterProducer for KafkaProducer {
         let list = offsets_list(offsets)?;
         // A subscribed consumer's membership: the broker refuses the offsets
         // if that member has lost the partitions (zombie fencing).
-        if let Some(metadata) =
-            member.and_then(|m| m.downcast_ref::<rdkafka::consumer::ConsumerGroupMetadata>())
-        {
-            return self
-                .producer
-                .send_offsets_to_transaction(&list, metadata, self.timeout)
-                .map_err(|e| self.txn_failed(&id, "send_offsets_to_transaction", e, Some(group)));
+        let member = match member.filter(|m| {
+            m.downcast_ref::<rdkafka::consumer::ConsumerGroupMetadata>()
+                .is_some()
+        }) {
+            Some(m) => OffsetsMember::Subscribed(m.clone()),
+            None => {
+                if !self.group_metadata.contains_key(group) {
+                    let consumer: BaseConsumer =
+                        self.config.consumer(group).create().map_err(|e| {
+                            client_err(format!("creating a consumer in group {group:?}"), e)
+                        })?;
+                    self.group_metadata.insert(group.to_owned(), consumer);
+                }
+                OffsetsMember::Own(
+                    self.group_metadata
+                        .get(group)
+                        .and_then(|c| c.group_metadata())
+                        .ok_or_else(|| {
+                            ClusterError::Client(format!("no metadata for group {group:?}"))
+                        })?,
+                )
+            }
+        };
+        // librdkafka 2.12 can block in this call forever, whatever its
+        // timeout, once the group coordinator's broker is gone (librdkafka
+        // issues 5456 and 5511; seen here with gdb when a node of three was
+        // killed). So it runs on a helper thread: stuck past its timeout,
+        // the producer is given up (the transaction is still open, nothing
+        // is committed) and the stream thread starts over with a new one,
+        // whose init_transactions fences this one and aborts what it left.
+        let producer = Arc::clone(&self.producer);
+        let timeout = self.timeout;
+        let answer = call_bounded("send-offsets", timeout + STUCK_GRACE, move || {
+            member
+                .get()
+                .map(|metadata| producer.send_offsets_to_transaction(&list, metadata, timeout))
+        })?;
+        match answer {
+            Some(Some(result)) => result
+                .map_err(|e| self.txn_failed(&id, "send_offsets_to_transaction", e, Some(group))),
+            Some(None) => Err(ClusterError::Client(format!(
+                "no metadata for group {group:?}"
+            ))),
+            None => {
+                let reason = format!(
+                    "send_offsets_to_transaction did not return within {:.0} s (its timeout is \
+                     {:.0} s): librdkafka's transaction manager is stuck (librdkafka issues 5456, \
+                     5511); the producer is given up and a new one fences it",
+                    (timeout + STUCK_GRACE).as_secs_f64(),
+                    timeout.as_secs_f64()
+                );
+                tracing::warn!(transactional_id = %id, group, "{reason}");
+                self.stuck = Some(reason.clone());
+                Err(ClusterError::TransactionAborted {
+                    transactional_id: id,
+                    reason,
+                })
+            }
         }
-        if !self.group_metadata.contains_key(group) {
-            let consumer: BaseConsumer =
-                self.config.consumer(group).create().map_err(|e| {
-                    client_err(format!("creating a consumer in group {group:?}"), e)
-                })?;
-            self.group_metadata.insert(group.to_owned(), consumer);
-        }
-        let metadata = self
-            .group_metadata
-            .get(group)
-            .and_then(|c| c.group_metadata())
-            .ok_or_else(|| ClusterError::Client(format!("no metadata for group {group:?}")))?;
-        self.producer
-            .send_offsets_to_transaction(&list, &metadata, self.timeout)
-            .map_err(|e| self.txn_failed(&id, "send_offsets_to_transaction", e, Some(group)))
     }
 
     fn commit_transaction(&mut self) -> Result<(), ClusterError> {
@@ -1275,5 +1372,31 @@ impl ClusterProducer for KafkaProducer {
         // Deliveries of an aborted transaction do not count as failures.
         let _ = self.take_failure();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::call_bounded;
+
+    #[test]
+    fn a_call_that_does_not_return_is_given_up_at_its_deadline() {
+        // Blocks until `hold` is dropped, at the end of the test.
+        let (hold, blocked) = std::sync::mpsc::channel::<()>();
+        let started = Instant::now();
+        let answer = call_bounded("test", Duration::from_millis(300), move || {
+            blocked.recv().is_ok()
+        });
+        let waited = started.elapsed();
+        assert!(matches!(answer, Ok(None)), "{answer:?}");
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        drop(hold);
+        let answer = call_bounded("test", Duration::from_secs(30), || 7);
+        assert!(matches!(answer, Ok(Some(7))), "{answer:?}");
     }
 }
