@@ -39,7 +39,7 @@ use super::generate::{Pace, run_paced};
 use super::generator::{
     Encoder, Generated, Generator, GeneratorConfig, GeneratorStats, SchemaMode,
 };
-use super::topics::{Mode, TopicsFile, all_match, provision};
+use super::topics::{Mode, Status, TopicsFile, all_match, provision};
 use crate::args::Args;
 use crate::registry::ClusterSchemaStore;
 
@@ -259,6 +259,30 @@ pub fn run_demo(options: &DemoOptions, stop: Arc<AtomicBool>) -> Result<DemoRepo
             if !all_match(&reports) {
                 bail!("some topics differ from apps/eventmart/topics.toml (see above)");
             }
+            // Read back what the broker keeps (DescribeConfigs): the created
+            // topics too, once their metadata has reached the broker.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let verified = loop {
+                let reports = runtime.block_on(provision(&admin, &topics, Mode::Verify, true))?;
+                if all_match(&reports) || Instant::now() > deadline {
+                    break reports;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            };
+            if !all_match(&verified) {
+                for r in verified
+                    .iter()
+                    .filter(|r| matches!(r.status, Status::Differs(_)))
+                {
+                    say(format!("  {r}"));
+                }
+                bail!("the broker's topics differ from apps/eventmart/topics.toml (see above)");
+            }
+            say(format!(
+                "topics: {} verified with DescribeConfigs (partitions, cleanup.policy, retention and \
+                 the other configs of apps/eventmart/topics.toml)",
+                verified.len()
+            ));
         }
     }
 
