@@ -49,12 +49,7 @@ const TS_STEP_MS: i64 = 20;
 /// a run of up to 90,000 records.
 fn ts_base_ms() -> i64 {
     static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *BASE.get_or_init(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        (now - 30 * 60 * 1000) / 1000 * 1000
-    })
+    *BASE.get_or_init(|| (brook_testkit::now_ms() - 30 * 60 * 1000) / 1000 * 1000)
 }
 
 fn env_or(name: &str, default: u64) -> u64 {

@@ -1,7 +1,6 @@
 //! Unique names for topics and consumer groups.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -15,10 +14,7 @@ pub struct Namespace {
 impl Namespace {
     /// A new namespace: `brook-<pid>-<start time>-<counter>`.
     pub fn fresh() -> Self {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
+        let millis = crate::now_ms();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Namespace {
             prefix: format!("brook-{}-{millis}-{n}", std::process::id()),
