@@ -1008,22 +1008,6 @@ fn call_bounded<T: Send + 'static>(
     }
 }
 
-/// The group membership `send_offsets_to_transaction` carries: a
-/// subscribed consumer's, or that of a consumer made for the group.
-enum OffsetsMember {
-    Subscribed(crate::cluster::GroupMetadata),
-    Own(rdkafka::consumer::ConsumerGroupMetadata),
-}
-
-impl OffsetsMember {
-    fn get(&self) -> Option<&rdkafka::consumer::ConsumerGroupMetadata> {
-        match self {
-            OffsetsMember::Subscribed(m) => m.downcast_ref(),
-            OffsetsMember::Own(m) => Some(m),
-        }
-    }
-}
-
 /// A duration property of `config` in milliseconds, if set.
 fn millis(config: &rdkafka::ClientConfig, key: &str) -> Option<u64> {
     config.get(key).and_then(|v| v.parse().ok())
@@ -1292,12 +1276,13 @@ impl ClusterProducer for KafkaProducer {
         let id = self.txn_id()?.to_owned();
         let list = offsets_list(offsets)?;
         // A subscribed consumer's membership: the broker refuses the offsets
-        // if that member has lost the partitions (zombie fencing).
+        // if that member has lost the partitions (zombie fencing). Else
+        // that of a consumer made for the group.
         let member = match member.filter(|m| {
             m.downcast_ref::<rdkafka::consumer::ConsumerGroupMetadata>()
                 .is_some()
         }) {
-            Some(m) => OffsetsMember::Subscribed(m.clone()),
+            Some(m) => m.clone(),
             None => {
                 if !self.group_metadata.contains_key(group) {
                     let consumer: BaseConsumer =
@@ -1306,7 +1291,7 @@ impl ClusterProducer for KafkaProducer {
                         })?;
                     self.group_metadata.insert(group.to_owned(), consumer);
                 }
-                OffsetsMember::Own(
+                crate::cluster::GroupMetadata::new(
                     self.group_metadata
                         .get(group)
                         .and_then(|c| c.group_metadata())
@@ -1327,7 +1312,7 @@ impl ClusterProducer for KafkaProducer {
         let timeout = self.timeout;
         let answer = call_bounded("send-offsets", timeout + STUCK_GRACE, move || {
             member
-                .get()
+                .downcast_ref::<rdkafka::consumer::ConsumerGroupMetadata>()
                 .map(|metadata| producer.send_offsets_to_transaction(&list, metadata, timeout))
         })?;
         match answer {
