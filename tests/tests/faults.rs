@@ -99,11 +99,13 @@ fn wait_complete(
         }
         if started.elapsed() > timeout {
             return Err(format!(
-                "{missing} of {} input records never reached the output; the instance is \
-                 {:?}, its thread failures: {:?}",
+                "{missing} of {} input records never reached the output ({} records there); \
+                 the instance is {:?}, its thread failures: {:?}, its threads: {:?}",
                 inputs.len(),
+                outputs.len(),
                 streams.state(),
-                streams.errors()
+                streams.errors(),
+                streams.threads_metrics()
             )
             .into());
         }

@@ -83,6 +83,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+mod kafka;
 mod workloads;
 
 const USAGE: &str =
@@ -138,8 +139,16 @@ fn main() {
             "label",
             "count-child",
             "engine-child",
+            "kafka-child",
+            "raw-child",
+            "kafka-records",
+            "kafka-warmup",
+            "kafka-runs",
             "only",
-        ],
+        ]
+        .into_iter()
+        .chain(kafka::CHILD_OPTIONS)
+        .collect::<Vec<_>>(),
         USAGE,
     ) {
         Ok(args) => args,
@@ -186,6 +195,19 @@ fn main() {
                 eprintln!("brook-bench: {error:#}");
                 std::process::exit(1);
             }
+        }
+    }
+    // The real-broker group's framework processes.
+    for (mode, child) in [
+        ("kafka-child", kafka::brook_child as fn(&Args) -> Result<()>),
+        ("raw-child", kafka::raw_child),
+    ] {
+        if args.get(mode).is_some() {
+            if let Err(error) = child(&args) {
+                eprintln!("brook-bench --{mode}: {error:#}");
+                std::process::exit(1);
+            }
+            return;
         }
     }
     if let Err(error) = run(&args) {
@@ -302,6 +324,7 @@ fn run(args: &Args) -> Result<()> {
         "baseline",
         "avro",
         "lake",
+        "kafka",
     ];
     if let Some(unknown) = only
         .iter()
@@ -415,6 +438,29 @@ fn run(args: &Args) -> Result<()> {
         eprintln!("run {run}/{runs} done");
     }
 
+    // The real-broker group: its own broker, rounds and figures.
+    let mut kafka_samples = Vec::new();
+    if want("kafka") {
+        let kafka_runs: usize = args.parse_or("kafka-runs", 3)?;
+        let kafka_records: usize = args.parse_or("kafka-records", 300_000)?;
+        let kafka_warmup: usize = args.parse_or("kafka-warmup", 100_000)?;
+        if kafka_runs == 0 || kafka_records == 0 || kafka_warmup == 0 {
+            bail!("--kafka-runs, --kafka-records and --kafka-warmup must be positive");
+        }
+        let mut bench =
+            kafka::KafkaBench::start(kafka::Programs::locate()?, kafka_warmup, kafka_records)
+                .context("starting the real-broker benchmarks")?;
+        eprintln!(
+            "kafka: broker at {}, {kafka_warmup} warm-up + {kafka_records} timed records per run",
+            bench.bootstrap()
+        );
+        for round in 1..=kafka_runs {
+            kafka::round(&mut bench, &mut kafka_samples)
+                .with_context(|| format!("kafka round {round}"))?;
+            eprintln!("kafka round {round}/{kafka_runs} done");
+        }
+    }
+
     let mut samples = vec![
         partition,
         produce,
@@ -444,6 +490,7 @@ fn run(args: &Args) -> Result<()> {
         lake_bytes,
     ]);
     samples.extend(engine.into_iter().flatten());
+    samples.extend(kafka_samples);
     let samples: Vec<Sample> = samples.into_iter().filter(|s| !s.runs.is_empty()).collect();
     let mut table = render_table(&samples, runs, records, &label);
     let comparisons = compare(&samples);
@@ -465,7 +512,7 @@ fn run(args: &Args) -> Result<()> {
 /// One ratio or goal: `what` = `value` (a ratio of medians, or a measured
 /// median) against `goal` (`None`: reported only).
 struct Comparison {
-    what: &'static str,
+    what: String,
     value: f64,
     unit: &'static str,
     goal: Option<(f64, bool)>,
@@ -476,12 +523,12 @@ struct Comparison {
 fn compare(samples: &[Sample]) -> Vec<Comparison> {
     let median = |name: &str| samples.iter().find(|s| s.name == name).map(Sample::median);
     let mut out = Vec::new();
-    let mut ratio = |what, a: &str, b: &str, goal: Option<f64>| {
+    let mut ratio = |what: &str, a: &str, b: &str, goal: Option<f64>| {
         if let (Some(a), Some(b)) = (median(a), median(b))
             && b > 0.0
         {
             out.push(Comparison {
-                what,
+                what: what.to_owned(),
                 value: a / b,
                 unit: "×",
                 goal: goal.map(|g| (g, true)),
@@ -551,10 +598,10 @@ fn compare(samples: &[Sample]) -> Vec<Comparison> {
         "e2e_stateless_mock",
         None,
     );
-    let mut measured = |what, name: &str, unit, goal: f64, higher: bool| {
+    let mut measured = |what: &str, name: &str, unit, goal: f64, higher: bool| {
         if let Some(v) = median(name) {
             out.push(Comparison {
-                what,
+                what: what.to_owned(),
                 value: v,
                 unit,
                 goal: Some((goal, higher)),
@@ -589,6 +636,7 @@ fn compare(samples: &[Sample]) -> Vec<Comparison> {
         512.0,
         false,
     );
+    out.extend(kafka::comparisons(&median));
     out
 }
 

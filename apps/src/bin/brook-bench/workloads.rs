@@ -51,16 +51,26 @@ fn input_record(topic: &str, key: String, value: Vec<u8>, timestamp: i64) -> Pro
     }
 }
 
-/// The stateless, windowed-count and join topologies over `bench-in`.
-fn generic_topology(workload: &str) -> Result<Topology> {
+/// The stateless, windowed-count and join topologies (and a count per
+/// key, no window: `count_distinct`) from `input` to `output`, the join's
+/// table on `table`; `seen` is called on every input record.
+pub fn generic_topology(
+    workload: &str,
+    input: &str,
+    output: &str,
+    table: &str,
+    seen: impl Fn() + Send + Sync + 'static,
+) -> Result<Topology> {
     let b = StreamsBuilder::new();
-    let input = b.stream("bench-in", Consumed::with(Utf8, RawBytes));
+    let input = b
+        .stream(input, Consumed::with(Utf8, RawBytes))
+        .peek(move |_, _| seen());
     match workload {
         "stateless" => {
             input
                 .map_values(|v: Vec<u8>| v.len() as i64 + i64::from(v[0]))
                 .filter(|_, n: &i64| n % 2 == 0)
-                .to("bench-out", Produced::with(Utf8, Json::<i64>::new()));
+                .to(output, Produced::with(Utf8, Json::<i64>::new()));
         }
         "windowed_count" => {
             input
@@ -76,11 +86,23 @@ fn generic_topology(workload: &str) -> Result<Topology> {
                 ))
                 .to_stream()
                 .map(|w, c| (w.key.clone(), c.unwrap_or(0)))
-                .to("bench-out", Produced::with(Utf8, Json::<i64>::new()));
+                .to(output, Produced::with(Utf8, Json::<i64>::new()));
+        }
+        "count_distinct" => {
+            input
+                .group_by_key(Grouped::with(Utf8, RawBytes))
+                .count(Materialized::named(
+                    "bench-counts",
+                    Utf8,
+                    Json::<i64>::new(),
+                ))
+                .to_stream()
+                .map_values(|c: Option<i64>| c.unwrap_or(0))
+                .to(output, Produced::with(Utf8, Json::<i64>::new()));
         }
         "stream_table_join" => {
             let table = b.table(
-                "bench-table",
+                table,
                 Consumed::with(Utf8, Utf8),
                 Materialized::named("bench-table-store", Utf8, Utf8),
             );
@@ -90,7 +112,7 @@ fn generic_topology(workload: &str) -> Result<Topology> {
                     |_, v: Vec<u8>, name: String| format!("{name}:{}", v.len()),
                     Joined::named("bench-join", Utf8, RawBytes),
                 )
-                .to("bench-out", Produced::with(Utf8, Utf8));
+                .to(output, Produced::with(Utf8, Utf8));
         }
         other => bail!("no workload {other:?}"),
     }
@@ -128,7 +150,10 @@ pub fn engine(workload: &str, records: usize) -> Result<EngineRun> {
                 0,
             ))?;
         }
-        (generic_topology(workload)?, None)
+        (
+            generic_topology(workload, "bench-in", "bench-out", "bench-table", || {})?,
+            None,
+        )
     };
     let dir = tempfile::tempdir()?;
     let mut config = StreamsConfig::new("bench").state_dir(dir.path());
@@ -336,12 +361,9 @@ pub fn quix(
     output: &str,
     records: usize,
 ) -> Result<Throughput> {
-    let python = std::env::var("BROOK_BENCH_PYTHON").unwrap_or_else(|_| {
-        let cache = std::env::var("BROOK_CACHE").unwrap_or_else(|_| {
-            format!("{}/.cache/brook", std::env::var("HOME").unwrap_or_default())
-        });
-        format!("{cache}/bench-venv/bin/python")
-    });
+    let python =
+        std::env::var_os("BROOK_BENCH_PYTHON").map_or_else(bench_python, std::path::PathBuf::from);
+    let python = python.display().to_string();
     let script = std::env::var("BROOK_BENCH_QUIX").unwrap_or_else(|_| "bench/quix_bench.py".into());
     let out = std::process::Command::new(&python)
         .args([
@@ -385,6 +407,18 @@ pub fn quix(
             .as_f64()
             .context("records_per_cpu_second")?,
     })
+}
+
+/// The bench venv's python (`scripts/install-python.sh bench`).
+pub fn bench_python() -> std::path::PathBuf {
+    let cache = std::env::var_os("BROOK_CACHE").map_or_else(
+        || {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/brook")
+        },
+        std::path::PathBuf::from,
+    );
+    cache.join("bench-venv/bin/python")
 }
 
 /// Records/s, and records per CPU-second of the framework's threads.

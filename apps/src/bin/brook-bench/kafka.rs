@@ -1,0 +1,1148 @@
+//! `make bench`'s real-broker group (`--only kafka`): brook, Kafka Streams
+//! (`bench/kstreams/`, one runnable jar), Quix Streams and the raw
+//! librdkafka loop, each as a process of its own against one Apache Kafka
+//! 4.4 broker (`brook-kafka`, a JVM with a 1 GiB heap), on the same input
+//! topics: the same records, keys and bytes for every framework.
+//!
+//! A run starts the framework's process with the same flags for all
+//! (workload, topics, guarantee, stream threads, 100 ms commits, state
+//! directory, warm-up count) and reads the lines it prints: `warm <ms>` when
+//! its source has seen the warm-up records (timing starts), `running <ms>`
+//! when it reached RUNNING. The harness counts the results arriving on the
+//! output topic with a read_committed consumer, and the run ends when every
+//! expected result is readable. Measured per run: records/s (timed records
+//! over the wall clock from `warm` to the last result), records per
+//! CPU-second of the framework's process (utime + stime from /proc, all
+//! its threads: the JVM's JIT and GC included, the broker's not), the
+//! process's peak RSS (VmHWM) and the broker's CPU over the same interval
+//! (percent of the machine's cores: the broker shares them).
+//!
+//! The frameworks' client settings are the same where both expose them:
+//! `max.poll.records` 1000, `linger.ms` 5, `batch.size` 1,000,000 (librdkafka's
+//! default), no compression, `acks=all`, `session.timeout.ms` 10 s, `auto.offset.reset`
+//! earliest. brook's windowed aggregations emit one update per record for now
+//! (its record cache covers key-value stores), so Kafka Streams runs with
+//! `statestore.cache.max.bytes=0` and both write the same number of results.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use brook_apps::args::Args;
+use brook_runtime::cluster::Cluster;
+use brook_runtime::kafka::{KafkaCluster, KafkaConfig};
+use brook_runtime::streams::{KafkaStreams, StreamsState};
+use brook_runtime::thread::{ProcessingGuarantee, StreamsConfig};
+use brook_topology::TopicSpec;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+use super::{PARTITIONS, Sample, VALUE_BYTES};
+
+/// The workloads on the real broker.
+pub const WORKLOADS: [&str; 4] = [
+    "stateless",
+    "windowed_count",
+    "stream_table_join",
+    "revenue_per_category",
+];
+
+/// The broker's JVM: a heap of its own size, the default (G1, tiered) JIT.
+const BROKER_JVM_OPTS: &str = "-Xms1g -Xmx1g -XX:+UseG1GC";
+/// Kafka Streams' JVM: the same heap as the broker's, G1.
+const KSTREAMS_JVM_OPTS: [&str; 3] = ["-Xms1g", "-Xmx1g", "-XX:+UseG1GC"];
+const COMMIT_INTERVAL_MS: u64 = 100;
+const SESSION_TIMEOUT_MS: u64 = 10_000;
+/// The revenue windows' grace: longer than the clicks' whole span (5 ms
+/// apart), so no purchase is late however far one input partition runs
+/// ahead of another on its way through the repartition topic, and every
+/// framework writes one result per purchase. (With EventMart's 30 s, how
+/// many are dropped as late depends on each framework's processing order.)
+const REVENUE_GRACE_MS: u64 = 3_600_000;
+/// Keys of the generic workloads.
+const KEYS: usize = 100;
+/// A run that has not delivered every result by then failed.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The frameworks compared.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Framework {
+    Brook,
+    KafkaStreams,
+    Quix,
+    Raw,
+}
+
+impl Framework {
+    fn name(self) -> &'static str {
+        match self {
+            Framework::Brook => "brook",
+            Framework::KafkaStreams => "kstreams",
+            Framework::Quix => "quix",
+            Framework::Raw => "raw",
+        }
+    }
+}
+
+/// Processing guarantees, as the frameworks spell them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Guarantee {
+    AtLeastOnce,
+    ExactlyOnceV2,
+}
+
+impl Guarantee {
+    fn flag(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "at_least_once",
+            Guarantee::ExactlyOnceV2 => "exactly_once_v2",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "alos",
+            Guarantee::ExactlyOnceV2 => "eos",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "at_least_once" => Ok(Guarantee::AtLeastOnce),
+            "exactly_once_v2" => Ok(Guarantee::ExactlyOnceV2),
+            other => bail!("--guarantee {other:?}: at_least_once or exactly_once_v2"),
+        }
+    }
+}
+
+/// One framework run's figures.
+#[derive(Debug)]
+pub struct Measured {
+    /// Timed records per second, wall clock.
+    pub rate: f64,
+    /// Timed records per CPU-second of the framework's process.
+    pub per_cpu_second: f64,
+    /// The process's peak RSS, MiB.
+    pub peak_rss_mib: f64,
+    /// The broker's CPU over the timed interval, percent of all cores.
+    pub broker_cpu_pct: f64,
+}
+
+/// What a run reads and how many results it waits for.
+struct Input {
+    topic: String,
+    output: String,
+    table: Option<String>,
+    expected: u64,
+}
+
+/// Where the other programs are.
+pub struct Programs {
+    /// brook-kafka (the broker).
+    pub broker: PathBuf,
+    /// The Kafka Streams jar.
+    pub kstreams_jar: PathBuf,
+    /// The bench venv's python and bench/quix_bench.py.
+    pub python: PathBuf,
+    pub quix_script: PathBuf,
+    /// The v2 click schema (schemas/subjects/ecommerce-events-value/v2.avsc).
+    pub click_schema: PathBuf,
+}
+
+impl Programs {
+    /// From the environment scripts/bench.sh sets, else beside this binary
+    /// and in the working directory.
+    pub fn locate() -> Result<Self> {
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().context("brook-bench has no directory")?;
+        let env_or =
+            |name: &str, default: PathBuf| std::env::var_os(name).map_or(default, PathBuf::from);
+        let programs = Programs {
+            broker: env_or("BROOK_BENCH_BROKER", dir.join("brook-kafka")),
+            kstreams_jar: env_or(
+                "BROOK_BENCH_KSTREAMS_JAR",
+                PathBuf::from("bench/kstreams/target/brook-kstreams-bench.jar"),
+            ),
+            python: env_or("BROOK_BENCH_PYTHON", super::workloads::bench_python()),
+            quix_script: env_or("BROOK_BENCH_QUIX", PathBuf::from("bench/quix_bench.py")),
+            click_schema: env_or(
+                "BROOK_BENCH_CLICK_SCHEMA",
+                PathBuf::from("schemas/subjects/ecommerce-events-value/v2.avsc"),
+            ),
+        };
+        for (what, path, how) in [
+            (
+                "brook-kafka",
+                &programs.broker,
+                "cargo build --release -p brook-testkit --bin brook-kafka",
+            ),
+            (
+                "the Kafka Streams jar",
+                &programs.kstreams_jar,
+                "mvn -f bench/kstreams/pom.xml package (scripts/bench.sh does)",
+            ),
+            (
+                "the click schema",
+                &programs.click_schema,
+                "run from the repository root",
+            ),
+        ] {
+            if !path.exists() {
+                bail!("{what} is not at {} ({how})", path.display());
+            }
+        }
+        Ok(programs)
+    }
+}
+
+/// The real-broker benchmarks: one broker for all runs, the inputs loaded
+/// once.
+pub struct KafkaBench {
+    programs: Programs,
+    broker: BrokerProcess,
+    registry: brook_schemas::server::RegistryServer,
+    config: KafkaConfig,
+    dir: tempfile::TempDir,
+    warmup: usize,
+    records: usize,
+    inputs: BTreeMap<&'static str, Input>,
+    runs: u64,
+}
+
+impl KafkaBench {
+    /// Starts the broker and loads `warmup + records` input records per
+    /// workload.
+    pub fn start(programs: Programs, warmup: usize, records: usize) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("brook-bench-kafka-")
+            .tempdir()?;
+        let broker = BrokerProcess::start(&programs.broker, dir.path())?;
+        let config = KafkaConfig::new(&broker.bootstrap);
+        let registry = brook_schemas::server::RegistryServer::start_in_memory()?;
+        let mut bench = KafkaBench {
+            programs,
+            broker,
+            registry,
+            config,
+            dir,
+            warmup,
+            records,
+            inputs: BTreeMap::new(),
+            runs: 0,
+        };
+        bench.load()?;
+        Ok(bench)
+    }
+
+    /// The broker's address.
+    pub fn bootstrap(&self) -> &str {
+        &self.broker.bootstrap
+    }
+
+    fn load(&mut self) -> Result<()> {
+        let total = self.warmup + self.records;
+        let cluster = KafkaCluster::new(self.config.clone())?;
+        let spec = |name: &str| TopicSpec::new(name, PARTITIONS).replication(1);
+        cluster.create_topics(&[spec("bench-in"), spec("bench-table"), spec("bench-out")])?;
+        let producer: BaseProducer = self.config.producer().create()?;
+        let base = now_ms();
+        // The table's rows are older than every stream record, so a
+        // framework that picks the lowest timestamp first joins them first.
+        for k in 0..KEYS {
+            send(
+                &producer,
+                "bench-table",
+                format!("key-{k}").as_bytes(),
+                format!("customer {k}").as_bytes(),
+                base - 3_600_000,
+            )?;
+        }
+        let value = vec![b'x'; VALUE_BYTES];
+        for i in 0..total {
+            // 100 records per ms: 1 s windows hold 100,000 records.
+            send(
+                &producer,
+                "bench-in",
+                format!("key-{}", i % KEYS).as_bytes(),
+                &value,
+                base + (i / 100) as i64,
+            )?;
+        }
+        producer.flush(Duration::from_secs(120))?;
+        let every = total as u64;
+        for (workload, expected) in [
+            ("stateless", every),
+            ("windowed_count", every),
+            ("stream_table_join", every),
+        ] {
+            self.inputs.insert(
+                workload,
+                Input {
+                    topic: "bench-in".into(),
+                    output: "bench-out".into(),
+                    table: (workload == "stream_table_join").then(|| "bench-table".into()),
+                    expected,
+                },
+            );
+        }
+        let purchases = self.load_clicks(&cluster, &producer, total)?;
+        self.inputs.insert(
+            "revenue_per_category",
+            Input {
+                topic: brook_schemas::events::ecommerce::TOPIC.into(),
+                output: "eventmart-analytics".into(),
+                table: None,
+                expected: purchases,
+            },
+        );
+        Ok(())
+    }
+
+    /// `total` v2 clicks from EventMart's generator, Avro with the
+    /// registry's framing, stamped from now on, 5 ms apart; returns how many
+    /// are purchases with a category and a price (one result each).
+    fn load_clicks(
+        &self,
+        cluster: &KafkaCluster,
+        producer: &BaseProducer,
+        total: usize,
+    ) -> Result<u64> {
+        use brook_apps::eventmart::generator::{
+            Encoder, Generated, Generator, GeneratorConfig, SchemaMode,
+        };
+        use brook_schemas::events::ecommerce::EventType;
+        let cfg = self.eventmart()?;
+        let wanted = [
+            brook_schemas::events::ecommerce::TOPIC,
+            "eventmart-analytics",
+        ];
+        let specs: Vec<TopicSpec> = cfg
+            .topics
+            .topics
+            .iter()
+            .filter(|t| wanted.contains(&t.name.as_str()))
+            .map(|t| t.clone().replication(1))
+            .collect();
+        cluster.create_topics(&specs)?;
+        let encoder = Encoder::new(cfg.registry.clone());
+        let mut generator = Generator::new(GeneratorConfig {
+            schema: SchemaMode::V2,
+            users: 1_000,
+            ..GeneratorConfig::default()
+        });
+        let (mut n, mut purchases) = (0, 0);
+        let mut t = now_ms();
+        while n < total {
+            t += 5;
+            let e = generator.next(t);
+            if let Generated::Click(c) = &e {
+                let v2 = c.as_v2();
+                if v2.event_type == EventType::Purchase
+                    && v2.category.is_some()
+                    && v2.price.is_some()
+                {
+                    purchases += 1;
+                }
+                send(
+                    producer,
+                    brook_schemas::events::ecommerce::TOPIC,
+                    e.key().as_bytes(),
+                    &encoder.encode(&e)?,
+                    e.timestamp(),
+                )?;
+                n += 1;
+            }
+        }
+        producer.flush(Duration::from_secs(120))?;
+        Ok(purchases)
+    }
+
+    fn eventmart(&self) -> Result<brook_apps::eventmart::apps::EventMartConfig> {
+        use brook_connectors::avro::{RegistryClientConfig, SchemaRegistryClient};
+        let client = SchemaRegistryClient::new(RegistryClientConfig::new(self.registry.url()))?;
+        Ok(brook_apps::eventmart::apps::EventMartConfig::new(
+            "", client,
+        ))
+    }
+
+    /// Runs `framework` on `workload` once in a fresh process and consumer
+    /// group.
+    pub fn run(
+        &mut self,
+        framework: Framework,
+        workload: &str,
+        guarantee: Guarantee,
+        threads: usize,
+    ) -> Result<Measured> {
+        self.runs += 1;
+        let input = self
+            .inputs
+            .get(workload)
+            .with_context(|| format!("no input for workload {workload:?}"))?;
+        let app_id = format!(
+            "bench-{}-{workload}-{}-{threads}t-{}",
+            framework.name(),
+            guarantee.short(),
+            self.runs
+        );
+        let state_dir = self.dir.path().join(&app_id);
+        let mut flags: Vec<String> = [
+            ("workload", workload.to_owned()),
+            ("bootstrap", self.broker.bootstrap.clone()),
+            ("application-id", app_id.clone()),
+            ("input", input.topic.clone()),
+            ("output", input.output.clone()),
+            ("guarantee", guarantee.flag().to_owned()),
+            ("threads", threads.to_string()),
+            ("commit-interval-ms", COMMIT_INTERVAL_MS.to_string()),
+            ("session-timeout-ms", SESSION_TIMEOUT_MS.to_string()),
+            ("state-dir", state_dir.display().to_string()),
+            ("warmup", self.warmup.to_string()),
+            ("window-grace-ms", REVENUE_GRACE_MS.to_string()),
+        ]
+        .into_iter()
+        .chain(input.table.clone().map(|t| ("table", t)))
+        .flat_map(|(k, v)| [format!("--{k}"), v])
+        .collect();
+        let mut command = match framework {
+            Framework::Brook | Framework::Raw => {
+                flags.extend(["--registry".into(), self.registry.url().to_owned()]);
+                let mode = if framework == Framework::Brook {
+                    "--kafka-child"
+                } else {
+                    "--raw-child"
+                };
+                let mut c = Command::new(std::env::current_exe()?);
+                c.arg(mode).arg("1").args(&flags);
+                c
+            }
+            Framework::KafkaStreams => {
+                flags.extend([
+                    "--schema".into(),
+                    self.programs.click_schema.display().to_string(),
+                ]);
+                let mut c = Command::new("java");
+                c.args(KSTREAMS_JVM_OPTS)
+                    .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+                    .arg(format!("-Djava.io.tmpdir={}", self.dir.path().display()))
+                    .arg("-jar")
+                    .arg(&self.programs.kstreams_jar)
+                    .args(&flags);
+                c
+            }
+            Framework::Quix => {
+                let mut c = Command::new(&self.programs.python);
+                c.arg(&self.programs.quix_script).arg("kafka").args(&flags);
+                c
+            }
+        };
+        let what = format!("{app_id} ({})", self.broker.bootstrap);
+        let output = input.output.clone();
+        let expected = input.expected;
+        let timed = self.records as f64;
+        let counter = OutputCounter::at_end(&self.config, &output)?;
+        let log_path = self.dir.path().join(format!("{app_id}.log"));
+        let mut child = ChildProcess::spawn(&mut command, &log_path)
+            .with_context(|| format!("starting {what}"))?;
+        let result = measure(&mut child, counter, expected, &self.broker, timed);
+        let stopped = child.stop();
+        let measured = result
+            .and_then(|m| stopped.map(|()| m))
+            .map_err(|e| anyhow::anyhow!("{what}: {e:#}; {}", child.log_tail()))?;
+        let _ = std::fs::remove_dir_all(&state_dir);
+        Ok(measured)
+    }
+}
+
+/// Waits for `warm`, then for `expected` results, and measures.
+fn measure(
+    child: &mut ChildProcess,
+    mut counter: OutputCounter,
+    expected: u64,
+    broker: &BrokerProcess,
+    timed: f64,
+) -> Result<Measured> {
+    let started = Instant::now();
+    let mut warm: Option<(Instant, f64, f64)> = None;
+    loop {
+        if started.elapsed() > RUN_TIMEOUT {
+            bail!(
+                "{} of {expected} results after {} s (warm: {})",
+                counter.seen,
+                RUN_TIMEOUT.as_secs(),
+                warm.is_some()
+            );
+        }
+        if let Some(status) = child.exited()? {
+            bail!(
+                "exited ({status}) with {} of {expected} results",
+                counter.seen
+            );
+        }
+        while let Ok(line) = child.lines.try_recv() {
+            if line.starts_with("warm ") && warm.is_none() {
+                warm = Some((
+                    Instant::now(),
+                    cpu_seconds(child.pid())?,
+                    broker.cpu_seconds()?,
+                ));
+            }
+        }
+        counter.poll(Duration::from_millis(20))?;
+        if counter.seen >= expected {
+            let Some((at, cpu, broker_cpu)) = warm else {
+                bail!("all {expected} results arrived before the warm-up mark");
+            };
+            let elapsed = at.elapsed().as_secs_f64();
+            let cpu = cpu_seconds(child.pid())? - cpu;
+            let broker_cpu = broker.cpu_seconds()? - broker_cpu;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            return Ok(Measured {
+                rate: timed / elapsed,
+                per_cpu_second: timed / cpu.max(0.01),
+                peak_rss_mib: peak_rss_mib(child.pid())?,
+                broker_cpu_pct: 100.0 * broker_cpu / (elapsed * cores),
+            });
+        }
+    }
+}
+
+/// Counts the records arriving on a topic after a point (read_committed).
+struct OutputCounter {
+    consumer: BaseConsumer,
+    seen: u64,
+}
+
+impl OutputCounter {
+    /// From the topic's current end on.
+    fn at_end(config: &KafkaConfig, topic: &str) -> Result<Self> {
+        let consumer: BaseConsumer = config
+            .consumer("brook-bench-output-counter")
+            .set("isolation.level", "read_committed")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if partitions == 0 {
+            bail!("topic {topic} has no partitions");
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(high))?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(OutputCounter { consumer, seen: 0 })
+    }
+
+    fn poll(&mut self, wait: Duration) -> Result<()> {
+        let mut timeout = wait;
+        while let Some(message) = self.consumer.poll(timeout) {
+            message.context("reading the output")?;
+            self.seen += 1;
+            timeout = Duration::ZERO;
+        }
+        Ok(())
+    }
+}
+
+/// A framework's process: its stdout lines on a channel, its stderr in a
+/// log file.
+struct ChildProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: PathBuf,
+}
+
+impl ChildProcess {
+    fn spawn(command: &mut Command, log: &Path) -> Result<Self> {
+        let file = std::fs::File::create(log)?;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(ChildProcess {
+            child,
+            lines,
+            log: log.to_owned(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// SIGTERM, then SIGKILL after 30 s.
+    fn stop(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        signal(self.pid(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        bail!("did not stop within 30 s of SIGTERM (killed)")
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n  ");
+        format!("its log ({}) ends:\n  {tail}", self.log.display())
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The benchmark broker: `brook-kafka` and the JVM it starts.
+struct BrokerProcess {
+    child: Child,
+    bootstrap: String,
+}
+
+impl BrokerProcess {
+    fn start(program: &Path, dir: &Path) -> Result<Self> {
+        let file = dir.join("bootstrap");
+        let log = std::fs::File::create(dir.join("brook-kafka.log"))?;
+        let mut child = Command::new(program)
+            .arg("--bootstrap-file")
+            .arg(&file)
+            .env("BROOK_KAFKA_JVM_OPTS", BROKER_JVM_OPTS)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&file)
+                && !text.trim().is_empty()
+            {
+                return Ok(BrokerProcess {
+                    child,
+                    bootstrap: text.trim().to_owned(),
+                });
+            }
+            if let Some(status) = child.try_wait()? {
+                let mut log = String::new();
+                std::fs::File::open(dir.join("brook-kafka.log"))?.read_to_string(&mut log)?;
+                bail!("brook-kafka exited ({status}): {log}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("brook-kafka did not start within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// CPU time of brook-kafka and its descendants (the JVM), seconds.
+    fn cpu_seconds(&self) -> Result<f64> {
+        let mut total = 0.0;
+        for pid in descendants(self.child.id())? {
+            // A process may end between the listing and the read.
+            total += cpu_seconds(pid).unwrap_or(0.0);
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        signal(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) on a child this process started and has not reaped.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+/// `pid` and every process below it.
+fn descendants(pid: u32) -> Result<Vec<u32>> {
+    let mut parents: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(p) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
+            && let Some(fields) = stat_fields(&stat)
+            && let Some(ppid) = fields.get(1).and_then(|f| f.parse().ok())
+        {
+            parents.entry(ppid).or_default().push(p);
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        out.extend(parents.get(&out[i]).into_iter().flatten());
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// The fields of /proc/<pid>/stat after the command name (field 3 on).
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().collect())
+}
+
+/// User plus system CPU time of process `pid` (all its threads, finished
+/// ones included), seconds.
+#[allow(unsafe_code)]
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let fields = stat_fields(&stat).context("malformed /proc stat")?;
+    // utime and stime are fields 14 and 15; `fields` starts at field 3.
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Ok(ticks as f64 / per_second as f64)
+}
+
+/// Peak resident set of process `pid` (VmHWM), MiB.
+fn peak_rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmHWM")?;
+    Ok(kib / 1024.0)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Produces one record, waiting for room in the queue.
+fn send(
+    producer: &BaseProducer,
+    topic: &str,
+    key: &[u8],
+    value: &[u8],
+    timestamp: i64,
+) -> Result<()> {
+    let mut record = BaseRecord::to(topic)
+        .key(key)
+        .payload(value)
+        .timestamp(timestamp);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
+                producer.poll(Duration::from_millis(10));
+                record = r;
+            }
+            Err((e, _)) => return Err(e).with_context(|| format!("producing to {topic}")),
+        }
+    }
+}
+
+/// Prints a protocol line (`warm`, `running`) for the harness.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line} {}", now_ms());
+    let _ = out.flush();
+}
+
+/// The options the framework children take (the Kafka Streams jar's too).
+pub const CHILD_OPTIONS: [&str; 15] = [
+    "workload",
+    "bootstrap",
+    "application-id",
+    "input",
+    "output",
+    "table",
+    "guarantee",
+    "threads",
+    "commit-interval-ms",
+    "session-timeout-ms",
+    "state-dir",
+    "warmup",
+    "registry",
+    "schema",
+    "window-grace-ms",
+];
+
+fn required<'a>(args: &'a Args, name: &str) -> Result<&'a str> {
+    args.get(name)
+        .with_context(|| format!("--{name} is required"))
+}
+
+fn client_config(args: &Args) -> Result<KafkaConfig> {
+    Ok(KafkaConfig::new(required(args, "bootstrap")?)
+        .set_consumer(
+            "session.timeout.ms",
+            args.get("session-timeout-ms").unwrap_or("10000"),
+        )
+        .set_producer("linger.ms", "5")
+        .set_producer("batch.size", "1000000")
+        .set_producer("compression.type", "none")
+        .set_producer("acks", "all"))
+}
+
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(stop)
+}
+
+/// `brook-bench --kafka-child 1 --workload ...`: brook's side of a run,
+/// until SIGTERM.
+pub fn brook_child(args: &Args) -> Result<()> {
+    let workload = required(args, "workload")?;
+    let warmup: u64 = args.parse_or("warmup", 0)?;
+    let seen = Arc::new(AtomicU64::new(0));
+    let topology = if workload == "revenue_per_category" {
+        use brook_connectors::avro::{RegistryClientConfig, SchemaRegistryClient};
+        let client =
+            SchemaRegistryClient::new(RegistryClientConfig::new(required(args, "registry")?))?;
+        let mut cfg = brook_apps::eventmart::apps::EventMartConfig::new("", client);
+        cfg.grace = Duration::from_millis(args.parse_or("window-grace-ms", 30_000)?);
+        brook_apps::eventmart::apps::revenue_per_category(&cfg)?
+    } else {
+        let seen = seen.clone();
+        super::workloads::generic_topology(
+            workload,
+            required(args, "input")?,
+            required(args, "output")?,
+            args.get("table").unwrap_or("bench-table"),
+            move || {
+                if seen.fetch_add(1, Ordering::Relaxed) + 1 == warmup {
+                    say("warm");
+                }
+            },
+        )?
+    };
+    let mut config = StreamsConfig::new(required(args, "application-id")?);
+    if let Some(dir) = args.get("state-dir") {
+        config = config.state_dir(dir);
+    }
+    config.guarantee = match Guarantee::parse(args.get("guarantee").unwrap_or("at_least_once"))? {
+        Guarantee::AtLeastOnce => ProcessingGuarantee::AtLeastOnce,
+        Guarantee::ExactlyOnceV2 => ProcessingGuarantee::ExactlyOnceV2,
+    };
+    config.num_threads = args.parse_or("threads", 1)?;
+    config.commit_interval = Duration::from_millis(args.parse_or("commit-interval-ms", 100)?);
+    config.max_poll_records = 1_000;
+    config.replication_factor = 1;
+    let cluster = Arc::new(KafkaCluster::new(client_config(args)?)?);
+    let stop = stop_flag()?;
+    let mut streams = KafkaStreams::new(topology, config, cluster);
+    let announced = AtomicBool::new(false);
+    streams.set_state_listener(move |_, new| {
+        if new == StreamsState::Running && !announced.swap(true, Ordering::SeqCst) {
+            say("running");
+        }
+    });
+    streams.start()?;
+    // The revenue app is EventMart's own topology, without a counting
+    // step: its warm-up mark comes from the processed-records metric
+    // (repartitioned purchases included, so the mark comes a little early
+    // and the timed interval holds slightly more work than it is credited).
+    let by_metric = workload == "revenue_per_category";
+    let mut warm = !by_metric || warmup == 0;
+    while !stop.load(Ordering::SeqCst) && streams.state() != StreamsState::Error {
+        if !warm && streams.metrics().processed >= warmup {
+            say("warm");
+            warm = true;
+        }
+        std::thread::sleep(Duration::from_millis(if warm { 50 } else { 5 }));
+    }
+    streams.close()?;
+    if streams.state() == StreamsState::Error {
+        bail!("brook failed: {}", streams.errors().join("; "));
+    }
+    Ok(())
+}
+
+/// `brook-bench --raw-child 1 ...`: librdkafka consuming the input and
+/// producing each record unchanged, committing every commit interval
+/// (exactly_once_v2: one transaction per commit, offsets inside it), until
+/// SIGTERM. The ceiling for a framework's end-to-end path.
+pub fn raw_child(args: &Args) -> Result<()> {
+    use rdkafka::consumer::CommitMode;
+    let app_id = required(args, "application-id")?;
+    let input = required(args, "input")?;
+    let output = required(args, "output")?;
+    let warmup: u64 = args.parse_or("warmup", 0)?;
+    let eos = Guarantee::parse(args.get("guarantee").unwrap_or("at_least_once"))?
+        == Guarantee::ExactlyOnceV2;
+    let interval = Duration::from_millis(args.parse_or("commit-interval-ms", 100)?);
+    let kafka = client_config(args)?;
+    let consumer: BaseConsumer = kafka
+        .consumer(app_id)
+        .set("isolation.level", "read_committed")
+        .create()?;
+    consumer.subscribe(&[input])?;
+    let mut producer_config = kafka.producer();
+    if eos {
+        producer_config.set("transactional.id", app_id);
+    }
+    let producer: BaseProducer = producer_config.create()?;
+    let timeout = Duration::from_secs(30);
+    if eos {
+        producer.init_transactions(timeout)?;
+        producer.begin_transaction()?;
+    }
+    let stop = stop_flag()?;
+    let mut seen = 0u64;
+    let mut last_commit = Instant::now();
+    let mut pending = false;
+    say("running");
+    while !stop.load(Ordering::SeqCst) {
+        if let Some(message) = consumer.poll(Duration::from_millis(10)) {
+            let message = message.context("consuming")?;
+            let mut record = BaseRecord::<[u8], [u8]>::to(output);
+            if let Some(k) = message.key() {
+                record = record.key(k);
+            }
+            if let Some(v) = message.payload() {
+                record = record.payload(v);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
+                        producer.poll(Duration::from_millis(1));
+                        record = r;
+                    }
+                    Err((e, _)) => return Err(e).context("producing"),
+                }
+            }
+            seen += 1;
+            pending = true;
+            if seen == warmup {
+                say("warm");
+            }
+        }
+        producer.poll(Duration::ZERO);
+        if pending && last_commit.elapsed() >= interval {
+            let positions = consumer.position()?;
+            if eos {
+                producer.send_offsets_to_transaction(
+                    &positions,
+                    &consumer.group_metadata().context("no group metadata")?,
+                    timeout,
+                )?;
+                producer.commit_transaction(timeout)?;
+                producer.begin_transaction()?;
+            } else {
+                producer.flush(timeout)?;
+                consumer.commit(&positions, CommitMode::Sync)?;
+            }
+            last_commit = Instant::now();
+            pending = false;
+        }
+    }
+    if eos {
+        producer.abort_transaction(timeout)?;
+    }
+    Ok(())
+}
+
+/// One round of the real-broker group: every workload, guarantee and
+/// thread count for brook and Kafka Streams, and Quix Streams and the raw
+/// loop where they apply, into `samples`.
+pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>) -> Result<()> {
+    let mut push = |name: String, unit: &'static str, value: f64| match samples
+        .iter_mut()
+        .find(|s| s.name == name)
+    {
+        Some(s) => s.runs.push(value),
+        None => {
+            let mut s = Sample::new(name, unit);
+            s.runs.push(value);
+            samples.push(s);
+        }
+    };
+    for workload in WORKLOADS {
+        for guarantee in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnceV2] {
+            let mut runs = vec![
+                (Framework::Brook, 1),
+                (Framework::KafkaStreams, 1),
+                (Framework::Brook, 2),
+                (Framework::KafkaStreams, 2),
+            ];
+            if workload == "stateless" {
+                runs.push((Framework::Raw, 1));
+            }
+            if matches!(workload, "stateless" | "windowed_count") {
+                runs.push((Framework::Quix, 1));
+            }
+            for (framework, threads) in runs {
+                let m = bench
+                    .run(framework, workload, guarantee, threads)
+                    .with_context(|| {
+                        format!(
+                            "{} {workload} {} {threads} thread(s)",
+                            framework.name(),
+                            guarantee.flag()
+                        )
+                    })?;
+                let name = sample_name(framework, workload, guarantee, threads);
+                push(name.clone(), "records/s", m.rate);
+                push(format!("{name}_per_cpu"), "records/CPU-s", m.per_cpu_second);
+                push(format!("{name}_peak_rss"), "MiB", m.peak_rss_mib);
+                push(format!("{name}_broker_cpu"), "% of cores", m.broker_cpu_pct);
+                eprintln!(
+                    "  {name}: {:.0} records/s, {:.0} per CPU-s, {:.0} MiB, broker {:.0}%",
+                    m.rate, m.per_cpu_second, m.peak_rss_mib, m.broker_cpu_pct
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `kafka_<workload>_<framework>_<alos|eos>_<threads>t`.
+pub fn sample_name(
+    framework: Framework,
+    workload: &str,
+    guarantee: Guarantee,
+    threads: usize,
+) -> String {
+    format!(
+        "kafka_{workload}_{}_{}_{threads}t",
+        framework.name(),
+        guarantee.short()
+    )
+}
+
+/// The ratios and goals of the real-broker group (medians from `median`).
+pub fn comparisons(median: &dyn Fn(&str) -> Option<f64>) -> Vec<super::Comparison> {
+    let mut out = Vec::new();
+    let mut ratio = |what: String, a: String, b: String, goal: Option<(f64, bool)>| {
+        if let (Some(a), Some(b)) = (median(&a), median(&b))
+            && b > 0.0
+        {
+            out.push(super::Comparison {
+                what,
+                value: a / b,
+                unit: "×",
+                goal,
+            });
+        }
+    };
+    for guarantee in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnceV2] {
+        let g = guarantee.flag();
+        for workload in WORKLOADS {
+            for threads in [1, 2] {
+                let brook = sample_name(Framework::Brook, workload, guarantee, threads);
+                let ks = sample_name(Framework::KafkaStreams, workload, guarantee, threads);
+                ratio(
+                    format!("{workload} {g} {threads}t: brook / Kafka Streams, per CPU-second"),
+                    format!("{brook}_per_cpu"),
+                    format!("{ks}_per_cpu"),
+                    Some((2.0, true)),
+                );
+                ratio(
+                    format!("{workload} {g} {threads}t: brook / Kafka Streams, wall clock"),
+                    brook.clone(),
+                    ks.clone(),
+                    None,
+                );
+                ratio(
+                    format!("{workload} {g} {threads}t: brook / Kafka Streams, peak RSS"),
+                    format!("{brook}_peak_rss"),
+                    format!("{ks}_peak_rss"),
+                    Some((0.25, false)),
+                );
+            }
+            let brook = sample_name(Framework::Brook, workload, guarantee, 1);
+            let quix = sample_name(Framework::Quix, workload, guarantee, 1);
+            ratio(
+                format!("{workload} {g}: brook / Quix Streams, per CPU-second"),
+                format!("{brook}_per_cpu"),
+                format!("{quix}_per_cpu"),
+                Some((10.0, true)),
+            );
+            let raw = sample_name(Framework::Raw, workload, guarantee, 1);
+            ratio(
+                format!("{workload} {g}: brook / raw client, wall clock"),
+                brook.clone(),
+                raw.clone(),
+                Some((0.8, true)),
+            );
+            ratio(
+                format!("{workload} {g}: brook / raw client, per CPU-second"),
+                format!("{brook}_per_cpu"),
+                format!("{raw}_per_cpu"),
+                None,
+            );
+        }
+    }
+    out
+}
