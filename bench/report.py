@@ -54,6 +54,110 @@ def fmt(v, unit):
     return f"{v:,.0f} {unit}"
 
 
+FRAMEWORKS = [("brook", "brook"), ("kstreams", "Kafka Streams 4.4.0"),
+              ("quix", "Quix Streams 3.28.1"), ("raw", "raw librdkafka loop")]
+FRAMEWORK_COLORS = {"brook": "#16a34a", "kstreams": "#f97316", "quix": "#9ca3af", "raw": "#2563eb"}
+WORKLOADS = [("stateless", "stateless map/filter"), ("windowed_count", "1 s window count"),
+             ("stream_table_join", "stream-table join"),
+             ("revenue_per_category", "revenue per category (Avro)")]
+GUARANTEES = [("alos", "at_least_once"), ("eos", "exactly_once_v2")]
+
+
+def kafka_section(by_name, stem, rel):
+    """The real-broker group (brook-bench --only kafka): tables and a chart."""
+    def med(name):
+        r = by_name.get(name)
+        return None if r is None else r["median"]
+
+    rows = []
+    for w, wlabel in WORKLOADS:
+        for g, glabel in GUARANTEES:
+            for t in (1, 2):
+                for f, flabel in FRAMEWORKS:
+                    n = f"kafka_{w}_{f}_{g}_{t}t"
+                    if n in by_name:
+                        rows.append((wlabel, glabel, t, flabel, n))
+    if not rows:
+        return []
+    runs = len(by_name[rows[0][4]]["runs"])
+    out = [
+        "### On Apache Kafka 4.4, side by side with Kafka Streams",
+        "",
+        f"`brook-bench --only kafka` ({runs} rounds; medians): each framework runs as its own "
+        "process against one Kafka 4.4.0 broker (`brook-kafka`: one KRaft node, JVM "
+        "`-Xms1g -Xmx1g -XX:+UseG1GC`) on the same input topics (16 partitions, 100 keys, "
+        "100-byte values; EventMart's generator clicks for the revenue app), 100,000 "
+        "untimed warm-up records then 300,000 timed ones per run, 100 ms commits. Kafka "
+        "Streams 4.4.0 (`bench/kstreams/`, JVM `-Xms1g -Xmx1g -XX:+UseG1GC`, OpenJDK 17) "
+        "runs without its record cache (`statestore.cache.max.bytes=0`), as brook's windowed "
+        "stores emit every update for now; client settings equal where both expose them "
+        "(1,000 records per poll, `linger.ms` 5, `batch.size` 1,000,000, no compression, "
+        "`acks=all`). Per CPU-second: timed records over the CPU time (user + system) of "
+        "the framework's whole process, JIT and GC included; the broker's CPU is shown "
+        "beside it as a share of the machine's 2 cores, which it shares with the "
+        "framework and the harness.",
+        "",
+        "| workload | guarantee | threads | framework | records/s | per CPU-second | "
+        "peak RSS | broker CPU |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for wlabel, glabel, t, flabel, n in rows:
+        out.append(
+            f"| {wlabel} | {glabel} | {t} | {flabel} | {fmt(med(n), 'records/s')} | "
+            f"{fmt(med(n + '_per_cpu'), 'records/s').replace('records/s', 'records/CPU-s')} | "
+            f"{med(n + '_peak_rss'):,.0f} MiB | {med(n + '_broker_cpu'):,.0f}% |")
+    lat = [(flabel, f"kafka_latency_eos_{f}") for f, flabel in FRAMEWORKS
+           if f"kafka_latency_eos_{f}_p50" in by_name]
+    if lat:
+        out += ["", "End-to-end latency, stateless, exactly_once_v2, 100 ms commits, a steady "
+                "10,000 records/s for 10 s (after the first result and 5 s more), from the "
+                "input record being sent (its timestamp) to its result being readable by a "
+                "read_committed consumer:", "",
+                "| framework | p50 | p99 | p99.9 |", "|---|---:|---:|---:|"]
+        for flabel, n in lat:
+            out.append(f"| {flabel} | {med(n + '_p50'):,.0f} ms | {med(n + '_p99'):,.0f} ms | "
+                       f"{med(n + '_p999'):,.0f} ms |")
+    state = [(flabel, f"kafka_state_{f}") for f, flabel in FRAMEWORKS
+             if f"kafka_state_{f}_restore" in by_name]
+    if state:
+        out += ["", "State: a count per key over 1M distinct keys (at_least_once, one thread). "
+                "Restore: restarted on an empty state directory, from the process's start to "
+                "the first result for a new record that carries the restored count. Recovery: "
+                "SIGKILLed and restarted at once, with its state directory or without, from the "
+                "kill to that first result (the dead member stays in the group until its 10 s "
+                "session times out, for both):", "",
+                "| framework | restore | recovery with state dir | recovery without |",
+                "|---|---:|---:|---:|"]
+        for flabel, n in state:
+            out.append(f"| {flabel} | {med(n + '_restore'):,.1f} s | "
+                       f"{med(n + '_recover_with_state'):,.1f} s | "
+                       f"{med(n + '_recover_without_state'):,.1f} s |")
+    # Chart: per CPU-second, one thread, by workload and guarantee.
+    groups = [(w, wl, g, gl) for w, wl in WORKLOADS for g, gl in GUARANTEES
+              if f"kafka_{w}_brook_{g}_1t" in by_name]
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(groups) * len(FRAMEWORKS) / 2 + 2))
+    height = 0.2
+    for i, (f, flabel) in enumerate(FRAMEWORKS):
+        ys, vs = [], []
+        for j, (w, _, g, _) in enumerate(groups):
+            v = med(f"kafka_{w}_{f}_{g}_1t_per_cpu")
+            if v is not None:
+                ys.append(len(groups) - 1 - j + (1.5 - i) * height)
+                vs.append(v)
+        ax.barh(ys, vs, height=height, color=FRAMEWORK_COLORS[f], label=flabel)
+    ax.set_yticks(range(len(groups)))
+    ax.set_yticklabels([f"{wl}, {gl}" for _, wl, _, gl in groups][::-1], fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("records per CPU-second of the framework's process (log scale; median)")
+    ax.set_title("On Apache Kafka 4.4, one stream thread, same broker and data", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(stem + "-kafka.png", dpi=110)
+    print(f"wrote {stem}-kafka.png")
+    out += ["", f"![make bench on Kafka]({rel(stem + '-kafka.png')})", ""]
+    return out
+
+
 def main():
     results_dir, readme = sys.argv[1], sys.argv[2]
     # Newest by the time in the name (bench-<unix time>): a clone's files
@@ -142,11 +246,14 @@ def main():
             if c["goal"] is not None:
                 higher = c["higher_is_better"]
                 ok = c["value"] >= c["goal"] if higher else c["value"] <= c["goal"]
-                goal = (f"≥ {c['goal']:g}×" if c["unit"] == "×"
-                        else ("≥ " if higher else "≤ ") + fmt(c["goal"], c["unit"]))
+                sign = "≥ " if higher else "≤ "
+                goal = (f"{sign}{c['goal']:g}×" if c["unit"] == "×"
+                        else sign + fmt(c["goal"], c["unit"]))
                 met = "yes" if ok else "no"
             lines.append(f"| {c['what']} | {value} | {goal} | {met} |")
-    lines += ["", f"![make bench]({rel(stem + '.png')})", "", END]
+    lines += ["", f"![make bench]({rel(stem + '.png')})", ""]
+    lines += kafka_section(by_name, stem, rel)
+    lines += [END]
     with open(readme) as f:
         text = f.read()
     if BEGIN not in text or END not in text:

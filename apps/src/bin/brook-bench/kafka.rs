@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +67,10 @@ const SESSION_TIMEOUT_MS: u64 = 10_000;
 const REVENUE_GRACE_MS: u64 = 3_600_000;
 /// Keys of the generic workloads.
 const KEYS: usize = 100;
+/// The latency runs: records/s, seconds not counted, seconds counted.
+const LATENCY_RATE: u64 = 10_000;
+const LATENCY_WARM_SECONDS: u64 = 5;
+const LATENCY_SECONDS: u64 = 10;
 /// A run that has not delivered every result by then failed.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -213,6 +217,8 @@ pub struct KafkaBench {
     records: usize,
     inputs: BTreeMap<&'static str, Input>,
     runs: u64,
+    /// The key count the state runs' input was loaded with.
+    state_keys: Option<usize>,
 }
 
 impl KafkaBench {
@@ -235,6 +241,7 @@ impl KafkaBench {
             records,
             inputs: BTreeMap::new(),
             runs: 0,
+            state_keys: None,
         };
         bench.load()?;
         Ok(bench)
@@ -380,40 +387,199 @@ impl KafkaBench {
         guarantee: Guarantee,
         threads: usize,
     ) -> Result<Measured> {
-        self.runs += 1;
         let input = self
             .inputs
             .get(workload)
             .with_context(|| format!("no input for workload {workload:?}"))?;
+        let spec = Spec {
+            framework,
+            workload: workload.to_owned(),
+            guarantee,
+            threads,
+            input: input.topic.clone(),
+            output: input.output.clone(),
+            table: input.table.clone(),
+            warmup: self.warmup,
+        };
+        let expected = input.expected;
+        let timed = self.records as f64;
+        let (app_id, mut command) = self.command(&spec)?;
+        let what = format!("{app_id} ({})", self.broker.bootstrap);
+        let counter = OutputCounter::at_end(&self.config, &spec.output)?;
+        let mut child =
+            ChildProcess::spawn(&mut command, &self.dir.path().join(format!("{app_id}.log")))
+                .with_context(|| format!("starting {what}"))?;
+        let result = measure(&mut child, counter, expected, &self.broker, timed);
+        let stopped = child.stop();
+        let measured = result
+            .and_then(|m| stopped.map(|()| m))
+            .map_err(|e| anyhow::anyhow!("{what}: {e:#}; {}", child.log_tail()))?;
+        let _ = std::fs::remove_dir_all(self.dir.path().join(&app_id));
+        Ok(measured)
+    }
+
+    /// End-to-end latency of `framework`'s stateless workload under
+    /// exactly_once_v2 with 100 ms commits, one stream thread: the harness
+    /// writes `rate` records/s to a fresh input topic, each stamped with
+    /// the wall clock when sent (its record timestamp, which every
+    /// framework passes on to the result), and a read_committed consumer
+    /// notes when each result becomes readable. The first `warm` seconds
+    /// (start-up, group join, JIT) are not counted; the next `seconds` are.
+    pub fn latency(
+        &mut self,
+        framework: Framework,
+        rate: u64,
+        warm: u64,
+        seconds: u64,
+    ) -> Result<Latency> {
+        self.runs += 1;
+        let (input, output) = (
+            format!("latency-in-{}", self.runs),
+            format!("latency-out-{}", self.runs),
+        );
+        let cluster = KafkaCluster::new(self.config.clone())?;
+        cluster.create_topics(&[
+            TopicSpec::new(&input, PARTITIONS).replication(1),
+            TopicSpec::new(&output, PARTITIONS).replication(1),
+        ])?;
+        let spec = Spec {
+            framework,
+            workload: "stateless".into(),
+            guarantee: Guarantee::ExactlyOnceV2,
+            threads: 1,
+            input: input.clone(),
+            output: output.clone(),
+            table: None,
+            warmup: 1,
+        };
+        let (app_id, mut command) = self.command(&spec)?;
+        let what = format!("{app_id} latency ({})", self.broker.bootstrap);
+        let mut counter = OutputCounter::at_end(&self.config, &output)?;
+        let mut child =
+            ChildProcess::spawn(&mut command, &self.dir.path().join(format!("{app_id}.log")))
+                .with_context(|| format!("starting {what}"))?;
+        let result = (|| {
+            let deadline = Instant::now() + RUN_TIMEOUT;
+            while !child.has_said("running") {
+                if Instant::now() > deadline {
+                    bail!("not running after {} s", RUN_TIMEOUT.as_secs());
+                }
+                if let Some(status) = child.exited()? {
+                    bail!("exited ({status}) before it was running");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Timing starts `warm` seconds after the first result (the group
+            // joined, the pipeline flowing), and lasts `seconds`.
+            let window = Arc::new([AtomicI64::new(i64::MAX), AtomicI64::new(i64::MAX)]);
+            let mut sender = Some(Pacer::start(
+                self.config.clone(),
+                input.clone(),
+                rate,
+                window.clone(),
+            )?);
+            while counter.seen == 0 {
+                if Instant::now() > deadline {
+                    bail!("no result {} s after start", RUN_TIMEOUT.as_secs());
+                }
+                if let Some(status) = child.exited()? {
+                    bail!("exited ({status}) before its first result");
+                }
+                counter.poll(Duration::from_millis(20))?;
+            }
+            let from = now_ms() + (warm * 1000) as i64;
+            let until = from + (seconds * 1000) as i64;
+            window[0].store(from, Ordering::SeqCst);
+            window[1].store(until, Ordering::SeqCst);
+            let mut latencies = Vec::new();
+            let mut sent_timed = None;
+            let last_wait = Instant::now() + Duration::from_secs(warm + seconds + 30);
+            loop {
+                if let Some(status) = child.exited()? {
+                    bail!("exited ({status}) during the latency run");
+                }
+                counter.poll_each(Duration::from_millis(20), |ts| {
+                    if (from..until).contains(&ts) {
+                        latencies.push((now_ms() - ts) as f64);
+                    }
+                })?;
+                if let Some(pacer) = sender.take_if(|p| p.is_finished()) {
+                    sent_timed = Some(pacer.join()?);
+                }
+                if let Some(n) = sent_timed
+                    && latencies.len() as u64 >= n
+                {
+                    break;
+                }
+                if Instant::now() > last_wait {
+                    bail!(
+                        "{} of {} timed results arrived",
+                        latencies.len(),
+                        sent_timed.map_or("?".into(), |n| n.to_string())
+                    );
+                }
+            }
+            if latencies.is_empty() {
+                bail!("no timed record was sent");
+            }
+            latencies.sort_by(f64::total_cmp);
+            let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+            Ok(Latency {
+                p50_ms: pct(0.5),
+                p99_ms: pct(0.99),
+                p999_ms: pct(0.999),
+            })
+        })();
+        let stopped = child.stop();
+        let measured = result
+            .and_then(|m| stopped.map(|()| m))
+            .map_err(|e| anyhow::anyhow!("{what}: {e:#}; {}", child.log_tail()))?;
+        let _ = std::fs::remove_dir_all(self.dir.path().join(&app_id));
+        Ok(measured)
+    }
+
+    /// A fresh application id for `spec` and the command that runs it.
+    fn command(&mut self, spec: &Spec) -> Result<(String, Command)> {
+        self.runs += 1;
         let app_id = format!(
-            "bench-{}-{workload}-{}-{threads}t-{}",
-            framework.name(),
-            guarantee.short(),
+            "bench-{}-{}-{}-{}t-{}",
+            spec.framework.name(),
+            spec.workload,
+            spec.guarantee.short(),
+            spec.threads,
             self.runs
         );
         let state_dir = self.dir.path().join(&app_id);
+        let command = self.command_with(spec, &app_id, &state_dir)?;
+        Ok((app_id, command))
+    }
+
+    /// The command that runs `spec` as application `app_id` with its state
+    /// in `state_dir`.
+    fn command_with(&self, spec: &Spec, app_id: &str, state_dir: &Path) -> Result<Command> {
+        let app_id = app_id.to_owned();
         let mut flags: Vec<String> = [
-            ("workload", workload.to_owned()),
+            ("workload", spec.workload.clone()),
             ("bootstrap", self.broker.bootstrap.clone()),
             ("application-id", app_id.clone()),
-            ("input", input.topic.clone()),
-            ("output", input.output.clone()),
-            ("guarantee", guarantee.flag().to_owned()),
-            ("threads", threads.to_string()),
+            ("input", spec.input.clone()),
+            ("output", spec.output.clone()),
+            ("guarantee", spec.guarantee.flag().to_owned()),
+            ("threads", spec.threads.to_string()),
             ("commit-interval-ms", COMMIT_INTERVAL_MS.to_string()),
             ("session-timeout-ms", SESSION_TIMEOUT_MS.to_string()),
             ("state-dir", state_dir.display().to_string()),
-            ("warmup", self.warmup.to_string()),
+            ("warmup", spec.warmup.to_string()),
             ("window-grace-ms", REVENUE_GRACE_MS.to_string()),
         ]
         .into_iter()
-        .chain(input.table.clone().map(|t| ("table", t)))
+        .chain(spec.table.clone().map(|t| ("table", t)))
         .flat_map(|(k, v)| [format!("--{k}"), v])
         .collect();
-        let mut command = match framework {
+        let command = match spec.framework {
             Framework::Brook | Framework::Raw => {
                 flags.extend(["--registry".into(), self.registry.url().to_owned()]);
-                let mode = if framework == Framework::Brook {
+                let mode = if spec.framework == Framework::Brook {
                     "--kafka-child"
                 } else {
                     "--raw-child"
@@ -442,21 +608,319 @@ impl KafkaBench {
                 c
             }
         };
+        Ok(command)
+    }
+
+    /// Restore and recovery of a count store holding `keys` keys (one per
+    /// input record), at-least-once, one stream thread. First the
+    /// application counts the keys (its changelog then holds `keys`
+    /// records) and stops cleanly. Then, each timed from the moment it is
+    /// measured against until the first result for a probe record written
+    /// after that moment, with count 2 (the old count was restored, not
+    /// started over):
+    /// - restore: restarted with an empty state directory (the changelog is
+    ///   replayed), from the process's start;
+    /// - recovery with its state: SIGKILLed and restarted at once on the
+    ///   same state directory, from the kill;
+    /// - recovery without it: SIGKILLed and restarted on an empty one.
+    ///
+    /// Probes go to a key of the store every 20 ms (timing resolution). After a SIGKILL the dead
+    /// member stays in the consumer group until its session times out (10 s
+    /// for every framework), which recovery includes.
+    pub fn state_runs(&mut self, framework: Framework, keys: usize) -> Result<StateTimes> {
+        self.load_state_input(keys)?;
+        self.runs += 1;
+        let output = format!("state-out-{}", self.runs);
+        let cluster = KafkaCluster::new(self.config.clone())?;
+        cluster.create_topics(&[TopicSpec::new(&output, PARTITIONS).replication(1)])?;
+        let spec = Spec {
+            framework,
+            workload: "count_distinct".into(),
+            guarantee: Guarantee::AtLeastOnce,
+            threads: 1,
+            input: "state-in".into(),
+            output: output.clone(),
+            table: None,
+            warmup: 1,
+        };
+        let app_id = format!("bench-{}-state-{}", framework.name(), self.runs);
+        let dirs: Vec<PathBuf> = (0..3)
+            .map(|i| self.dir.path().join(format!("{app_id}-{i}")))
+            .collect();
         let what = format!("{app_id} ({})", self.broker.bootstrap);
-        let output = input.output.clone();
-        let expected = input.expected;
-        let timed = self.records as f64;
-        let counter = OutputCounter::at_end(&self.config, &output)?;
-        let log_path = self.dir.path().join(format!("{app_id}.log"));
-        let mut child = ChildProcess::spawn(&mut command, &log_path)
-            .with_context(|| format!("starting {what}"))?;
-        let result = measure(&mut child, counter, expected, &self.broker, timed);
+        let log = |i: usize| self.dir.path().join(format!("{app_id}-{i}.log"));
+        let mut counter = OutputCounter::at_end(&self.config, &output)?;
+        // Counting the keys.
+        let mut child =
+            ChildProcess::spawn(&mut self.command_with(&spec, &app_id, &dirs[0])?, &log(0))?;
+        let built = (|| {
+            let deadline = Instant::now() + RUN_TIMEOUT;
+            while counter.seen < keys as u64 {
+                if Instant::now() > deadline {
+                    bail!(
+                        "counted {} of {keys} keys in {} s",
+                        counter.seen,
+                        RUN_TIMEOUT.as_secs()
+                    );
+                }
+                if let Some(status) = child.exited()? {
+                    bail!("exited ({status}) while counting");
+                }
+                counter.poll(Duration::from_millis(50))?;
+            }
+            Ok(())
+        })();
         let stopped = child.stop();
-        let measured = result
-            .and_then(|m| stopped.map(|()| m))
+        built
+            .and_then(|()| stopped)
             .map_err(|e| anyhow::anyhow!("{what}: {e:#}; {}", child.log_tail()))?;
-        let _ = std::fs::remove_dir_all(&state_dir);
-        Ok(measured)
+        drop(child);
+        let mut probes = Prober::start(self.config.clone(), keys)?;
+        let mut times = [0.0; 3];
+        let mut child: Option<ChildProcess> = None;
+        for (phase, dir) in [(0, &dirs[1]), (1, &dirs[1]), (2, &dirs[2])] {
+            // From the kill (reaped: nothing it sent later exists).
+            if let Some(mut old) = child.take() {
+                old.kill()?;
+            }
+            let from = Instant::now();
+            let from_ms = now_ms();
+            let mut next = ChildProcess::spawn(
+                &mut self.command_with(&spec, &app_id, dir)?,
+                &log(phase + 1),
+            )?;
+            let waited = wait_for_probe(&mut next, &mut counter, from_ms);
+            let waited = waited.map_err(|e| {
+                anyhow::anyhow!("{what}, phase {phase}: {e:#}; {}", next.log_tail())
+            })?;
+            times[phase] = waited.duration_since(from).as_secs_f64();
+            child = Some(next);
+        }
+        probes.stop()?;
+        if let Some(mut last) = child.take() {
+            last.stop()
+                .map_err(|e| anyhow::anyhow!("{what}: {e:#}; {}", last.log_tail()))?;
+        }
+        for dir in &dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(StateTimes {
+            restore_s: times[0],
+            recover_with_state_s: times[1],
+            recover_without_state_s: times[2],
+        })
+    }
+
+    /// The restore runs' input: `keys` records with distinct keys (loaded
+    /// once).
+    fn load_state_input(&mut self, keys: usize) -> Result<()> {
+        if self.state_keys == Some(keys) {
+            return Ok(());
+        }
+        if self.state_keys.is_some() {
+            bail!("the state runs' input was loaded with another key count");
+        }
+        let cluster = KafkaCluster::new(self.config.clone())?;
+        cluster.create_topics(&[TopicSpec::new("state-in", PARTITIONS).replication(1)])?;
+        let producer: BaseProducer = self.config.producer().create()?;
+        let value = vec![b'x'; VALUE_BYTES];
+        let now = now_ms();
+        for i in 0..keys {
+            send(&producer, "state-in", state_key(i).as_bytes(), &value, now)?;
+        }
+        producer.flush(Duration::from_secs(120))?;
+        self.state_keys = Some(keys);
+        Ok(())
+    }
+}
+
+/// The key of record `i` of the state runs' input.
+fn state_key(i: usize) -> String {
+    format!("state-key-{i:08}")
+}
+
+/// Restore and recovery times, seconds.
+#[derive(Debug)]
+pub struct StateTimes {
+    pub restore_s: f64,
+    pub recover_with_state_s: f64,
+    pub recover_without_state_s: f64,
+}
+
+/// Waits until a result for a probe written at or after `from_ms` arrives,
+/// with count 2; returns when it arrived.
+fn wait_for_probe(
+    child: &mut ChildProcess,
+    counter: &mut OutputCounter,
+    from_ms: i64,
+) -> Result<Instant> {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        if Instant::now() > deadline {
+            bail!("no result for a probe in {} s", RUN_TIMEOUT.as_secs());
+        }
+        if let Some(status) = child.exited()? {
+            bail!("exited ({status}) before a probe's result");
+        }
+        let mut found: Option<Result<Instant>> = None;
+        counter.poll_records(Duration::from_millis(5), |key, value, ts| {
+            if found.is_none() && ts >= from_ms && key.starts_with(b"state-key-") {
+                found = Some(if value == b"2" {
+                    Ok(Instant::now())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "probe {} counted {} (the state was not restored)",
+                        String::from_utf8_lossy(key),
+                        String::from_utf8_lossy(value)
+                    ))
+                });
+            }
+        })?;
+        if let Some(found) = found {
+            return found;
+        }
+    }
+}
+
+/// Writes one record every 20 ms to a key of the state runs' input not
+/// probed before (so its count goes from 1 to 2), stamped with the wall
+/// clock, until stopped.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Prober {
+    fn start(config: KafkaConfig, keys: usize) -> Result<Self> {
+        let producer: BaseProducer = config.set_producer("linger.ms", "0").producer().create()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("prober".into())
+            .spawn(move || {
+                let value = vec![b'p'; VALUE_BYTES];
+                let mut i = 0;
+                while !stopping.load(Ordering::SeqCst) {
+                    if i >= keys {
+                        bail!("probed every key");
+                    }
+                    send(
+                        &producer,
+                        "state-in",
+                        state_key(i).as_bytes(),
+                        &value,
+                        now_ms(),
+                    )?;
+                    producer.poll(Duration::ZERO);
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                producer.flush(Duration::from_secs(30))?;
+                Ok(())
+            })?;
+        Ok(Prober {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.handle.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow::anyhow!("the prober thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// What a framework process is asked to run.
+struct Spec {
+    framework: Framework,
+    workload: String,
+    guarantee: Guarantee,
+    threads: usize,
+    input: String,
+    output: String,
+    table: Option<String>,
+    warmup: usize,
+}
+
+/// End-to-end latency percentiles, ms.
+#[derive(Debug)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+/// Writes records at a steady rate on a thread of its own, each stamped
+/// with the wall clock when sent, until the end of `window` (epoch ms:
+/// from, until; `i64::MAX` until set); its result is how many it stamped
+/// inside the window (the timed records).
+struct Pacer {
+    handle: std::thread::JoinHandle<Result<u64>>,
+}
+
+impl Pacer {
+    fn start(
+        config: KafkaConfig,
+        topic: String,
+        rate: u64,
+        window: Arc<[AtomicI64; 2]>,
+    ) -> Result<Self> {
+        let producer: BaseProducer = config.set_producer("linger.ms", "0").producer().create()?;
+        let handle = std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn(move || {
+                let value = vec![b'x'; VALUE_BYTES];
+                let started = Instant::now();
+                let (mut sent, mut timed) = (0u64, 0u64);
+                while now_ms() < window[1].load(Ordering::SeqCst) {
+                    // The records due by now at `rate`, checked every 1 ms.
+                    let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+                    while sent < due {
+                        let stamp = now_ms();
+                        send(
+                            &producer,
+                            &topic,
+                            format!("key-{}", sent % KEYS as u64).as_bytes(),
+                            &value,
+                            stamp,
+                        )?;
+                        sent += 1;
+                        let (from, until) = (
+                            window[0].load(Ordering::SeqCst),
+                            window[1].load(Ordering::SeqCst),
+                        );
+                        if (from..until).contains(&stamp) {
+                            timed += 1;
+                        }
+                    }
+                    producer.poll(Duration::ZERO);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                producer.flush(Duration::from_secs(30))?;
+                Ok(timed)
+            })?;
+        Ok(Pacer { handle })
+    }
+
+    fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    fn join(self) -> Result<u64> {
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?
     }
 }
 
@@ -485,7 +949,7 @@ fn measure(
                 counter.seen
             );
         }
-        while let Ok(line) = child.lines.try_recv() {
+        for line in child.new_lines() {
             if line.starts_with("warm ") && warm.is_none() {
                 warm = Some((
                     Instant::now(),
@@ -544,11 +1008,34 @@ impl OutputCounter {
         Ok(OutputCounter { consumer, seen: 0 })
     }
 
-    fn poll(&mut self, wait: Duration) -> Result<()> {
+    /// Reads what has arrived, calling `f` with each record's timestamp.
+    fn poll_each(&mut self, wait: Duration, mut f: impl FnMut(i64)) -> Result<()> {
         let mut timeout = wait;
         while let Some(message) = self.consumer.poll(timeout) {
-            message.context("reading the output")?;
+            let message = message.context("reading the output")?;
             self.seen += 1;
+            f(message.timestamp().to_millis().unwrap_or(0));
+            timeout = Duration::ZERO;
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self, wait: Duration) -> Result<()> {
+        self.poll_each(wait, |_| {})
+    }
+
+    /// Reads what has arrived, calling `f` with each record's key, value
+    /// and timestamp.
+    fn poll_records(&mut self, wait: Duration, mut f: impl FnMut(&[u8], &[u8], i64)) -> Result<()> {
+        let mut timeout = wait;
+        while let Some(message) = self.consumer.poll(timeout) {
+            let message = message.context("reading the output")?;
+            self.seen += 1;
+            f(
+                message.key().unwrap_or_default(),
+                message.payload().unwrap_or_default(),
+                message.timestamp().to_millis().unwrap_or(0),
+            );
             timeout = Duration::ZERO;
         }
         Ok(())
@@ -560,6 +1047,7 @@ impl OutputCounter {
 struct ChildProcess {
     child: Child,
     lines: mpsc::Receiver<String>,
+    said: Vec<String>,
     log: PathBuf,
 }
 
@@ -583,6 +1071,7 @@ impl ChildProcess {
         Ok(ChildProcess {
             child,
             lines,
+            said: Vec::new(),
             log: log.to_owned(),
         })
     }
@@ -591,8 +1080,32 @@ impl ChildProcess {
         self.child.id()
     }
 
+    /// Lines printed since the last call.
+    fn new_lines(&mut self) -> Vec<String> {
+        let fresh: Vec<String> = self.lines.try_iter().collect();
+        self.said.extend(fresh.iter().cloned());
+        fresh
+    }
+
+    /// Whether the process has printed a line starting `word ` so far.
+    fn has_said(&mut self, word: &str) -> bool {
+        self.new_lines();
+        self.said
+            .iter()
+            .any(|l| l.split_whitespace().next() == Some(word))
+    }
+
     fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
         Ok(self.child.try_wait()?)
+    }
+
+    /// SIGKILL, and reaps it.
+    fn kill(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            self.child.kill()?;
+        }
+        self.child.wait()?;
+        Ok(())
     }
 
     /// SIGTERM, then SIGKILL after 30 s.
@@ -961,6 +1474,9 @@ pub fn raw_child(args: &Args) -> Result<()> {
         if let Some(message) = consumer.poll(Duration::from_millis(10)) {
             let message = message.context("consuming")?;
             let mut record = BaseRecord::<[u8], [u8]>::to(output);
+            if let Some(ts) = message.timestamp().to_millis() {
+                record = record.timestamp(ts);
+            }
             if let Some(k) = message.key() {
                 record = record.key(k);
             }
@@ -1016,7 +1532,7 @@ pub fn raw_child(args: &Args) -> Result<()> {
 /// One round of the real-broker group: every workload, guarantee and
 /// thread count for brook and Kafka Streams, and Quix Streams and the raw
 /// loop where they apply, into `samples`.
-pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>) -> Result<()> {
+pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>, state_keys: usize) -> Result<()> {
     let mut push = |name: String, unit: &'static str, value: f64| match samples
         .iter_mut()
         .find(|s| s.name == name)
@@ -1064,7 +1580,56 @@ pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>) -> Result<()> {
             }
         }
     }
+    for framework in [Framework::Brook, Framework::KafkaStreams] {
+        let t = bench
+            .state_runs(framework, state_keys)
+            .with_context(|| format!("{} restore and recovery", framework.name()))?;
+        let name = format!("kafka_state_{}", framework.name());
+        push(format!("{name}_restore"), "s", t.restore_s);
+        push(
+            format!("{name}_recover_with_state"),
+            "s",
+            t.recover_with_state_s,
+        );
+        push(
+            format!("{name}_recover_without_state"),
+            "s",
+            t.recover_without_state_s,
+        );
+        eprintln!(
+            "  {name}: restore {:.1} s, recovery {:.1} s with its state, {:.1} s without",
+            t.restore_s, t.recover_with_state_s, t.recover_without_state_s
+        );
+    }
+    for framework in [
+        Framework::Brook,
+        Framework::KafkaStreams,
+        Framework::Raw,
+        Framework::Quix,
+    ] {
+        let l = bench
+            .latency(
+                framework,
+                LATENCY_RATE,
+                LATENCY_WARM_SECONDS,
+                LATENCY_SECONDS,
+            )
+            .with_context(|| format!("{} latency", framework.name()))?;
+        let name = latency_name(framework);
+        push(format!("{name}_p50"), "ms", l.p50_ms);
+        push(format!("{name}_p99"), "ms", l.p99_ms);
+        push(format!("{name}_p999"), "ms", l.p999_ms);
+        eprintln!(
+            "  {name}: p50 {:.0} ms, p99 {:.0} ms, p99.9 {:.0} ms",
+            l.p50_ms, l.p99_ms, l.p999_ms
+        );
+    }
     Ok(())
+}
+
+/// `kafka_latency_eos_<framework>` (then `_p50`, `_p99`, `_p999`).
+fn latency_name(framework: Framework) -> String {
+    format!("kafka_latency_eos_{}", framework.name())
 }
 
 /// `kafka_<workload>_<framework>_<alos|eos>_<threads>t`.
@@ -1144,5 +1709,99 @@ pub fn comparisons(median: &dyn Fn(&str) -> Option<f64>) -> Vec<super::Compariso
             );
         }
     }
+    for phase in ["restore", "recover_with_state", "recover_without_state"] {
+        ratio(
+            format!("{phase}: Kafka Streams / brook (speed-up)"),
+            format!("kafka_state_kstreams_{phase}"),
+            format!("kafka_state_brook_{phase}"),
+            Some((2.0, true)),
+        );
+    }
+    for p in ["p50", "p99", "p999"] {
+        ratio(
+            format!("latency {p}, exactly_once_v2 at {LATENCY_RATE}/s: brook / Kafka Streams"),
+            format!("{}_{p}", latency_name(Framework::Brook)),
+            format!("{}_{p}", latency_name(Framework::KafkaStreams)),
+            (p == "p99").then_some((1.0, false)),
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_start_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 1 2 3 4 250 30 0 0 20 0";
+        let fields = stat_fields(stat).expect("fields");
+        assert_eq!(fields[0], "S");
+        assert_eq!(fields[1], "17", "the parent pid");
+        assert_eq!((fields[11], fields[12]), ("250", "30"), "utime and stime");
+        assert!(stat_fields("no parenthesis").is_none());
+    }
+
+    #[test]
+    fn this_process_has_cpu_time_and_a_peak_rss_and_its_children_are_its_descendants() {
+        let me = std::process::id();
+        let before = cpu_seconds(me).expect("cpu");
+        // Busy until the kernel has charged a tick (10 s at most).
+        let started = Instant::now();
+        let mut x = 0u64;
+        while cpu_seconds(me).expect("cpu") <= before && started.elapsed() < Duration::from_secs(10)
+        {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        assert!(
+            cpu_seconds(me).expect("cpu") > before,
+            "no CPU time charged"
+        );
+        assert!(peak_rss_mib(me).expect("rss") > 1.0);
+        let mut child = Command::new("sleep").arg("5").spawn().expect("sleep");
+        let found = descendants(me).expect("descendants");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            found.contains(&me) && found.contains(&child.id()),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn the_goals_compare_medians_of_the_same_run_each_way_round() {
+        let medians: BTreeMap<String, f64> = [
+            ("kafka_stateless_brook_eos_1t_per_cpu", 300_000.0),
+            ("kafka_stateless_kstreams_eos_1t_per_cpu", 100_000.0),
+            ("kafka_stateless_brook_eos_1t_peak_rss", 60.0),
+            ("kafka_stateless_kstreams_eos_1t_peak_rss", 300.0),
+            ("kafka_state_brook_restore", 2.0),
+            ("kafka_state_kstreams_restore", 3.0),
+            ("kafka_latency_eos_brook_p99", 150.0),
+            ("kafka_latency_eos_kstreams_p99", 120.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let median = |n: &str| medians.get(n).copied();
+        let found = comparisons(&median);
+        let get = |what: &str| {
+            found
+                .iter()
+                .find(|c| c.what == what)
+                .unwrap_or_else(|| panic!("no comparison {what:?}"))
+        };
+        let cpu = get("stateless exactly_once_v2 1t: brook / Kafka Streams, per CPU-second");
+        assert!((cpu.value - 3.0).abs() < 1e-9 && cpu.goal == Some((2.0, true)));
+        let rss = get("stateless exactly_once_v2 1t: brook / Kafka Streams, peak RSS");
+        assert!((rss.value - 0.2).abs() < 1e-9 && rss.goal == Some((0.25, false)));
+        let restore = get("restore: Kafka Streams / brook (speed-up)");
+        assert!((restore.value - 1.5).abs() < 1e-9);
+        let p99 = get("latency p99, exactly_once_v2 at 10000/s: brook / Kafka Streams");
+        assert!((p99.value - 1.25).abs() < 1e-9 && p99.goal == Some((1.0, false)));
+        // Nothing is compared without both sides.
+        assert!(found.iter().all(|c| !c.what.contains("Quix")));
+    }
 }

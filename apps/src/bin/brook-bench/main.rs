@@ -1,12 +1,19 @@
 //! brook-bench: brook's benchmark harness (`make bench`).
 //!
 //! ```text
-//! brook-bench [--runs N] [--records N] [--out DIR] [--label TEXT]
-//!             [--only GROUP,...]
+//! brook-bench [--runs N] [--records N] [--state-records N] [--out DIR]
+//!             [--label TEXT] [--only GROUP,...] [--kafka-runs N]
+//!             [--kafka-records N] [--kafka-warmup N]
 //! ```
 //!
 //! `--only` runs some groups: `partition`, `mock`, `restore`, `count`,
-//! `engine`, `e2e`, `baseline`, `avro`, `lake` (default: all).
+//! `engine`, `e2e`, `baseline`, `avro`, `lake`, `kafka` (default: all).
+//! `kafka` is the real-broker comparison (`kafka.rs`): brook, Kafka Streams,
+//! Quix Streams and the raw librdkafka loop as processes of their own on one
+//! Apache Kafka 4.4 broker, `--kafka-runs` rounds (default 3) of
+//! `--kafka-warmup` (100,000) untimed then `--kafka-records` (300,000) timed
+//! records per run; its restore and recovery runs hold `--state-records`
+//! keys.
 //!
 //! Runs each benchmark `--runs` times (default 5) in one process, prints a
 //! table of medians with min and max and a table of ratios and goals, and
@@ -86,8 +93,8 @@ use rdkafka::{Offset, TopicPartitionList};
 mod kafka;
 mod workloads;
 
-const USAGE: &str =
-    "usage: brook-bench [--runs N] [--records N] [--state-records N] [--out DIR] [--label TEXT]";
+const USAGE: &str = "usage: brook-bench [--runs N] [--records N] [--state-records N] [--out DIR] \
+     [--label TEXT] [--only GROUP,...] [--kafka-runs N] [--kafka-records N] [--kafka-warmup N]";
 pub(crate) const PARTITIONS: i32 = 16;
 pub(crate) const VALUE_BYTES: usize = 100;
 /// The end-to-end latency runs: input records/s (about a tenth of what
@@ -455,7 +462,7 @@ fn run(args: &Args) -> Result<()> {
             bench.bootstrap()
         );
         for round in 1..=kafka_runs {
-            kafka::round(&mut bench, &mut kafka_samples)
+            kafka::round(&mut bench, &mut kafka_samples, state_records)
                 .with_context(|| format!("kafka round {round}"))?;
             eprintln!("kafka round {round}/{kafka_runs} done");
         }
@@ -654,7 +661,7 @@ fn render_comparisons(comparisons: &[Comparison]) -> String {
             Some((g, higher)) => {
                 let met = if higher { c.value >= g } else { c.value <= g };
                 let g = if c.unit == "×" {
-                    format!("≥ {g}×")
+                    format!("{} {g}×", if higher { "≥" } else { "≤" })
                 } else if higher {
                     format!("≥ {g:.0}")
                 } else {
