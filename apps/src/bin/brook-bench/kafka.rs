@@ -672,7 +672,7 @@ impl KafkaBench {
         })();
         let stopped = child.stop();
         built
-            .and_then(|()| stopped)
+            .and(stopped)
             .map_err(|e| anyhow::anyhow!("{what}: {e:#}; {}", child.log_tail()))?;
         drop(child);
         let mut probes = Prober::start(self.config.clone(), keys)?;
