@@ -220,6 +220,16 @@ pub trait Cluster: Send + Sync {
         group: &str,
         isolation: Isolation,
     ) -> Result<Box<dyn ClusterConsumer>, ClusterError>;
+    /// A read_committed consumer for reading assigned partitions up to a
+    /// known end and for offset queries (restoring stores, measuring lag).
+    /// Unlike [`consumer`](Self::consumer)'s, its fetches do not wait at the
+    /// broker for records that are not there yet: a broker answers one
+    /// connection's requests in order, so an offset query sent after a
+    /// partition was read to its end would otherwise wait out that long poll
+    /// (500 ms with Kafka's defaults; once per restored store, before this).
+    fn restore_consumer(&self, group: &str) -> Result<Box<dyn ClusterConsumer>, ClusterError> {
+        self.consumer(group, Isolation::ReadCommitted)
+    }
     /// A producer whose records are visible once flushed.
     fn producer(&self) -> Result<Box<dyn ClusterProducer>, ClusterError>;
     /// A transactional producer for `transactional_id`. Creating one fences

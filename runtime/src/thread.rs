@@ -1015,7 +1015,7 @@ impl StreamThread {
         };
         let mut thread = StreamThread {
             consumer: cluster.consumer(&app, Isolation::ReadCommitted)?,
-            restorer: cluster.consumer(&format!("{app}-restore"), Isolation::ReadCommitted)?,
+            restorer: cluster.restore_consumer(&format!("{app}-restore"))?,
             producer,
             topology: topology.clone(),
             tasks: BTreeMap::new(),

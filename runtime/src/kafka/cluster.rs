@@ -335,19 +335,56 @@ impl Cluster for KafkaCluster {
         group: &str,
         isolation: Isolation,
     ) -> Result<Box<dyn ClusterConsumer>, ClusterError> {
+        Ok(Box::new(self.new_consumer(group, isolation, &[])?))
+    }
+
+    fn restore_consumer(&self, group: &str) -> Result<Box<dyn ClusterConsumer>, ClusterError> {
+        // Fetches return what is there after at most 10 ms instead of
+        // Kafka's 500 ms long poll (see the trait).
+        Ok(Box::new(self.new_consumer(
+            group,
+            Isolation::ReadCommitted,
+            &[("fetch.wait.max.ms", "10")],
+        )?))
+    }
+
+    fn producer(&self) -> Result<Box<dyn ClusterProducer>, ClusterError> {
+        Ok(Box::new(self.new_producer(None)?))
+    }
+
+    fn transactional_producer(
+        &self,
+        transactional_id: &str,
+    ) -> Result<Box<dyn ClusterProducer>, ClusterError> {
+        Ok(Box::new(self.new_producer(Some(transactional_id))?))
+    }
+}
+
+impl KafkaCluster {
+    /// A consumer in `group` with `extra` librdkafka properties over the
+    /// configured ones.
+    fn new_consumer(
+        &self,
+        group: &str,
+        isolation: Isolation,
+        extra: &[(&str, &str)],
+    ) -> Result<KafkaConsumer, ClusterError> {
         let level = match isolation {
             Isolation::ReadCommitted => "read_committed",
             Isolation::ReadUncommitted => "read_uncommitted",
         };
         let context = GroupContext::default();
-        let consumer: BaseConsumer<GroupContext> = self
-            .config
-            .consumer(group)
+        let mut config = self.config.consumer(group);
+        config
             .set("isolation.level", level)
-            .set("enable.partition.eof", "true")
+            .set("enable.partition.eof", "true");
+        for (key, value) in extra {
+            config.set(*key, *value);
+        }
+        let consumer: BaseConsumer<GroupContext> = config
             .create_with_context(context.clone())
             .map_err(|e| client_err(format!("creating a consumer in group {group:?}"), e))?;
-        Ok(Box::new(KafkaConsumer {
+        Ok(KafkaConsumer {
             consumer,
             context,
             subscribed: false,
@@ -361,18 +398,7 @@ impl Cluster for KafkaCluster {
             ends: BTreeMap::new(),
             transient_logged: None,
             topic_names: Vec::new(),
-        }))
-    }
-
-    fn producer(&self) -> Result<Box<dyn ClusterProducer>, ClusterError> {
-        Ok(Box::new(self.new_producer(None)?))
-    }
-
-    fn transactional_producer(
-        &self,
-        transactional_id: &str,
-    ) -> Result<Box<dyn ClusterProducer>, ClusterError> {
-        Ok(Box::new(self.new_producer(Some(transactional_id))?))
+        })
     }
 }
 

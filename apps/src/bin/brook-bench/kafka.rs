@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -219,15 +219,25 @@ pub struct KafkaBench {
     runs: u64,
     /// The key count the state runs' input was loaded with.
     state_keys: Option<usize>,
+    /// Keys of the state runs' input probed so far (by every run: the input
+    /// keeps the probes, so a later run's store counts them too).
+    probed: Arc<AtomicUsize>,
 }
 
 impl KafkaBench {
     /// Starts the broker and loads `warmup + records` input records per
     /// workload.
     pub fn start(programs: Programs, warmup: usize, records: usize) -> Result<Self> {
+        // BROOK_BENCH_KEEP=1 keeps the runs' logs and state (the path is
+        // printed).
+        let keep = std::env::var_os("BROOK_BENCH_KEEP").is_some();
         let dir = tempfile::Builder::new()
             .prefix("brook-bench-kafka-")
+            .disable_cleanup(keep)
             .tempdir()?;
+        if keep {
+            eprintln!("kafka: keeping {}", dir.path().display());
+        }
         let broker = BrokerProcess::start(&programs.broker, dir.path())?;
         let config = KafkaConfig::new(&broker.bootstrap);
         let registry = brook_schemas::server::RegistryServer::start_in_memory()?;
@@ -242,6 +252,7 @@ impl KafkaBench {
             inputs: BTreeMap::new(),
             runs: 0,
             state_keys: None,
+            probed: Arc::new(AtomicUsize::new(0)),
         };
         bench.load()?;
         Ok(bench)
@@ -675,7 +686,7 @@ impl KafkaBench {
             .and(stopped)
             .map_err(|e| anyhow::anyhow!("{what}: {e:#}; {}", child.log_tail()))?;
         drop(child);
-        let mut probes = Prober::start(self.config.clone(), keys)?;
+        let mut probes = Prober::start(self.config.clone(), keys, self.probed.clone())?;
         let mut times = [0.0; 3];
         let mut child: Option<ChildProcess> = None;
         for (phase, dir) in [(0, &dirs[1]), (1, &dirs[1]), (2, &dirs[2])] {
@@ -783,15 +794,15 @@ fn wait_for_probe(
 }
 
 /// Writes one record every 20 ms to a key of the state runs' input not
-/// probed before (so its count goes from 1 to 2), stamped with the wall
-/// clock, until stopped.
+/// probed before by any run (`probed` counts them; so its count goes from 1
+/// to 2), stamped with the wall clock, until stopped.
 struct Prober {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<Result<()>>>,
 }
 
 impl Prober {
-    fn start(config: KafkaConfig, keys: usize) -> Result<Self> {
+    fn start(config: KafkaConfig, keys: usize, probed: Arc<AtomicUsize>) -> Result<Self> {
         let producer: BaseProducer = config.set_producer("linger.ms", "0").producer().create()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -799,10 +810,10 @@ impl Prober {
             .name("prober".into())
             .spawn(move || {
                 let value = vec![b'p'; VALUE_BYTES];
-                let mut i = 0;
                 while !stopping.load(Ordering::SeqCst) {
+                    let i = probed.fetch_add(1, Ordering::SeqCst);
                     if i >= keys {
-                        bail!("probed every key");
+                        bail!("probed every one of the {keys} keys");
                     }
                     send(
                         &producer,
@@ -812,7 +823,6 @@ impl Prober {
                         now_ms(),
                     )?;
                     producer.poll(Duration::ZERO);
-                    i += 1;
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 producer.flush(Duration::from_secs(30))?;
@@ -1001,7 +1011,20 @@ impl OutputCounter {
         }
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions as i32 {
-            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            // A topic just created may not have its leaders yet.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let high = loop {
+                match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                    Ok((_, high)) => break high,
+                    Err(e) if Instant::now() < deadline => {
+                        tracing::debug!("{topic}/{p}: {e}; retrying");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("the end of {topic}/{p}"));
+                    }
+                }
+            };
             tpl.add_partition_offset(topic, p, Offset::Offset(high))?;
         }
         consumer.assign(&tpl)?;
@@ -1370,6 +1393,9 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 /// `brook-bench --kafka-child 1 --workload ...`: brook's side of a run,
 /// until SIGTERM.
 pub fn brook_child(args: &Args) -> Result<()> {
+    // Its log goes to the run's log file (stderr): info by default, as an
+    // application's would; BROOK_LOG changes the filter.
+    brook_apps::app::init_logging(&std::env::var("BROOK_LOG").unwrap_or_else(|_| "info".into()));
     let workload = required(args, "workload")?;
     let warmup: u64 = args.parse_or("warmup", 0)?;
     let seen = Arc::new(AtomicU64::new(0));
@@ -1544,7 +1570,11 @@ pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>, state_keys: usiz
             samples.push(s);
         }
     };
-    for workload in WORKLOADS {
+    // BROOK_BENCH_KAFKA=throughput,state,latency runs only those parts
+    // (for profiling and trying changes).
+    let only = std::env::var("BROOK_BENCH_KAFKA").ok();
+    let part = |p: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == p));
+    for workload in WORKLOADS.into_iter().filter(|_| part("throughput")) {
         for guarantee in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnceV2] {
             let mut runs = vec![
                 (Framework::Brook, 1),
@@ -1580,7 +1610,10 @@ pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>, state_keys: usiz
             }
         }
     }
-    for framework in [Framework::Brook, Framework::KafkaStreams] {
+    for framework in [Framework::Brook, Framework::KafkaStreams]
+        .into_iter()
+        .filter(|_| part("state"))
+    {
         let t = bench
             .state_runs(framework, state_keys)
             .with_context(|| format!("{} restore and recovery", framework.name()))?;
@@ -1606,7 +1639,10 @@ pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>, state_keys: usiz
         Framework::KafkaStreams,
         Framework::Raw,
         Framework::Quix,
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| part("latency"))
+    {
         let l = bench
             .latency(
                 framework,
