@@ -103,6 +103,7 @@ impl TestBroker {
     /// A fresh librdkafka mock cluster (one broker), or the external Kafka
     /// when `BROOK_BOOTSTRAP` is set.
     pub fn mock() -> Result<Self> {
+        crate::capture_logs();
         if let Some(external) = Self::external() {
             return Ok(external);
         }
@@ -130,6 +131,7 @@ impl TestBroker {
     /// first user (`CN=<user>`); with SASL the first user's login and the
     /// first mechanism. Never the external Kafka: its setup is not ours.
     pub fn kafka_with(options: KafkaOptions) -> Result<Self> {
+        crate::capture_logs();
         let broker = KafkaBroker::start_with(options.clone())?;
         let mut config =
             test_config(broker.bootstrap()).set("security.protocol", broker.client_protocol());
@@ -185,6 +187,7 @@ impl TestBroker {
     /// The Kafka named by `BROOK_BOOTSTRAP`, if set.
     pub fn external() -> Option<Self> {
         let config = KafkaConfig::from_env()?;
+        crate::capture_logs();
         Some(TestBroker {
             kind: BrokerKind::External,
             config: test_config(config.bootstrap()),

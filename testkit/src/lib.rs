@@ -118,6 +118,28 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| TestkitError::Io { what, source }
 }
 
+/// Sends brook's and librdkafka's `tracing` events to the test's captured
+/// output, so a failing test shows what the runtime did (rebalances,
+/// restores, client errors) beside its assertion; a passing test shows
+/// nothing. `BROOK_TEST_LOG` overrides the filter (an `EnvFilter`
+/// directive such as `debug` or `brook_runtime=trace`); the default is
+/// warnings, plus brook's info lines (librdkafka's own lines are off: its
+/// threads are not the test's, so they would print for passing tests too). Every [`TestBroker`] constructor calls
+/// it; calling it again does nothing.
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("BROOK_TEST_LOG").unwrap_or_else(|_| {
+            "warn,librdkafka=off,brook_runtime=info,brook_connectors=info".to_owned()
+        });
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
 /// Milliseconds since the Unix epoch, for record timestamps: tests stamp
 /// records now, because a real broker deletes segments older than its
 /// retention (7 days) under the reader.
