@@ -91,6 +91,7 @@ impl ThreadSnapshot {
                 commit_nanos: a.commit_nanos.saturating_add(b.commit_nanos),
                 commit_max_nanos: a.commit_max_nanos.max(b.commit_max_nanos),
                 lag: b.lag,
+                active_tasks: b.active_tasks,
             },
             restore: RestoreMetrics {
                 records: self.restore.records + later.restore.records,
@@ -527,6 +528,12 @@ impl MetricsHandle {
                 "gauge",
                 "Records in the input partitions not yet processed.",
                 |t| t.io.lag as f64,
+            ),
+            (
+                "active_tasks",
+                "gauge",
+                "Active tasks the thread owns.",
+                |t| t.io.active_tasks as f64,
             ),
             (
                 "commits_total",

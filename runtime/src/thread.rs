@@ -862,6 +862,9 @@ pub struct ThreadMetrics {
     /// Records in the input partitions not yet processed, as last measured
     /// (every 5 s).
     pub lag: i64,
+    /// Active tasks the thread owns now (Kafka Streams' `activeTasks` of
+    /// its thread metadata): 0 until the group gave it partitions.
+    pub active_tasks: usize,
 }
 
 /// Checks that `topology` can run on `cluster` — its source topics exist,
@@ -1306,7 +1309,10 @@ impl StreamThread {
 
     /// Records in and out, commits, lag.
     pub fn thread_metrics(&self) -> ThreadMetrics {
-        self.io
+        ThreadMetrics {
+            active_tasks: self.tasks.len(),
+            ..self.io
+        }
     }
 
     /// Measures lag: end offsets minus positions of the input partitions.

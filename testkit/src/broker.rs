@@ -268,6 +268,22 @@ impl TestBroker {
         }
     }
 
+    /// Makes the next requests of kind `api` fail with `errors`, one each,
+    /// in order (the mock cluster's error injection; Kafka cannot).
+    pub fn fail_requests(
+        &self,
+        api: rdkafka::types::RDKafkaApiKey,
+        errors: &[rdkafka::types::RDKafkaRespErr],
+    ) -> Result<()> {
+        match &self.backend {
+            Backend::Mock(cluster) => {
+                cluster.request_errors(api, errors);
+                Ok(())
+            }
+            _ => Err(self.unsupported("injecting request errors")),
+        }
+    }
+
     /// The configs the broker reports for `topic`.
     pub fn topic_configs(&self, topic: &str) -> Result<BTreeMap<String, String>> {
         if !self.capabilities().topic_configs {

@@ -250,10 +250,11 @@ fn on_kafka_instances_split_partitions_and_a_joiner_rebalances_without_loss() ->
     let (input, output) = (ns.topic("events"), ns.topic("echo"));
     broker.create_topics(&[TopicSpec::new(&input, 4), TopicSpec::new(&output, 4)])?;
     let cluster = Arc::new(KafkaCluster::new(broker.config().clone())?);
+    let base = brook_testkit::now_ms();
     let produce = |from: i64, to: i64| -> TestResult {
         let mut producer = cluster.producer()?;
         for i in from..to {
-            let mut r = record(&input, &format!("k{}", i % 50), &i.to_string(), i);
+            let mut r = record(&input, &format!("k{}", i % 50), &i.to_string(), base + i);
             r.partition = None;
             producer.send(r)?;
         }
@@ -306,6 +307,27 @@ fn on_kafka_instances_split_partitions_and_a_joiner_rebalances_without_loss() ->
     wait_for(500)?;
     // A third member joins: partitions move, nothing is lost.
     let mut c = instance(2)?;
+    // Produced once the group has settled with c in it: before that, a and
+    // b would process all of it and leave c nothing to show for its share.
+    let started = Instant::now();
+    while [&a, &b, &c].iter().any(|s| {
+        s.threads_metrics()
+            .iter()
+            .map(|t| t.io.active_tasks)
+            .sum::<usize>()
+            == 0
+    }) {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!(
+                "after 60 s a member still has no task: a {:?}, b {:?}, c {:?}",
+                a.threads_metrics(),
+                b.threads_metrics(),
+                c.threads_metrics()
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     produce(500, 1_000)?;
     wait_for(1_000)?;
     // Every member got a share of the partitions (counted before `a`
@@ -330,6 +352,72 @@ fn on_kafka_instances_split_partitions_and_a_joiner_rebalances_without_loss() ->
     for s in [&mut b, &mut c] {
         assert_eq!(s.state(), StreamsState::Running, "{:?}", s.errors());
         s.close()?;
+    }
+    Ok(())
+}
+
+/// A coordinator that answers the first fetches of committed offsets with
+/// NOT_COORDINATOR (a coordinator still loading its partition of
+/// `__consumer_offsets`, as on a fresh broker) must not leave the assigned
+/// partitions unread: librdkafka left them waiting forever (its issue
+/// 5586); brook fetches the committed offsets itself, with retries. Both
+/// ways a consumer is given partitions: by the group, and assigned.
+#[test]
+fn a_coordinator_answering_not_coordinator_at_first_does_not_stall_a_consumer() -> TestResult {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = TestBroker::mock()?;
+    let ns = broker.namespace();
+    let topic = ns.topic("stalls");
+    broker.create_topics(&[TopicSpec::new(&topic, 1)])?;
+    let cluster = KafkaCluster::new(broker.config().clone())?.with_timeout(Duration::from_secs(20));
+    let mut producer = cluster.producer()?;
+    for i in 0..3 {
+        producer.send(record(
+            &topic,
+            "k",
+            &format!("v{i}"),
+            brook_testkit::now_ms(),
+        ))?;
+    }
+    producer.flush()?;
+    let tp = TopicPartition::new(topic.clone(), 0);
+    for subscribed in [true, false] {
+        let errors = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 3];
+        if let Err(e) = broker.fail_requests(RDKafkaApiKey::OffsetFetch, &errors) {
+            eprintln!("skipping: {e}");
+            return Ok(());
+        }
+        let group = ns.group(if subscribed { "subscribed" } else { "assigned" });
+        let mut consumer = cluster.consumer(&group, Isolation::ReadCommitted)?;
+        if subscribed {
+            consumer.subscribe(std::slice::from_ref(&topic))?;
+        } else {
+            consumer.assign(std::slice::from_ref(&tp))?;
+        }
+        let mut got = Vec::new();
+        let started = Instant::now();
+        while got.len() < 3 {
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err(format!(
+                    "{} consumer: {} of 3 records after 20 s",
+                    if subscribed {
+                        "a subscribed"
+                    } else {
+                        "an assigned"
+                    },
+                    got.len()
+                )
+                .into());
+            }
+            let _ = consumer.take_rebalance()?;
+            match consumer.poll(10) {
+                Ok(records) => got.extend(records),
+                // The injected errors may also reach the poll.
+                Err(e) => eprintln!("poll: {e}"),
+            }
+        }
+        assert_eq!(got.len(), 3);
+        consumer.close()?;
     }
     Ok(())
 }

@@ -373,7 +373,6 @@ impl KafkaCluster {
             Isolation::ReadCommitted => "read_committed",
             Isolation::ReadUncommitted => "read_uncommitted",
         };
-        let context = GroupContext::default();
         let mut config = self.config.consumer(group);
         config
             .set("isolation.level", level)
@@ -381,6 +380,10 @@ impl KafkaCluster {
         for (key, value) in extra {
             config.set(*key, *value);
         }
+        let context = GroupContext {
+            start: StartOffsets::new(group, self.timeout, &config),
+            ..GroupContext::default()
+        };
         let consumer: BaseConsumer<GroupContext> = config
             .create_with_context(context.clone())
             .map_err(|e| client_err(format!("creating a consumer in group {group:?}"), e))?;
@@ -415,6 +418,103 @@ impl KafkaCluster {
 struct GroupContext {
     state: Arc<Mutex<GroupState>>,
     log: ClientLog,
+    /// How partitions the group gave start (see [`start_offsets`]).
+    start: StartOffsets,
+}
+
+/// What [`start_offsets`] needs: the group, how long to keep asking, and
+/// where a partition without a committed offset starts.
+#[derive(Clone, Debug, Default)]
+struct StartOffsets {
+    group: String,
+    timeout: Duration,
+    /// `auto.offset.reset` as an offset (`None`: a policy librdkafka
+    /// applies itself, such as `error`).
+    reset: Option<Offset>,
+}
+
+impl StartOffsets {
+    fn new(group: &str, timeout: Duration, config: &rdkafka::ClientConfig) -> Self {
+        let reset = match config.get("auto.offset.reset") {
+            Some("earliest" | "smallest" | "beginning") => Some(Offset::Beginning),
+            Some("latest" | "largest" | "end") | None => Some(Offset::End),
+            Some(_) => None,
+        };
+        StartOffsets {
+            group: group.to_owned(),
+            timeout,
+            reset,
+        }
+    }
+}
+
+/// `wanted` with every partition that should start at the group's
+/// committed offset (`Offset::Invalid` or `Offset::Stored`) given that
+/// offset explicitly, or the reset offset where nothing is committed.
+///
+/// librdkafka would fetch those offsets itself after `assign`, but a
+/// request-level `NOT_COORDINATOR` answer to that fetch (a coordinator
+/// still loading, e.g. the group's first use of a fresh broker) leaves the
+/// partitions waiting forever: it is neither retried nor started
+/// (librdkafka issue 5586, open in 2.12; seen here as a thread that
+/// processed nothing for 60 s after one "Not coordinator" poll error).
+/// This asks with retries until `start.timeout`; if that fails, the
+/// partitions are left to librdkafka as before, with a warning.
+fn start_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    wanted: &TopicPartitionList,
+    start: &StartOffsets,
+) -> TopicPartitionList {
+    let stored = |offset: Offset| matches!(offset, Offset::Invalid | Offset::Stored);
+    let mut query = TopicPartitionList::new();
+    for e in wanted.elements() {
+        if stored(e.offset()) {
+            query.add_partition(e.topic(), e.partition());
+        }
+    }
+    if query.count() == 0 {
+        return wanted.clone();
+    }
+    let deadline = Instant::now() + start.timeout.max(Duration::from_secs(1));
+    let mut attempts = 0;
+    let committed = loop {
+        attempts += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let failure = match consumer.committed_offsets(query.clone(), left) {
+            Ok(list) => match list.elements().iter().find_map(|e| e.error().err()) {
+                None => break Some(list),
+                Some(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            tracing::warn!(group = %start.group, attempts, error = %failure, "could not fetch the committed offsets of assigned partitions; librdkafka fetches them");
+            break None;
+        }
+        tracing::debug!(group = %start.group, error = %failure, "fetching committed offsets; retrying");
+        std::thread::sleep(Duration::from_millis(100).min(left));
+    };
+    let Some(committed) = committed else {
+        return wanted.clone();
+    };
+    let mut out = TopicPartitionList::new();
+    for e in wanted.elements() {
+        let offset = if stored(e.offset()) {
+            match committed
+                .find_partition(e.topic(), e.partition())
+                .map(|c| c.offset())
+            {
+                Some(Offset::Offset(n)) if n >= 0 => Offset::Offset(n),
+                // Nothing committed: the reset policy (or librdkafka's).
+                _ => start.reset.unwrap_or(Offset::Invalid),
+            }
+        } else {
+            e.offset()
+        };
+        // Only fails for an offset librdkafka cannot represent.
+        let _ = out.add_partition_offset(e.topic(), e.partition(), offset);
+    }
+    out
 }
 
 #[derive(Default)]
@@ -455,7 +555,8 @@ impl ConsumerContext for GroupContext {
         let mut state = self.lock();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if let Err(e) = consumer.assign(partitions) {
+                let start = start_offsets(consumer, partitions, &self.start);
+                if let Err(e) = consumer.assign(&start) {
                     tracing::error!(error = %e, "assigning the partitions the group gave");
                 }
                 state.current = partitions_of(partitions);
@@ -637,6 +738,7 @@ impl KafkaConsumer {
             list.add_partition_offset(&tp.topic, tp.partition, *offset)
                 .map_err(|e| client_err(format!("assigning {tp}"), e))?;
         }
+        let list = start_offsets(&self.consumer, &list, &self.context.start);
         self.consumer
             .assign(&list)
             .map_err(|e| client_err(format!("assigning partitions in group {:?}", self.group), e))
