@@ -1371,7 +1371,7 @@ fn required<'a>(args: &'a Args, name: &str) -> Result<&'a str> {
 }
 
 fn client_config(args: &Args) -> Result<KafkaConfig> {
-    Ok(KafkaConfig::new(required(args, "bootstrap")?)
+    let config = KafkaConfig::new(required(args, "bootstrap")?)
         .set_consumer(
             "session.timeout.ms",
             args.get("session-timeout-ms").unwrap_or("10000"),
@@ -1379,7 +1379,32 @@ fn client_config(args: &Args) -> Result<KafkaConfig> {
         .set_producer("linger.ms", "5")
         .set_producer("batch.size", "1000000")
         .set_producer("compression.type", "none")
-        .set_producer("acks", "all"))
+        .set_producer("acks", "all");
+    librdkafka_overrides(config, std::env::var("BROOK_BENCH_RDKAFKA").ok().as_deref())
+}
+
+/// `config` with the librdkafka properties of `spec` over it, for trying
+/// client settings on brook and the raw loop (Kafka Streams and Quix do not
+/// read it): `consumer.<property>=<value>` or `producer.<property>=<value>`,
+/// separated by `;`.
+fn librdkafka_overrides(mut config: KafkaConfig, spec: Option<&str>) -> Result<KafkaConfig> {
+    for item in spec
+        .unwrap_or("")
+        .split(';')
+        .filter(|i| !i.trim().is_empty())
+    {
+        let (key, value) = item
+            .split_once('=')
+            .with_context(|| format!("BROOK_BENCH_RDKAFKA: {item:?} is not property=value"))?;
+        config = match key.trim().split_once('.') {
+            Some(("consumer", property)) => config.set_consumer(property, value.trim()),
+            Some(("producer", property)) => config.set_producer(property, value.trim()),
+            _ => bail!(
+                "BROOK_BENCH_RDKAFKA: {key:?} names neither consumer.<property> nor producer.<property>"
+            ),
+        };
+    }
+    Ok(config)
 }
 
 fn stop_flag() -> Result<Arc<AtomicBool>> {
@@ -1574,7 +1599,18 @@ pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>, state_keys: usiz
     // (for profiling and trying changes).
     let only = std::env::var("BROOK_BENCH_KAFKA").ok();
     let part = |p: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == p));
-    for workload in WORKLOADS.into_iter().filter(|_| part("throughput")) {
+    // BROOK_BENCH_FRAMEWORKS=brook,raw and BROOK_BENCH_WORKLOADS=stateless
+    // narrow them further.
+    let listed = |var: &str, name: &str| {
+        std::env::var(var)
+            .ok()
+            .is_none_or(|list| list.split(',').any(|x| x == name))
+    };
+    let chosen = |f: Framework| listed("BROOK_BENCH_FRAMEWORKS", f.name());
+    for workload in WORKLOADS
+        .into_iter()
+        .filter(|w| part("throughput") && listed("BROOK_BENCH_WORKLOADS", w))
+    {
         for guarantee in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnceV2] {
             let mut runs = vec![
                 (Framework::Brook, 1),
@@ -1588,7 +1624,7 @@ pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>, state_keys: usiz
             if matches!(workload, "stateless" | "windowed_count") {
                 runs.push((Framework::Quix, 1));
             }
-            for (framework, threads) in runs {
+            for (framework, threads) in runs.into_iter().filter(|(f, _)| chosen(*f)) {
                 let m = bench
                     .run(framework, workload, guarantee, threads)
                     .with_context(|| {
@@ -1612,7 +1648,7 @@ pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>, state_keys: usiz
     }
     for framework in [Framework::Brook, Framework::KafkaStreams]
         .into_iter()
-        .filter(|_| part("state"))
+        .filter(|f| part("state") && chosen(*f))
     {
         let t = bench
             .state_runs(framework, state_keys)
@@ -1641,7 +1677,7 @@ pub fn round(bench: &mut KafkaBench, samples: &mut Vec<Sample>, state_keys: usiz
         Framework::Quix,
     ]
     .into_iter()
-    .filter(|_| part("latency"))
+    .filter(|f| part("latency") && chosen(*f))
     {
         let l = bench
             .latency(
@@ -1804,6 +1840,24 @@ mod tests {
             found.contains(&me) && found.contains(&child.id()),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn client_overrides_go_to_the_client_kind_they_name_and_bad_ones_are_refused() {
+        let base = || KafkaConfig::new("b:1").set_producer("linger.ms", "5");
+        let config = librdkafka_overrides(
+            base(),
+            Some("consumer.fetch.wait.max.ms=10; producer.linger.ms = 1;"),
+        )
+        .unwrap();
+        assert_eq!(config.consumer("g").get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(config.producer().get("fetch.wait.max.ms"), None);
+        assert_eq!(config.producer().get("linger.ms"), Some("1"));
+        assert!(librdkafka_overrides(base(), None).is_ok());
+        for bad in ["linger.ms=1", "producer.linger.ms", "admin.x=1"] {
+            let e = librdkafka_overrides(base(), Some(bad)).unwrap_err();
+            assert!(e.to_string().contains("BROOK_BENCH_RDKAFKA"), "{bad}: {e}");
+        }
     }
 
     #[test]
