@@ -1526,16 +1526,24 @@ impl StreamThread {
                 self.in_transaction = true;
             }
             self.producer.flush()?;
+            let flushed = started.elapsed();
             self.fault(FaultPoint::AfterProduce)?;
             if !offsets.is_empty() {
                 let member = self.consumer.group_metadata();
                 self.producer
                     .send_offsets_to_transaction(&app, &offsets, member.as_ref())?;
             }
+            let offsets_sent = started.elapsed();
             self.fault(FaultPoint::AfterSendOffsets)?;
             self.fault(FaultPoint::BeforeCommit)?;
             self.producer.commit_transaction()?;
             self.in_transaction = false;
+            tracing::debug!(
+                flush_us = flushed.as_micros() as u64,
+                send_offsets_us = (offsets_sent - flushed).as_micros() as u64,
+                commit_us = (started.elapsed() - offsets_sent).as_micros() as u64,
+                "transaction committed"
+            );
         } else {
             self.producer.flush()?;
             self.fault(FaultPoint::AfterProduce)?;

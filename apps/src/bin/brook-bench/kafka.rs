@@ -1480,6 +1480,20 @@ pub fn brook_child(args: &Args) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(if warm { 50 } else { 5 }));
     }
+    // Where the time went, in the run's log: record age when processed,
+    // and the commit cycle.
+    for (i, t) in streams.threads_metrics().iter().enumerate() {
+        let processed = t.tasks.processed.max(1);
+        let commits = t.io.commits.max(1);
+        eprintln!(
+            "brook thread {i}: {} processed, mean age when processed {:.1} ms; {} commits, mean {:.1} ms, max {:.1} ms",
+            t.tasks.processed,
+            t.tasks.e2e_latency_ms_sum as f64 / processed as f64,
+            t.io.commits,
+            t.io.commit_nanos as f64 / commits as f64 / 1e6,
+            t.io.commit_max_nanos as f64 / 1e6
+        );
+    }
     streams.close()?;
     if streams.state() == StreamsState::Error {
         bail!("brook failed: {}", streams.errors().join("; "));
@@ -1520,6 +1534,7 @@ pub fn raw_child(args: &Args) -> Result<()> {
     let mut seen = 0u64;
     let mut last_commit = Instant::now();
     let mut pending = false;
+    let mut phases: Vec<(Duration, Duration)> = Vec::new();
     say("running");
     while !stop.load(Ordering::SeqCst) {
         if let Some(message) = consumer.poll(Duration::from_millis(10)) {
@@ -1559,13 +1574,17 @@ pub fn raw_child(args: &Args) -> Result<()> {
         if pending && last_commit.elapsed() >= interval {
             let positions = consumer.position()?;
             if eos {
+                let t0 = Instant::now();
                 producer.send_offsets_to_transaction(
                     &positions,
                     &consumer.group_metadata().context("no group metadata")?,
                     timeout,
                 )?;
+                let t1 = Instant::now();
                 producer.commit_transaction(timeout)?;
+                let t2 = Instant::now();
                 producer.begin_transaction()?;
+                phases.push((t1 - t0, t2 - t1));
             } else {
                 producer.flush(timeout)?;
                 consumer.commit(&positions, CommitMode::Sync)?;
@@ -1576,6 +1595,18 @@ pub fn raw_child(args: &Args) -> Result<()> {
     }
     if eos {
         producer.abort_transaction(timeout)?;
+    }
+    if !phases.is_empty() {
+        let median = |mut v: Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2].as_secs_f64() * 1e3
+        };
+        eprintln!(
+            "raw: {} commits; median send_offsets_to_transaction {:.1} ms, commit_transaction {:.1} ms",
+            phases.len(),
+            median(phases.iter().map(|p| p.0).collect()),
+            median(phases.iter().map(|p| p.1).collect())
+        );
     }
     Ok(())
 }
