@@ -15,19 +15,30 @@ pub fn send_blocking(
     key: Option<&[u8]>,
     value: &[u8],
 ) -> Result<(), KafkaError> {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(value);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    send_record(producer, record, Duration::from_micros(200))
+}
+
+/// Queues `record` on `producer`; while librdkafka's local queue is full,
+/// serves delivery callbacks and sleeps `backoff` between attempts (not a
+/// `poll` with a timeout: rdkafka polls with a zero timeout once under a
+/// millisecond remains, so a 1 ms poll spins on the CPU). Any other error
+/// is returned.
+pub fn send_record<'a>(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'a, [u8], [u8]>,
+    backoff: Duration,
+) -> Result<(), KafkaError> {
     loop {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(value);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                // Serve delivery reports, then wait for room without
-                // spinning (a `poll` of 1 ms would spin: rdkafka polls with
-                // a zero timeout once under a millisecond remains).
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 producer.poll(Duration::ZERO);
-                std::thread::sleep(Duration::from_micros(200));
+                std::thread::sleep(backoff);
+                record = back;
             }
             Err((error, _)) => return Err(error),
         }

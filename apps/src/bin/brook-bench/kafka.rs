@@ -1317,25 +1317,12 @@ fn send(
     value: &[u8],
     timestamp: i64,
 ) -> Result<()> {
-    let mut record = BaseRecord::to(topic)
+    let record = BaseRecord::to(topic)
         .key(key)
         .payload(value)
         .timestamp(timestamp);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ),
-                r,
-            )) => {
-                producer.poll(Duration::from_millis(10));
-                record = r;
-            }
-            Err((e, _)) => return Err(e).with_context(|| format!("producing to {topic}")),
-        }
-    }
+    brook_runtime::kafka::send_record(producer, record, Duration::from_millis(10))
+        .with_context(|| format!("producing to {topic}"))
 }
 
 /// Prints a protocol line (`warm`, `running`) for the harness.
@@ -1549,21 +1536,8 @@ pub fn raw_child(args: &Args) -> Result<()> {
             if let Some(v) = message.payload() {
                 record = record.payload(v);
             }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        r,
-                    )) => {
-                        producer.poll(Duration::from_millis(1));
-                        record = r;
-                    }
-                    Err((e, _)) => return Err(e).context("producing"),
-                }
-            }
+            brook_runtime::kafka::send_record(&producer, record, Duration::from_micros(200))
+                .context("producing")?;
             seen += 1;
             pending = true;
             if seen == warmup {

@@ -322,24 +322,9 @@ pub fn raw_loop(bootstrap: &str, input: &str, output: &str, records: usize) -> R
         if let Some(v) = message.payload() {
             record = record.payload(v);
         }
-        let mut record = record;
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
-                    // As brook's producer waits for room (a 1 ms poll spins).
-                    producer.poll(Duration::ZERO);
-                    std::thread::sleep(Duration::from_micros(200));
-                    record = r;
-                }
-                Err((e, _)) => return Err(e).context("raw loop: producing"),
-            }
-        }
+        // As brook's producer waits for room.
+        brook_runtime::kafka::send_record(&producer, record, Duration::from_micros(200))
+            .context("raw loop: producing")?;
         n += 1;
     }
     producer
