@@ -168,6 +168,25 @@ impl Fleet {
         })
     }
 
+    /// Copies every instance's logs out of the fleet's temporary
+    /// directory (deleted with the fleet) into a new directory that stays,
+    /// so a failure can be read after the test; returns it.
+    fn keep_logs(&self) -> TestResult<PathBuf> {
+        let kept = std::env::temp_dir().join(format!(
+            "brook-eos-logs-{}-{}",
+            std::process::id(),
+            brook_testkit::now_ms()
+        ));
+        std::fs::create_dir_all(&kept)?;
+        for entry in std::fs::read_dir(self.dir.path())? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), kept.join(entry.file_name()))?;
+            }
+        }
+        Ok(kept)
+    }
+
     fn log_path(&self, index: u32, incarnation: u32) -> PathBuf {
         self.dir
             .path()
@@ -566,6 +585,10 @@ fn verify_eventually(
                     || last_progress.elapsed() > Duration::from_secs(60)
                 {
                     println!("DISCREPANCY: {discrepancy}");
+                    match fleet.keep_logs() {
+                        Ok(kept) => println!("the instances' logs are kept in {}", kept.display()),
+                        Err(e) => println!("the instances' logs could not be kept: {e}"),
+                    }
                     return Err(discrepancy.into());
                 }
             }
