@@ -459,8 +459,12 @@ impl StartOffsets {
 /// partitions waiting forever: it is neither retried nor started
 /// (librdkafka issue 5586, open in 2.12; seen here as a thread that
 /// processed nothing for 60 s after one "Not coordinator" poll error).
-/// This asks with retries until `start.timeout`; if that fails, the
-/// partitions are left to librdkafka as before, with a warning.
+/// This asks with retries for up to 5 s (or the cluster timeout if
+/// shorter); if that fails, the partitions are left to librdkafka as
+/// before, with a warning.
+/// How long [`start_offsets`] keeps asking for committed offsets.
+const START_OFFSETS_WAIT: Duration = Duration::from_secs(5);
+
 fn start_offsets<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     wanted: &TopicPartitionList,
@@ -476,18 +480,25 @@ fn start_offsets<C: ConsumerContext>(
     if query.count() == 0 {
         return wanted.clone();
     }
-    let deadline = Instant::now() + start.timeout.max(Duration::from_secs(1));
+    // Briefly: this runs inside poll (the group's assign callback), where a
+    // long wait would hold up shutdown and the next rebalance (seen: a
+    // 30 s wait while the broker was down kept an instance from stopping
+    // within 60 s of SIGTERM). A coordinator still loading answers at once
+    // and is ready within a few retries; past the deadline librdkafka's own
+    // fetch takes over, as before.
+    let deadline = Instant::now() + start.timeout.min(START_OFFSETS_WAIT);
     let mut attempts = 0;
     let committed = loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
-        let failure = match consumer.committed_offsets(query.clone(), left) {
-            Ok(list) => match list.elements().iter().find_map(|e| e.error().err()) {
-                None => break Some(list),
-                Some(e) => e.to_string(),
-            },
-            Err(e) => e.to_string(),
-        };
+        let failure =
+            match consumer.committed_offsets(query.clone(), left.min(Duration::from_secs(1))) {
+                Ok(list) => match list.elements().iter().find_map(|e| e.error().err()) {
+                    None => break Some(list),
+                    Some(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
         if Instant::now() >= deadline {
             tracing::warn!(group = %start.group, attempts, error = %failure, "could not fetch the committed offsets of assigned partitions; librdkafka fetches them");
             break None;
