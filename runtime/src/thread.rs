@@ -1526,6 +1526,7 @@ impl StreamThread {
                 self.in_transaction = true;
             }
             self.producer.flush()?;
+            // (Since `started`: the last sends, then the flush.)
             let flushed = started.elapsed();
             self.fault(FaultPoint::AfterProduce)?;
             if !offsets.is_empty() {
@@ -1539,7 +1540,7 @@ impl StreamThread {
             self.producer.commit_transaction()?;
             self.in_transaction = false;
             tracing::debug!(
-                flush_us = flushed.as_micros() as u64,
+                send_and_flush_us = flushed.as_micros() as u64,
                 send_offsets_us = (offsets_sent - flushed).as_micros() as u64,
                 commit_us = (started.elapsed() - offsets_sent).as_micros() as u64,
                 "transaction committed"

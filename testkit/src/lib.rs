@@ -124,8 +124,9 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
 /// nothing. `BROOK_TEST_LOG` overrides the filter (an `EnvFilter`
 /// directive such as `debug` or `brook_runtime=trace`); the default is
 /// warnings, plus brook's info lines (librdkafka's own lines are off: its
-/// threads are not the test's, so they would print for passing tests too). Every [`TestBroker`] constructor calls
-/// it; calling it again does nothing.
+/// threads are not the test's, so they would print for passing tests
+/// too). Every [`TestBroker`] constructor calls it; calling it again does
+/// nothing.
 pub fn capture_logs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -449,6 +449,9 @@ impl StartOffsets {
     }
 }
 
+/// How long [`start_offsets`] keeps asking for committed offsets.
+const START_OFFSETS_WAIT: Duration = Duration::from_secs(5);
+
 /// `wanted` with every partition that should start at the group's
 /// committed offset (`Offset::Invalid` or `Offset::Stored`) given that
 /// offset explicitly, or the reset offset where nothing is committed.
@@ -462,9 +465,6 @@ impl StartOffsets {
 /// This asks with retries for up to 5 s (or the cluster timeout if
 /// shorter); if that fails, the partitions are left to librdkafka as
 /// before, with a warning.
-/// How long [`start_offsets`] keeps asking for committed offsets.
-const START_OFFSETS_WAIT: Duration = Duration::from_secs(5);
-
 fn start_offsets<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     wanted: &TopicPartitionList,
