@@ -395,6 +395,17 @@ impl<K: 'static, V: 'static> TestInputTopic<'_, K, V> {
         value: Option<&V>,
         timestamp: Timestamp,
     ) -> Result<(), DriverError> {
+        self.produce(partition, key, value, timestamp)?;
+        self.driver.run_until_idle()
+    }
+
+    fn produce(
+        &self,
+        partition: Option<i32>,
+        key: &K,
+        value: Option<&V>,
+        timestamp: Timestamp,
+    ) -> Result<(), DriverError> {
         let serde_err = |what| serde_error(&self.topic, what);
         let key = self
             .key
@@ -415,12 +426,26 @@ impl<K: 'static, V: 'static> TestInputTopic<'_, K, V> {
             timestamp,
             headers: Headers::new(),
         })?;
-        self.driver.run_until_idle()
+        Ok(())
     }
 
     /// Writes a record (partitioned by key) and runs the topology until idle.
     pub fn pipe_input(&self, key: K, value: V, timestamp: Timestamp) -> Result<(), DriverError> {
         self.write(None, &key, Some(&value), timestamp)
+    }
+
+    /// Writes all `records` (partitioned by key), then runs the topology
+    /// until idle: up to `max_poll_records` (500) of them are polled and
+    /// processed together before one commit, as a batch is in a running
+    /// application, so caches coalesce updates across them.
+    pub fn pipe_batch(
+        &self,
+        records: impl IntoIterator<Item = (K, V, Timestamp)>,
+    ) -> Result<(), DriverError> {
+        for (key, value, timestamp) in records {
+            self.produce(None, &key, Some(&value), timestamp)?;
+        }
+        self.driver.run_until_idle()
     }
 
     /// Writes a record to the given partition and runs the topology.

@@ -736,3 +736,254 @@ fn session_reduce_and_aggregate_merge_the_sessions_a_record_bridges() -> TestRes
     assert_eq!(last("sum")?, vec![(whole, Some(13))]);
     Ok(())
 }
+
+// Caching (`Materialized::with_caching`) for windowed aggregations: one
+// downstream update per key and window between commits. `pipe_batch`
+// writes several records that are processed before one commit.
+
+type WindowedOut<'d> = brook_runtime::driver::TestOutputTopic<'d, Windowed<String>, Option<i64>>;
+
+/// (key, window start in seconds from `BASE`, value).
+type Written = Vec<(String, i64, Option<i64>)>;
+
+/// What one commit wrote.
+fn written(out: &WindowedOut<'_>) -> Result<Written, Box<dyn Error>> {
+    Ok(out
+        .read_key_values()?
+        .into_iter()
+        .map(|(k, v)| (k.key, (k.window.start - BASE) / SECOND, v))
+        .collect())
+}
+
+fn cached_minute_counts(suppress: bool) -> Result<Topology, Box<dyn Error>> {
+    let b = StreamsBuilder::new();
+    let counts = b
+        .stream("clicks", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by(TimeWindows::tumbling(minutes(1), Duration::from_secs(10))?)
+        .count(Materialized::named("cached-minutes", Utf8, Json::<i64>::new()).with_caching());
+    let stream = if suppress {
+        counts
+            .suppress_until_window_closes("cached-minutes-final")
+            .to_stream()
+    } else {
+        counts.to_stream()
+    };
+    stream.to(
+        "counts",
+        Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+    );
+    Ok(b.build()?)
+}
+
+#[test]
+fn a_cached_windowed_count_writes_one_record_per_key_and_window_per_commit() -> TestResult {
+    let driver = TopologyTestDriver::new(cached_minute_counts(false)?)?;
+    let clicks = driver.input_topic("clicks", Utf8, Utf8);
+    let out = driver.output_topic("counts", windowed(Utf8), Nullable(Json::<i64>::new()));
+    // Commit 1: 40 records, 3 keys-and-windows.
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        batch.push(("a".to_string(), format!("a{i}"), at(i)));
+        if i % 2 == 0 {
+            batch.push(("b".to_string(), format!("b{i}"), at(i)));
+        }
+    }
+    for i in 0..10 {
+        batch.push(("a".to_string(), format!("late-minute-{i}"), at(60 + i)));
+    }
+    assert_eq!(batch.len(), 40);
+    clicks.pipe_batch(batch)?;
+    let mut commit = written(&out)?;
+    commit.sort();
+    assert_eq!(
+        commit,
+        vec![
+            ("a".to_string(), 0, Some(20)),
+            ("a".to_string(), 60, Some(10)),
+            ("b".to_string(), 0, Some(10)),
+        ]
+    );
+    // The changelog is coalesced per commit too.
+    let changelog = driver
+        .cluster()
+        .records("test-app-cached-minutes-changelog")?;
+    assert_eq!(changelog.len(), 3);
+    // Commit 2: 5 more in a's second minute (within its grace).
+    clicks.pipe_batch((0..5).map(|i| ("a".to_string(), format!("more{i}"), at(70 + i))))?;
+    assert_eq!(written(&out)?, vec![("a".to_string(), 60, Some(15))]);
+    // Without caching, the same 40 records are 40 updates.
+    let b = StreamsBuilder::new();
+    b.stream("clicks", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by(TimeWindows::tumbling(minutes(1), Duration::from_secs(10))?)
+        .count(Materialized::named("minutes", Utf8, Json::<i64>::new()))
+        .to_stream()
+        .to(
+            "counts",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let uncached = TopologyTestDriver::new(b.build()?)?;
+    uncached
+        .input_topic("clicks", Utf8, Utf8)
+        .pipe_batch((0..40).map(|i| ("a".to_string(), format!("{i}"), at(i))))?;
+    let out = uncached.output_topic("counts", windowed(Utf8), Nullable(Json::<i64>::new()));
+    assert_eq!(written(&out)?.len(), 40);
+    Ok(())
+}
+
+#[test]
+fn a_suppressed_cached_window_emits_its_final_count_once_with_every_update() -> TestResult {
+    let driver = TopologyTestDriver::new(cached_minute_counts(true)?)?;
+    let clicks = driver.input_topic("clicks", Utf8, Utf8);
+    let out = driver.output_topic("counts", windowed(Utf8), Nullable(Json::<i64>::new()));
+    // Commit 1: 3 records in minute 0, in the suppression's buffer after it.
+    clicks.pipe_batch((0..3).map(|i| ("a".to_string(), format!("{i}"), at(i * 5))))?;
+    assert!(written(&out)?.is_empty());
+    // Commit 2: 4 more in minute 0, then one at 75 s that closes it (end
+    // 60 s + grace 10 s) while those 4 are still in the cache: the final
+    // count is 7, emitted once (not 3 at the close and 7 at the commit).
+    let mut batch: Vec<_> = (3..7)
+        .map(|i| ("a".to_string(), format!("{i}"), at(i * 5)))
+        .collect();
+    batch.push(("b".to_string(), "closer".to_string(), at(75)));
+    batch.push(("a".to_string(), "next minute".to_string(), at(76)));
+    clicks.pipe_batch(batch)?;
+    assert_eq!(written(&out)?, vec![("a".to_string(), 0, Some(7))]);
+    // Later commits never emit minute 0 again; minute 1 closes at 130 s.
+    clicks.pipe_batch([("a".to_string(), "x".to_string(), at(100))])?;
+    assert!(written(&out)?.is_empty());
+    clicks.pipe_batch([("c".to_string(), "closer".to_string(), at(130))])?;
+    let mut finals = written(&out)?;
+    finals.sort();
+    assert_eq!(
+        finals,
+        vec![
+            ("a".to_string(), 60, Some(2)),
+            ("b".to_string(), 60, Some(1))
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn cached_sessions_forward_only_the_merged_session_of_a_commit() -> TestResult {
+    use brook_topology::session::SessionWindows;
+    let b = StreamsBuilder::new();
+    b.stream("views", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by_session(SessionWindows::with_inactivity_gap(minutes(5), minutes(5)))
+        .count(Materialized::named("cached-sessions", Utf8, Json::<i64>::new()).with_caching())
+        .to_stream()
+        .to(
+            "sessions",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let driver = TopologyTestDriver::new(b.build()?)?;
+    let views = driver.input_topic("views", Utf8, Utf8);
+    let out = driver.output_topic("sessions", windowed(Utf8), Nullable(Json::<i64>::new()));
+    let read = || {
+        out.read_key_values().map(|kv| {
+            kv.into_iter()
+                .map(|(k, v)| (k.window, v))
+                .collect::<Vec<_>>()
+        })
+    };
+    // Uncached, these four are seven updates (see
+    // session_windows_merge_when_a_record_bridges_the_gap); the sessions
+    // created and merged away within the commit forward nothing.
+    views.pipe_batch(
+        [0, 2, 10, 6].map(|minute| ("u1".to_string(), format!("v@{minute}"), at(minute * 60))),
+    )?;
+    assert_eq!(read()?, vec![(session(0, 10), Some(4))]);
+    // A session forwarded in an earlier commit and merged in this one is
+    // removed downstream (its tombstone) before the merged one is written.
+    views
+        .pipe_batch([12, 14].map(|minute| ("u1".to_string(), "v".to_string(), at(minute * 60))))?;
+    assert_eq!(
+        read()?,
+        vec![(session(0, 10), None), (session(0, 14), Some(6))]
+    );
+    Ok(())
+}
+
+#[test]
+fn cached_sliding_windows_forward_each_window_once_per_commit() -> TestResult {
+    use brook_topology::sliding::SlidingWindows;
+    let b = StreamsBuilder::new();
+    b.stream("clicks", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by_sliding(SlidingWindows::with_time_difference(
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+        ))
+        .count(Materialized::named("cached-sliding", Utf8, Json::<i64>::new()).with_caching())
+        .to_stream()
+        .to(
+            "sliding",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let driver = TopologyTestDriver::new(b.build()?)?;
+    let clicks = driver.input_topic("clicks", Utf8, Utf8);
+    let out = driver.output_topic("sliding", windowed(Utf8), Nullable(Json::<i64>::new()));
+    // 10 s, 15 s, 12 s: uncached, each record updates its own window and
+    // the neighbours' (six updates, [5, 15] twice); cached, each window once.
+    clicks.pipe_batch([10, 15, 12].map(|s| ("k".to_string(), format!("{s}"), at(s))))?;
+    let w = |s: i64, e: i64| Window {
+        start: at(s),
+        end: at(e) + 1,
+    };
+    let mut windows: Vec<(Window, Option<i64>)> = out
+        .read_key_values()?
+        .into_iter()
+        .map(|(k, v)| (k.window, v))
+        .collect();
+    windows.sort_by_key(|(w, _)| (w.start, w.end));
+    let store = driver.read_store::<Windowed<String>, i64>("cached-sliding")?;
+    let mut stored: Vec<(Window, Option<i64>)> = store
+        .into_iter()
+        .map(|(k, c)| (k.window, Some(c)))
+        .collect();
+    stored.sort_by_key(|(w, _)| (w.start, w.end));
+    assert_eq!(windows, stored, "one record per window, its final value");
+    assert!(windows.contains(&(w(5, 15), Some(3))), "{windows:?}");
+    Ok(())
+}
+
+#[test]
+fn a_full_cache_forwards_what_it_holds_early_and_loses_no_update() -> TestResult {
+    // Hopping windows of 6 ms every 1 ms: a record is in 6 windows.
+    let (per_record, cache) = (6, 10);
+    let b = StreamsBuilder::new();
+    b.stream("clicks", Consumed::with(Utf8, Utf8))
+        .group_by_key(Grouped::with(Utf8, Utf8))
+        .windowed_by(TimeWindows::hopping(
+            Duration::from_millis(per_record),
+            Duration::from_millis(1),
+            minutes(1),
+        )?)
+        .count(Materialized::named("hops", Utf8, Json::<i64>::new()).with_cache_max_entries(10))
+        .to_stream()
+        .to(
+            "counts",
+            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
+        );
+    let driver = TopologyTestDriver::new(b.build()?)?;
+    let t = at(0);
+    let far = t + per_record as i64;
+    // One commit: two records in 6 windows, two in 6 others. The third
+    // record fills the cache (6 + 4 keys), which goes downstream then; the
+    // other 6 keys at the commit. Unbounded it would be 12 records, uncached 24.
+    driver
+        .input_topic("clicks", Utf8, Utf8)
+        .pipe_batch([t, t, far, far].map(|at| ("k".to_string(), "v".to_string(), at)))?;
+    let counts = driver
+        .output_topic("counts", windowed(Utf8), Nullable(Json::<i64>::new()))
+        .read_key_values()?;
+    assert_eq!(counts.len(), cache + per_record as usize, "{counts:?}");
+    let latest: BTreeMap<Window, Option<i64>> =
+        counts.into_iter().map(|(k, v)| (k.window, v)).collect();
+    assert_eq!(latest.len(), 2 * per_record as usize);
+    assert!(latest.values().all(|c| *c == Some(2)), "{latest:?}");
+    Ok(())
+}

@@ -9,6 +9,7 @@
 //! that), so a topology can be built, described and tested anywhere; the
 //! runtime (`brook-runtime`) executes it.
 
+pub mod cache;
 pub mod graph;
 pub mod join;
 pub mod processor;

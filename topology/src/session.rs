@@ -32,6 +32,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::WindowCache;
 use crate::processor::{Data, ProcessError, Processor, ProcessorContext, supplier};
 use crate::record::Record;
 use crate::record::Timestamp;
@@ -146,6 +147,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         let key_serde = materialized.key.clone();
         let value_serde = materialized.value.clone();
         let store_spec = materialized.windowed();
+        let caches = store_spec.caches();
         let store = store_spec.name.clone();
         input.graph.borrow_mut().stores.push(store_spec.spec());
         let split = |late| {
@@ -168,6 +170,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                 retention,
                 step: step.clone(),
                 merge: merge.clone(),
+                cache: WindowCache::new(caches(), windows.close_after()),
             }),
             &[input.node],
             vec![store.clone()],
@@ -233,6 +236,7 @@ struct SessionAggregate<K, V, VA> {
     retention: i64,
     step: SessionStep<K, V, VA>,
     merge: Merger<K, VA>,
+    cache: WindowCache<K, VA>,
 }
 
 impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
@@ -245,15 +249,19 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         // Sessions past retention are purged as stream time moves on.
         let every = Duration::from_millis(self.windows.gap.max(1) as u64);
         ctx.schedule(every, crate::processor::PunctuationType::StreamTime);
+        self.cache.init(ctx);
         Ok(())
     }
 
     fn punctuate(
         &mut self,
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
-        _id: crate::processor::ScheduleId,
+        id: crate::processor::ScheduleId,
         stream_time: Timestamp,
     ) -> Result<(), ProcessError> {
+        if self.cache.punctuate(ctx, id, stream_time) {
+            return Ok(());
+        }
         let mut store = ctx.key_value_store::<Windowed<K>, VA>(&self.store)?;
         for (key, _) in store.all()? {
             if key.window.end.saturating_add(self.retention) <= stream_time {
@@ -317,13 +325,22 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             },
         ));
         for (key, change) in forwards {
-            ctx.forward(Record {
+            let update = Record {
                 key,
                 value: change,
                 timestamp: t,
                 headers: record.headers.clone(),
-            });
+            };
+            self.cache.forward(ctx, update)?;
         }
+        Ok(())
+    }
+
+    fn flush(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
+    ) -> Result<(), ProcessError> {
+        self.cache.flush(ctx);
         Ok(())
     }
 }

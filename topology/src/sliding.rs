@@ -35,6 +35,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::WindowCache;
 use crate::processor::{
     Data, ProcessError, Processor, ProcessorContext, PunctuationType, ScheduleId, supplier,
 };
@@ -122,6 +123,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         let key_serde = materialized.key.clone();
         let value_serde = materialized.value.clone();
         let window_store = materialized.windowed();
+        let caches = window_store.caches();
         let store = window_store.name.clone();
         let init: Arc<dyn Fn() -> VA + Send + Sync> = Arc::new(init);
         let fold: Fold<K, V, VA> = Arc::new(aggregator);
@@ -146,6 +148,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
                 windows,
                 init: init.clone(),
                 fold: fold.clone(),
+                cache: WindowCache::new(caches(), windows.grace),
             }),
             &[input.node],
             vec![records_store, store.clone()],
@@ -236,6 +239,7 @@ struct SlidingAggregate<K, V, VA> {
     windows: SlidingWindows,
     init: Arc<dyn Fn() -> VA + Send + Sync>,
     fold: Fold<K, V, VA>,
+    cache: WindowCache<K, VA>,
 }
 
 impl<K: Data, V: Data, VA: Data> SlidingAggregate<K, V, VA> {
@@ -259,6 +263,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     ) -> Result<(), ProcessError> {
         let every = Duration::from_millis(self.windows.difference.max(1) as u64);
         ctx.schedule(every, PunctuationType::StreamTime);
+        self.cache.init(ctx);
         Ok(())
     }
 
@@ -305,7 +310,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             let mut store = ctx.key_value_store::<Windowed<K>, VA>(&self.windows_store)?;
             let old = store.get(&windowed)?;
             store.put(&windowed, &aggregate)?;
-            ctx.forward(Record {
+            let update = Record {
                 key: windowed,
                 value: Change {
                     new: Some(aggregate),
@@ -313,7 +318,8 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
                 },
                 timestamp: t,
                 headers: record.headers.clone(),
-            });
+            };
+            self.cache.forward(ctx, update)?;
         }
         Ok(())
     }
@@ -321,9 +327,12 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     fn punctuate(
         &mut self,
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
-        _id: ScheduleId,
+        id: ScheduleId,
         stream_time: Timestamp,
     ) -> Result<(), ProcessError> {
+        if self.cache.punctuate(ctx, id, stream_time) {
+            return Ok(());
+        }
         // A record can no longer join an open window once the latest window
         // containing it ([t, t + d]) has closed.
         let horizon = self
@@ -345,6 +354,14 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
                 windows.delete(&key)?;
             }
         }
+        Ok(())
+    }
+
+    fn flush(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
+    ) -> Result<(), ProcessError> {
+        self.cache.flush(ctx);
         Ok(())
     }
 }

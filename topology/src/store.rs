@@ -11,6 +11,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use crate::cache::RecordCache;
 use crate::processor::{Data, ProcessError};
 use crate::serdes::Serde;
 
@@ -169,7 +170,8 @@ pub struct Materialized<K, V> {
     pub(crate) value: Arc<dyn Serde<V>>,
     pub(crate) logged: bool,
     pub(crate) retention: Option<std::time::Duration>,
-    pub(crate) caching: bool,
+    /// With a record cache of at most this many keys per task.
+    pub(crate) caching: Option<usize>,
 }
 
 impl<K: Data, V: Data> Materialized<K, V> {
@@ -181,18 +183,30 @@ impl<K: Data, V: Data> Materialized<K, V> {
             value: Arc::new(value),
             logged: true,
             retention: None,
-            caching: false,
+            caching: None,
         }
     }
 
-    /// Caches a table's updates between commits: of several updates to a
-    /// key before a commit, only the last is forwarded downstream (with
-    /// the value before the first as `old`), as Kafka Streams' record
-    /// cache does. Fewer downstream records and writes, at the cost of
-    /// results arriving at commit time rather than per record. Changelog
-    /// records are coalesced per commit either way.
-    pub fn with_caching(mut self) -> Self {
-        self.caching = true;
+    /// Caches an aggregation's updates between commits: of several updates
+    /// to a key (for windowed aggregations, a key and window) before a
+    /// commit, only the last is forwarded downstream (with the value before
+    /// the first as `old`), as Kafka Streams' record cache does. Fewer
+    /// downstream records and writes, at the cost of results arriving at
+    /// commit time rather than per record. A cache forwards early when it
+    /// holds [`CACHE_MAX_ENTRIES`](crate::cache::CACHE_MAX_ENTRIES) keys, and
+    /// a windowed one when one of its windows closes. Changelog records are
+    /// coalesced per commit either way.
+    pub fn with_caching(self) -> Self {
+        self.with_cache_max_entries(crate::cache::CACHE_MAX_ENTRIES)
+    }
+
+    /// [`with_caching`](Self::with_caching) with a cache of at most
+    /// `entries` keys per task (at least 1) instead of the default
+    /// [`CACHE_MAX_ENTRIES`](crate::cache::CACHE_MAX_ENTRIES): more keys
+    /// coalesce more updates when many keys change between commits, at
+    /// the cost of memory.
+    pub fn with_cache_max_entries(mut self, entries: usize) -> Self {
+        self.caching = Some(entries.max(1));
         self
     }
 
@@ -210,15 +224,26 @@ impl<K: Data, V: Data> Materialized<K, V> {
         self
     }
 
-    /// The same store, keyed by windowed keys (window and session stores).
+    /// The same store, keyed by windowed keys (window and session stores);
+    /// caching carries over.
     pub(crate) fn windowed(self) -> Materialized<crate::window::Windowed<K>, V> {
-        windowed_store(
+        let caching = self.caching;
+        let mut windowed = windowed_store(
             &self.name,
             self.key,
             self.value,
             self.logged,
             self.retention,
-        )
+        );
+        windowed.caching = caching;
+        windowed
+    }
+
+    /// Makes each task's record cache for an aggregation over this store:
+    /// `None` unless [`with_caching`](Self::with_caching) was asked for.
+    pub(crate) fn caches(&self) -> CacheSupplier<K, V> {
+        let (caching, store, key) = (self.caching, self.name.clone(), self.key.clone());
+        Arc::new(move || caching.map(|max| RecordCache::new(&store, key.clone(), max)))
     }
 
     pub(crate) fn spec(&self) -> StoreSpec {
@@ -231,6 +256,9 @@ impl<K: Data, V: Data> Materialized<K, V> {
         }
     }
 }
+
+/// Makes a fresh record cache (or none) for each task.
+pub(crate) type CacheSupplier<K, V> = Arc<dyn Fn() -> Option<RecordCache<K, V>> + Send + Sync>;
 
 /// A store keyed by [`Windowed`](crate::window::Windowed) keys through the
 /// one windowed-key encoding ([`WindowedSerde`](crate::window::WindowedSerde)).
@@ -247,7 +275,7 @@ pub(crate) fn windowed_store<K: Data, V: Data>(
         value,
         logged,
         retention,
-        caching: false,
+        caching: None,
     }
 }
 

@@ -30,9 +30,9 @@
 //! assert!(described.contains("(stores: [word-counts])"));
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::cache::{RecordCache, flush_cache, forward_or_cache};
 use crate::graph::TopicName;
 use crate::processor::{Data, ProcessError, Processor, ProcessorContext, supplier};
 use crate::record::Record;
@@ -137,16 +137,13 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         let mut g = input.graph.borrow_mut();
         g.stores.push(materialized.spec());
         let store_name = store.clone();
-        let cache_key = materialized.caching.then(|| materialized.key.clone());
+        let caches = materialized.caches();
         let node = g.add_stateful(
             prefix,
             supplier::<_, K, V, K, Change<VA>>(move || Aggregate {
                 store: store_name.clone(),
                 step: step.clone(),
-                cache: cache_key.clone().map(|key| RecordCache {
-                    key,
-                    dirty: BTreeMap::new(),
-                }),
+                cache: caches(),
             }),
             &[input.node],
             vec![store.clone()],
@@ -204,21 +201,6 @@ struct Aggregate<K, V, VA> {
     cache: Option<RecordCache<K, VA>>,
 }
 
-/// Keys updated since the last commit, by key bytes: the key, the value
-/// before the first update, and the last update's timestamp and headers.
-struct RecordCache<K, VA> {
-    key: Arc<dyn Serde<K>>,
-    dirty: BTreeMap<
-        Vec<u8>,
-        (
-            K,
-            Option<VA>,
-            crate::record::Timestamp,
-            crate::record::Headers,
-        ),
-    >,
-}
-
 impl<K: Data, V: Data, VA: Data> Processor<K, V, K, Change<VA>> for Aggregate<K, V, VA> {
     fn process(
         &mut self,
@@ -229,24 +211,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, K, Change<VA>> for Aggregate<K,
         let old = store.get(&record.key)?;
         let new = (self.step)(&record.key, record.value, old.clone());
         store.put(&record.key, &new)?;
-        if let Some(cache) = &mut self.cache {
-            let bytes = cache
-                .key
-                .serialize(&record.key)
-                .map_err(|source| ProcessError::Serde {
-                    context: format!("caching a key of store {}", self.store),
-                    source,
-                })?
-                .unwrap_or_default();
-            let entry = cache
-                .dirty
-                .entry(bytes)
-                .or_insert_with(|| (record.key, old, record.timestamp, record.headers.clone()));
-            entry.2 = entry.2.max(record.timestamp);
-            entry.3 = record.headers;
-            return Ok(());
-        }
-        ctx.forward(Record {
+        let update = Record {
             key: record.key,
             value: Change {
                 new: Some(new),
@@ -254,24 +219,12 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, K, Change<VA>> for Aggregate<K,
             },
             timestamp: record.timestamp,
             headers: record.headers,
-        });
-        Ok(())
+        };
+        forward_or_cache(&mut self.cache, ctx, update)
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_, K, Change<VA>>) -> Result<(), ProcessError> {
-        let Some(cache) = &mut self.cache else {
-            return Ok(());
-        };
-        let dirty = std::mem::take(&mut cache.dirty);
-        for (_, (key, old, timestamp, headers)) in dirty {
-            let new = ctx.key_value_store::<K, VA>(&self.store)?.get(&key)?;
-            ctx.forward(Record {
-                key,
-                value: Change { new, old },
-                timestamp,
-                headers,
-            });
-        }
+        flush_cache(&mut self.cache, ctx);
         Ok(())
     }
 }

@@ -27,6 +27,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::WindowCache;
 use crate::graph::TopicName;
 use crate::processor::{
     Data, ProcessError, Processor, ProcessorContext, PunctuationType, ScheduleId, supplier,
@@ -83,6 +84,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         let key_serde = materialized.key.clone();
         let value_serde = materialized.value.clone();
         let window_store = materialized.windowed();
+        let caches = window_store.caches();
         let store = window_store.name.clone();
         let mut g = input.graph.borrow_mut();
         g.stores.push(window_store.spec());
@@ -95,6 +97,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
                 retention,
                 step: step.clone(),
                 next_expiry: None,
+                cache: WindowCache::new(caches(), windows.grace()),
             }),
             &[input.node],
             vec![store.clone()],
@@ -213,6 +216,7 @@ struct WindowAggregate<K, V, VA> {
     /// `None` until the first purge. Purges before it are skipped: they
     /// would scan the whole store to delete nothing.
     next_expiry: Option<Timestamp>,
+    cache: WindowCache<K, VA>,
 }
 
 impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
@@ -225,6 +229,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         // Expired windows are purged as stream time moves on.
         let every = Duration::from_millis(self.windows.size().max(1) as u64);
         ctx.schedule(every, PunctuationType::StreamTime);
+        self.cache.init(ctx);
         Ok(())
     }
 
@@ -251,7 +256,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             if let Some(next) = &mut self.next_expiry {
                 *next = (*next).min(window.end.saturating_add(self.retention));
             }
-            ctx.forward(Record {
+            let update = Record {
                 key,
                 value: Change {
                     new: Some(new),
@@ -259,7 +264,8 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
                 },
                 timestamp: record.timestamp,
                 headers: record.headers.clone(),
-            });
+            };
+            self.cache.forward(ctx, update)?;
             updated = true;
         }
         if !updated {
@@ -271,9 +277,12 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     fn punctuate(
         &mut self,
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
-        _id: ScheduleId,
+        id: ScheduleId,
         stream_time: Timestamp,
     ) -> Result<(), ProcessError> {
+        if self.cache.punctuate(ctx, id, stream_time) {
+            return Ok(());
+        }
         if self.next_expiry.is_some_and(|next| stream_time < next) {
             return Ok(());
         }
@@ -288,6 +297,14 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             }
         }
         self.next_expiry = Some(next);
+        Ok(())
+    }
+
+    fn flush(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
+    ) -> Result<(), ProcessError> {
+        self.cache.flush(ctx);
         Ok(())
     }
 }
