@@ -14,7 +14,11 @@
 //! }
 //!
 //! fn main() -> std::process::ExitCode {
-//!     app::run("copy", &["input", "output"], topology)
+//!     app::run(
+//!         "copy",
+//!         &[("input", "TOPIC  read from"), ("output", "TOPIC  written to")],
+//!         topology,
+//!     )
 //! }
 //! ```
 //!
@@ -64,26 +68,94 @@ use brook_runtime::streams::{KafkaStreams, MetricsHandle, StreamsState};
 use brook_runtime::thread::StreamsConfig;
 use brook_topology::Topology;
 
-const COMMON: &[&str] = &[
-    "bootstrap",
-    "application-id",
-    "instance",
-    "instances",
-    "instance-id",
-    "threads",
-    "state-dir",
-    "guarantee",
-    "commit-interval",
-    "replication-factor",
-    "deserialization-handler",
-    "dead-letter-topic",
-    "max-record-bytes",
-    "max-timestamp-ahead-ms",
-    "max-timestamp-behind-ms",
-    "retry-timeout",
-    "metrics-addr",
-    "log",
+/// The settings every app takes: (key, what `--help` says of it); the
+/// module docs' table in short.
+const COMMON: &[(&str, &str)] = &[
+    ("bootstrap", "HOST:PORT  Kafka bootstrap servers (required)"),
+    (
+        "application-id",
+        "ID  consumer group and internal topic prefix (the app's name)",
+    ),
+    (
+        "instance",
+        "K  static assignment: this is instance K of --instances (group mode)",
+    ),
+    ("instances", "N  static assignment: N instances"),
+    (
+        "instance-id",
+        "ID  names the transactional producers; keep it across restarts (per process)",
+    ),
+    ("threads", "N  stream threads (1)"),
+    (
+        "state-dir",
+        "DIR  RocksDB state directory (in-memory stores)",
+    ),
+    (
+        "guarantee",
+        "at_least_once|exactly_once_v2  (at_least_once)",
+    ),
+    (
+        "commit-interval",
+        "MS  between commits (30000; 100 exactly-once)",
+    ),
+    (
+        "replication-factor",
+        "N  of the internal topics brook creates (-1: the broker's default)",
+    ),
+    (
+        "deserialization-handler",
+        "dead-letter|log-and-continue|fail  bad records (dead-letter)",
+    ),
+    (
+        "dead-letter-topic",
+        "TOPIC  where dead letters go (<application-id>-dead-letters)",
+    ),
+    (
+        "max-record-bytes",
+        "N  larger records (key + value) are bad (1048588)",
+    ),
+    (
+        "max-timestamp-ahead-ms",
+        "MS  timestamps further ahead of the wall clock are bad (unbounded)",
+    ),
+    (
+        "max-timestamp-behind-ms",
+        "MS  timestamps further behind the wall clock are bad (unbounded)",
+    ),
+    (
+        "retry-timeout",
+        "MS  a failure that may mend itself is retried this long (300000)",
+    ),
+    (
+        "metrics-addr",
+        "ADDR  serve Prometheus metrics at http://ADDR/metrics (off)",
+    ),
+    (
+        "log",
+        "FILTER  log filter: info, brook_runtime=debug, ... (info)",
+    ),
 ];
+
+/// `--help` of an app: `program` and what follows it (`synopsis`), the
+/// app's own options (key, help) and every common setting.
+pub fn usage(program: &str, synopsis: &str, app_options: &[(&str, &str)]) -> String {
+    let line = |(key, help): &(&str, &str)| format!("  --{key} {help}\n");
+    let mut out = format!("usage: {program} {synopsis}[--KEY VALUE]...\n");
+    if !app_options.is_empty() {
+        out.push_str("options:\n");
+        out.extend(app_options.iter().map(line));
+    }
+    out.push_str(
+        "settings (also in a --config FILE of `key = value` lines, or as BROOK_<KEY> variables):\n",
+    );
+    out.extend(COMMON.iter().map(line));
+    out.push_str("  --config FILE  read settings from FILE (or BROOK_CONFIG)\n");
+    out.push_str("  --kafka.<property> VALUE  any librdkafka property (BROOK_KAFKA_<PROPERTY>)\n");
+    out.push_str(
+        "exit codes: 0 after a clean stop, 1 when the instance failed, 2 for bad settings",
+    );
+    out
+}
 
 /// An app's settings, merged from defaults, config file, environment and flags.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -270,17 +342,23 @@ pub fn is_secret(key: &str) -> bool {
 pub fn settings(
     args: impl IntoIterator<Item = String>,
     env: &BTreeMap<String, String>,
-    app_options: &[&str],
+    app_options: &[(&str, &str)],
 ) -> Result<AppSettings> {
     let env_vars = env;
     let env = |name: &str| env_vars.get(name).cloned();
-    let known = |key: &str| {
-        COMMON.contains(&key) || app_options.contains(&key) || key.starts_with("kafka.")
-    };
+    let keys: Vec<&str> = COMMON
+        .iter()
+        .chain(app_options)
+        .map(|(key, _)| *key)
+        .collect();
+    let known = |key: &str| keys.contains(&key) || key.starts_with("kafka.");
     let mut flags = BTreeMap::new();
     let mut config_file = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
+        if arg == "--help" || arg == "-h" {
+            return Err(crate::args::HelpRequested.into());
+        }
         let Some(name) = arg.strip_prefix("--") else {
             bail!("unexpected argument {arg:?}");
         };
@@ -311,9 +389,9 @@ pub fn settings(
             values.insert(key, value);
         }
     }
-    for key in COMMON.iter().chain(app_options) {
+    for key in keys {
         if let Some(value) = env(&env_name(key)) {
-            values.insert((*key).to_owned(), value);
+            values.insert(key.to_owned(), value);
         }
     }
     for (name, value) in env_vars {
@@ -328,7 +406,7 @@ pub fn settings(
 /// Runs the app until SIGINT/SIGTERM or a failure; see the module docs.
 pub fn run(
     name: &str,
-    app_options: &[&str],
+    app_options: &[(&str, &str)],
     topology: impl FnOnce(&AppSettings) -> Result<Topology>,
 ) -> ExitCode {
     // Everything that depends on the settings alone fails with exit code 2,
@@ -342,10 +420,7 @@ pub fn run(
         });
     let (settings, config, topology) = match prepared {
         Ok(prepared) => prepared,
-        Err(e) => {
-            eprintln!("{name}: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return crate::args::exit_code(name, &usage(name, "", app_options), &e),
     };
     init_logging(settings.get("log").unwrap_or("info"));
     match run_with(&settings, config, topology) {
@@ -500,7 +575,7 @@ mod tests {
         let s = settings(
             args(&["--config", &file, "--threads", "4"]),
             &env_of(&[("BROOK_BOOTSTRAP", "env:9092"), ("BROOK_THREADS", "2")]),
-            &["input"],
+            &[("input", "TOPIC")],
         )?;
         assert_eq!(s.get("bootstrap"), Some("env:9092"));
         assert_eq!(s.get("threads"), Some("4"));
@@ -547,6 +622,23 @@ mod tests {
             "{shown}"
         );
         Ok(())
+    }
+
+    #[test]
+    fn help_is_not_an_error_and_lists_every_setting() {
+        let e = settings(args(&["--threads", "2", "--help"]), &env_of(&[]), &[]).unwrap_err();
+        assert!(e.is::<crate::args::HelpRequested>());
+        let app = [("input", "TOPIC  lines to count")];
+        let text = usage("wc", "", &app);
+        let keys: Vec<&str> = COMMON.iter().chain(&app).map(|(k, _)| *k).collect();
+        let missing = crate::args::unlisted(&text, &keys);
+        assert!(
+            missing.is_empty(),
+            "--help does not list {missing:?}:\n{text}"
+        );
+        for also in ["--config FILE", "--kafka.<property>", "lines to count"] {
+            assert!(text.contains(also), "{text}");
+        }
     }
 
     #[test]
@@ -620,7 +712,7 @@ mod tests {
         assert_eq!(group.replication_factor, -1, "the broker's default");
         let replicated = settings(args(&["--replication-factor", "3"]), &env_of(&[]), &[])?;
         assert_eq!(replicated.streams_config("a")?.replication_factor, 3);
-        let missing = settings(args(&[]), &env_of(&[]), &["input"])?;
+        let missing = settings(args(&[]), &env_of(&[]), &[("input", "TOPIC")])?;
         assert!(
             format!("{:#}", missing.option("input").expect_err("required")).contains("BROOK_INPUT")
         );

@@ -6,6 +6,51 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 
+/// `--help` (or `-h`) was given: not a failure. [`exit_code`] prints the
+/// usage on stdout and exits 0.
+#[derive(Debug)]
+pub struct HelpRequested;
+
+impl std::fmt::Display for HelpRequested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("--help")
+    }
+}
+
+impl std::error::Error for HelpRequested {}
+
+/// How a binary ends after its command line could not be used: for
+/// `--help`, `usage` on stdout and exit code 0; otherwise the error on
+/// stderr after `program: ` and exit code 2 (bad usage).
+pub fn exit_code(program: &str, usage: &str, error: &anyhow::Error) -> std::process::ExitCode {
+    if error.is::<HelpRequested>() {
+        println!("{usage}");
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!("{program}: {error:#}");
+        std::process::ExitCode::from(2)
+    }
+}
+
+/// The options of `known` that `usage` does not mention as `--name`
+/// (each binary's tests check that its `--help` lists every option).
+pub fn unlisted<'a>(usage: &str, known: &[&'a str]) -> Vec<&'a str> {
+    known
+        .iter()
+        .copied()
+        .filter(|name| {
+            let flag = format!("--{name}");
+            // `--name` followed by something that cannot continue a flag name.
+            !usage.match_indices(&flag).any(|(at, _)| {
+                usage[at + flag.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-'))
+            })
+        })
+        .collect()
+}
+
 /// Parsed `--name value` options.
 #[derive(Debug, Default)]
 pub struct Args {
@@ -14,8 +59,8 @@ pub struct Args {
 
 impl Args {
     /// Parses `args` (without the program name). Every option must be one of
-    /// `known` and take a value; `--help` is reported as an error carrying
-    /// `usage` so callers print it and exit.
+    /// `known` and take a value; `--help` is reported as [`HelpRequested`]
+    /// (see [`exit_code`]); other errors carry `usage`.
     pub fn parse(
         args: impl IntoIterator<Item = String>,
         known: &[&str],
@@ -25,7 +70,7 @@ impl Args {
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             if arg == "--help" || arg == "-h" {
-                bail!("{usage}");
+                return Err(HelpRequested.into());
             }
             let Some(name) = arg.strip_prefix("--") else {
                 bail!("unexpected argument {arg:?}\n\n{usage}");
@@ -120,11 +165,21 @@ mod tests {
             .parse_or("events", 0u64)
             .unwrap_err();
         assert!(bad.to_string().contains("--events \"many\""), "{bad}");
+        assert!(parse(&["--help"]).unwrap_err().is::<HelpRequested>());
         assert!(
-            parse(&["--help"])
+            parse(&["--events", "1", "-h"])
                 .unwrap_err()
-                .to_string()
-                .contains("usage: x")
+                .is::<HelpRequested>()
         );
+    }
+
+    #[test]
+    fn unlisted_finds_options_the_usage_does_not_name() {
+        let usage = "usage: x --topic NAME [--events-file F]";
+        assert_eq!(
+            unlisted(usage, &["topic", "events", "events-file"]),
+            ["events"]
+        );
+        assert!(unlisted("[--a] [--b=1] --c", &["a", "b", "c"]).is_empty());
     }
 }

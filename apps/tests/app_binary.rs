@@ -20,6 +20,67 @@ type TestResult<T = ()> = Result<T, Box<dyn Error>>;
 
 const BIN: &str = env!("CARGO_BIN_EXE_brook-wordcount");
 
+/// Every binary of brook-apps, with a flag its `--help` must list.
+const BINARIES: [(&str, &str); 11] = [
+    (env!("CARGO_BIN_EXE_brook-wordcount"), "--commit-interval"),
+    (env!("CARGO_BIN_EXE_brook-eos-test"), "--windowed"),
+    (env!("CARGO_BIN_EXE_eventmart"), "--dashboard-addr"),
+    (
+        env!("CARGO_BIN_EXE_eventmart-generator"),
+        "--payment-failure-rate",
+    ),
+    (env!("CARGO_BIN_EXE_eventmart-demo"), "--lifecycle-scale"),
+    (env!("CARGO_BIN_EXE_eventmart-topics"), "--configs"),
+    (env!("CARGO_BIN_EXE_brook-dev-broker"), "--bootstrap-file"),
+    (env!("CARGO_BIN_EXE_brook-state"), "--input-topic"),
+    (env!("CARGO_BIN_EXE_brook-schema"), "--subject"),
+    (
+        env!("CARGO_BIN_EXE_brook-schema-registry"),
+        "--basic-auth-file",
+    ),
+    (env!("CARGO_BIN_EXE_brook-bench"), "--kafka-runs"),
+];
+
+#[test]
+fn help_exits_0_with_the_usage_on_stdout_for_every_binary() -> TestResult {
+    for (bin, flag) in BINARIES {
+        let name = bin.rsplit('/').next().unwrap_or(bin);
+        for help in ["--help", "-h"] {
+            let out = Command::new(bin).arg(help).output()?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{name} {help}: {}; stderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(stdout.starts_with("usage"), "{name} {help}: {stdout}");
+            assert!(
+                stdout.contains(flag),
+                "{name} {help} lists no {flag}: {stdout}"
+            );
+        }
+    }
+    // After other flags too, and not mistaken for bad usage.
+    let out = Command::new(BIN)
+        .args(["--threads", "2", "--help"])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_eventmart"))
+        .args(["all", "--help"])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 #[test]
 fn bad_settings_exit_2_with_the_reason() -> TestResult {
     let out = Command::new(BIN)

@@ -20,19 +20,17 @@ use rdkafka::mocking::MockCluster;
 const USAGE: &str =
     "usage: brook-dev-broker [--brokers N] [--topic NAME:PARTITIONS]... [--bootstrap-file PATH]";
 
-fn main() {
-    if let Err(error) = run() {
-        eprintln!("brook-dev-broker: {error:#}");
-        std::process::exit(2);
+const OPTIONS: &[&str] = &["brokers", "topic", "bootstrap-file"];
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => brook_apps::args::exit_code("brook-dev-broker", USAGE, &error),
     }
 }
 
 fn run() -> Result<()> {
-    let args = Args::parse(
-        std::env::args().skip(1),
-        &["brokers", "topic", "bootstrap-file"],
-        USAGE,
-    )?;
+    let args = Args::parse(std::env::args().skip(1), OPTIONS, USAGE)?;
     let brokers: i32 = args.parse_or("brokers", 1)?;
     if !(1..=16).contains(&brokers) {
         bail!("--brokers {brokers}: must be between 1 and 16");
@@ -78,5 +76,14 @@ fn run() -> Result<()> {
     // Serve until a signal ends the process; the cluster's threads do the work.
     loop {
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_usage_lists_every_option() {
+        let missing = brook_apps::args::unlisted(super::USAGE, super::OPTIONS);
+        assert!(missing.is_empty(), "--help does not list {missing:?}");
     }
 }

@@ -74,7 +74,22 @@ fn topology(settings: &AppSettings) -> anyhow::Result<Topology> {
 }
 
 fn main() -> ExitCode {
-    app::run("eos-test", &["input", "echo", "windowed", "sums"], topology)
+    app::run(
+        "eos-test",
+        &[
+            ("input", "TOPIC  the numbered records (required)"),
+            ("echo", "TOPIC  each record as it came (required)"),
+            (
+                "windowed",
+                "TOPIC  cached counts per key in 1 s windows (required)",
+            ),
+            (
+                "sums",
+                "TOPIC  cached sums per key group, through a repartition (required)",
+            ),
+        ],
+        topology,
+    )
 }
 
 #[cfg(test)]

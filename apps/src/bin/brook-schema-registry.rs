@@ -167,10 +167,7 @@ fn run(settings: Settings) -> Result<()> {
 fn main() -> ExitCode {
     let settings = match settings() {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("brook-schema-registry: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return brook_apps::args::exit_code("brook-schema-registry", USAGE, &e),
     };
     brook_apps::app::init_logging(&settings.log);
     match run(settings) {
@@ -179,5 +176,14 @@ fn main() -> ExitCode {
             eprintln!("brook-schema-registry: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    #[test]
+    fn the_usage_lists_every_option() {
+        let missing = brook_apps::args::unlisted(super::USAGE, super::OPTIONS);
+        assert!(missing.is_empty(), "--help does not list {missing:?}");
     }
 }

@@ -44,6 +44,7 @@ const USAGE: &str = "usage:
   brook-schema register --registry URL --subject S --file F.avsc
   brook-schema register-shipped --registry URL
   brook-schema migrate  [--registry URL --bootstrap HOST:PORT] [--topic T] [--count N]
+every command: [--log FILTER (warn)]
 registry basic auth: BROOK_REGISTRY_BASIC_AUTH=user:password";
 
 const OPTIONS: &[&str] = &[
@@ -204,10 +205,7 @@ fn main() -> ExitCode {
     let command = argv.next().unwrap_or_default();
     let args = match Args::parse(argv, OPTIONS, USAGE) {
         Ok(args) => args,
-        Err(e) => {
-            eprintln!("brook-schema: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return brook_apps::args::exit_code("brook-schema", USAGE, &e),
     };
     brook_apps::app::init_logging(args.get("log").unwrap_or("warn"));
     let outcome = match command.as_str() {
@@ -236,5 +234,14 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    #[test]
+    fn the_usage_lists_every_option() {
+        let missing = brook_apps::args::unlisted(super::USAGE, super::OPTIONS);
+        assert!(missing.is_empty(), "--help does not list {missing:?}");
     }
 }

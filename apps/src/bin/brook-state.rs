@@ -31,6 +31,7 @@
 //! 2 bad arguments.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use brook_apps::args::Args;
@@ -61,15 +62,16 @@ const OPTIONS: &[&str] = &[
     "input-topic",
 ];
 
-fn main() {
+fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
     let command = argv.next().unwrap_or_default();
+    if matches!(command.as_str(), "--help" | "-h" | "help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match Args::parse(argv, OPTIONS, USAGE) {
         Ok(args) => args,
-        Err(error) => {
-            eprintln!("brook-state: {error:#}");
-            std::process::exit(2);
-        }
+        Err(error) => return brook_apps::args::exit_code("brook-state", USAGE, &error),
     };
     let result = match command.as_str() {
         "stores" => stores(&args),
@@ -77,18 +79,21 @@ fn main() {
         "wipe" => wipe(&args),
         "rebuild" => rebuild(&args),
         "reset" => reset(&args),
-        "" | "--help" | "-h" | "help" => {
+        "" => {
             eprintln!("{USAGE}");
-            std::process::exit(2);
+            return ExitCode::from(2);
         }
         other => {
             eprintln!("brook-state: unknown command {other:?}\n\n{USAGE}");
-            std::process::exit(2);
+            return ExitCode::from(2);
         }
     };
-    if let Err(error) = result {
-        eprintln!("brook-state: {error:#}");
-        std::process::exit(1);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("brook-state: {error:#}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -253,4 +258,13 @@ fn reset(args: &Args) -> Result<()> {
         println!("removed local state under {}", dir.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod usage_tests {
+    #[test]
+    fn the_usage_lists_every_option() {
+        let missing = brook_apps::args::unlisted(super::USAGE, super::OPTIONS);
+        assert!(missing.is_empty(), "--help does not list {missing:?}");
+    }
 }

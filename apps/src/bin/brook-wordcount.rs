@@ -37,5 +37,15 @@ fn topology(settings: &AppSettings) -> anyhow::Result<Topology> {
 }
 
 fn main() -> ExitCode {
-    app::run("wordcount", &["input", "output"], topology)
+    app::run(
+        "wordcount",
+        &[
+            ("input", "TOPIC  lines of text (required)"),
+            (
+                "output",
+                "TOPIC  the count of each word, updated per line (required)",
+            ),
+        ],
+        topology,
+    )
 }

@@ -23,6 +23,8 @@ const USAGE: &str = "usage: eventmart-topics apply|verify --bootstrap HOST:PORT
     [--configs yes|no (yes; no: compare partitions only, create nothing)]
     [--timeout SECONDS (30)]";
 
+const OPTIONS: &[&str] = &["bootstrap", "file", "prefix", "configs", "timeout"];
+
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
     let command = argv.next().unwrap_or_default();
@@ -38,12 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let prepared = Args::parse(
-        argv,
-        &["bootstrap", "file", "prefix", "configs", "timeout"],
-        USAGE,
-    )
-    .and_then(|args| {
+    let prepared = Args::parse(argv, OPTIONS, USAGE).and_then(|args| {
         let text = match args.get("file") {
             Some(path) => {
                 std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
@@ -70,10 +67,7 @@ fn main() -> ExitCode {
     });
     let (file, configs, timeout, bootstrap) = match prepared {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("eventmart-topics: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return brook_apps::args::exit_code("eventmart-topics", USAGE, &e),
     };
     let outcome = (|| -> Result<bool> {
         let admin =
@@ -100,5 +94,14 @@ fn main() -> ExitCode {
             eprintln!("eventmart-topics: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_usage_lists_every_option() {
+        let missing = brook_apps::args::unlisted(super::USAGE, super::OPTIONS);
+        assert!(missing.is_empty(), "--help does not list {missing:?}");
     }
 }

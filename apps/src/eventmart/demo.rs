@@ -571,31 +571,28 @@ const USAGE: &str =
     [--bootstrap HOST:PORT (a real Kafka instead of the embedded broker)]
     [--registry URL (with --bootstrap: http://localhost:8081, docker-compose's)]
     [--registry-topic TOPIC (with --bootstrap: brook's registry in the process, schemas in TOPIC)]
-    [--prefix P]";
+    [--prefix P] [--log FILTER (warn)]";
+
+const OPTIONS: &[&str] = &[
+    "rate",
+    "duration",
+    "seed",
+    "users",
+    "schema",
+    "dashboard-addr",
+    "lake",
+    "summary-every",
+    "lifecycle-scale",
+    "bootstrap",
+    "registry",
+    "registry-topic",
+    "prefix",
+    "log",
+];
 
 /// `eventmart-demo`'s main.
 pub fn main() -> ExitCode {
-    let parsed = Args::parse(
-        std::env::args().skip(1),
-        &[
-            "rate",
-            "duration",
-            "seed",
-            "users",
-            "schema",
-            "dashboard-addr",
-            "lake",
-            "summary-every",
-            "lifecycle-scale",
-            "bootstrap",
-            "registry",
-            "registry-topic",
-            "prefix",
-            "log",
-        ],
-        USAGE,
-    )
-    .and_then(|args| {
+    let parsed = Args::parse(std::env::args().skip(1), OPTIONS, USAGE).and_then(|args| {
         let defaults = DemoOptions::default();
         let options = DemoOptions {
             bootstrap: args.get("bootstrap").map(str::to_owned),
@@ -634,10 +631,7 @@ pub fn main() -> ExitCode {
     });
     let (options, log) = match parsed {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("eventmart-demo: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return crate::args::exit_code("eventmart-demo", USAGE, &e),
     };
     crate::app::init_logging(&log);
     let stop = Arc::new(AtomicBool::new(false));
@@ -657,5 +651,14 @@ pub fn main() -> ExitCode {
             eprintln!("eventmart-demo: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    #[test]
+    fn the_usage_lists_every_option() {
+        let missing = crate::args::unlisted(super::USAGE, super::OPTIONS);
+        assert!(missing.is_empty(), "--help does not list {missing:?}");
     }
 }

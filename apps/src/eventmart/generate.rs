@@ -35,7 +35,7 @@ const USAGE: &str = "usage: eventmart-generator --bootstrap HOST:PORT --registry
     [--seed N (42)] [--users N (100)] [--schema v1|v2|dual (dual)]
     [--payment-failure-rate P (0.1)] [--lifecycle-scale F (1.0)] [--start-time MS]
     [--drain yes|no (no)] [--prefix P] [--registry-auth USER:PASSWORD]
-    [--progress auto|on|off (auto)] [--kafka.<property> VALUE ...]";
+    [--progress auto|on|off (auto)] [--log FILTER (warn)] [--kafka.<property> VALUE ...]";
 
 const OPTIONS: &[&str] = &[
     "bootstrap",
@@ -280,10 +280,7 @@ pub fn main() -> ExitCode {
     });
     let (args, config, pace, progress, bootstrap, registry) = match prepared {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("eventmart-generator: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return crate::args::exit_code("eventmart-generator", USAGE, &e),
     };
     crate::app::init_logging(args.get("log").unwrap_or("warn"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -389,6 +386,12 @@ fn split_kafka_properties(raw: Vec<String>) -> (Vec<String>, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_usage_lists_every_option() {
+        let missing = crate::args::unlisted(USAGE, OPTIONS);
+        assert!(missing.is_empty(), "--help does not list {missing:?}");
+    }
 
     #[test]
     fn count_and_rate_bound_the_run_and_simulated_time_is_deterministic() {

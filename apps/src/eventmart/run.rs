@@ -45,16 +45,30 @@ use super::apps::{APPS, EventMartConfig, topology};
 use super::dashboard::{Dashboard, RunningApp, serve};
 use crate::app::{AppSettings, init_logging, settings};
 
-/// The options `eventmart` adds to the common ones.
-pub const OPTIONS: &[&str] = &[
-    "registry",
-    "registry-auth",
-    "prefix",
-    "lake",
-    "grace",
-    "dashboard-addr",
-    "dashboard-auth",
+/// The options `eventmart` adds to the common ones: (key, `--help` text).
+pub const OPTIONS: &[(&str, &str)] = &[
+    (
+        "registry",
+        "URL  the Confluent-compatible schema registry (required)",
+    ),
+    ("registry-auth", "USER:PASSWORD  the registry's basic auth"),
+    ("prefix", "P  prefix of every topic name (none)"),
+    ("lake", "DIR|URL  where the lake app writes Parquet (lake)"),
+    ("grace", "SECONDS  grace of the analytics windows (30)"),
+    (
+        "dashboard-addr",
+        "ADDR  serve the live dashboard at http://ADDR/ (off)",
+    ),
+    (
+        "dashboard-auth",
+        "USER:PASSWORD  the dashboard's basic auth",
+    ),
 ];
+
+/// `eventmart --help`.
+fn eventmart_usage() -> String {
+    crate::app::usage("eventmart", &format!("<all|{}> ", APPS.join("|")), OPTIONS)
+}
 
 /// The apps named by `arg` (`all` or a comma-separated list).
 pub fn parse_apps(arg: &str) -> Result<Vec<&'static str>> {
@@ -126,11 +140,12 @@ pub fn app_config(settings: &AppSettings, app: &str) -> Result<StreamsConfig> {
 pub fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let first = args.next().unwrap_or_default();
-    if first.is_empty() || first == "--help" || first == "-h" {
-        eprintln!(
-            "usage: eventmart <all|{}> --bootstrap HOST:PORT --registry URL [--dashboard-addr ADDR] [...]",
-            APPS.join("|")
-        );
+    if first == "--help" || first == "-h" {
+        println!("{}", eventmart_usage());
+        return ExitCode::SUCCESS;
+    }
+    if first.is_empty() {
+        eprintln!("{}", eventmart_usage());
         return ExitCode::from(2);
     }
     let prepared = parse_apps(&first).and_then(|apps| {
@@ -147,10 +162,7 @@ pub fn main() -> ExitCode {
     });
     let (settings, built) = match prepared {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("eventmart: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return crate::args::exit_code("eventmart", &eventmart_usage(), &e),
     };
     init_logging(settings.get("log").unwrap_or("info"));
     match run(&settings, built) {
@@ -240,6 +252,16 @@ fn run(settings: &AppSettings, apps: Vec<(&str, StreamsConfig, Topology)>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_lists_every_option_and_app() {
+        let text = eventmart_usage();
+        let keys: Vec<&str> = OPTIONS.iter().map(|(k, _)| *k).collect();
+        let missing = crate::args::unlisted(&text, &keys);
+        assert!(missing.is_empty(), "--help does not list {missing:?}");
+        assert!(APPS.iter().all(|app| text.contains(app)), "{text}");
+        assert!(text.contains("--bootstrap") && text.contains("--kafka.<property>"));
+    }
 
     #[test]
     fn apps_are_named_or_all() {

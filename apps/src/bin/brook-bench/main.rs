@@ -93,8 +93,20 @@ use rdkafka::{Offset, TopicPartitionList};
 mod kafka;
 mod workloads;
 
-const USAGE: &str = "usage: brook-bench [--runs N] [--records N] [--state-records N] [--out DIR] \
-     [--label TEXT] [--only GROUP,...] [--kafka-runs N] [--kafka-records N] [--kafka-warmup N]";
+const USAGE: &str = "usage: brook-bench [--runs N (5)] [--records N] [--state-records N]
+    [--out DIR (bench/results)] [--label TEXT] [--only GROUP,... (all)]
+    [--kafka-runs N (3)] [--kafka-records N] [--kafka-warmup N]
+groups: partition, mock, restore, count, engine, e2e, baseline, avro, lake, kafka
+environment: BROOK_BENCH_BROKER, BROOK_BENCH_KSTREAMS_JAR, BROOK_BENCH_PYTHON, BROOK_BENCH_QUIX,
+    BROOK_BENCH_CLICK_SCHEMA (programs the kafka group runs); BROOK_BENCH_KAFKA (its parts:
+    throughput,state,latency), BROOK_BENCH_FRAMEWORKS (brook,kstreams,quix,raw),
+    BROOK_BENCH_WORKLOADS, BROOK_BENCH_RDKAFKA (\"consumer.K=V;producer.K=V\" for brook and raw),
+    BROOK_BENCH_KEEP=1 (keep the run directories), BROOK_BENCH_ENGINE
+internal (the harness runs itself as a child with): --count-child N, --engine-child WORKLOAD,
+    --kafka-child 1 or --raw-child 1 with --workload W --bootstrap B --application-id ID
+    --input T --output T --table T --guarantee G --threads N --commit-interval-ms MS
+    --session-timeout-ms MS --state-dir DIR --warmup N --registry URL --schema FILE
+    --window-grace-ms MS";
 pub(crate) const PARTITIONS: i32 = 16;
 pub(crate) const VALUE_BYTES: usize = 100;
 /// The end-to-end latency runs: input records/s (about a tenth of what
@@ -135,30 +147,35 @@ impl Sample {
     }
 }
 
+/// Every option, the harness's own and its children's.
+fn options() -> Vec<&'static str> {
+    [
+        "runs",
+        "records",
+        "state-records",
+        "out",
+        "label",
+        "count-child",
+        "engine-child",
+        "kafka-child",
+        "raw-child",
+        "kafka-records",
+        "kafka-warmup",
+        "kafka-runs",
+        "only",
+    ]
+    .into_iter()
+    .chain(kafka::CHILD_OPTIONS)
+    .collect()
+}
+
 fn main() {
-    let args = match Args::parse(
-        std::env::args().skip(1),
-        &[
-            "runs",
-            "records",
-            "state-records",
-            "out",
-            "label",
-            "count-child",
-            "engine-child",
-            "kafka-child",
-            "raw-child",
-            "kafka-records",
-            "kafka-warmup",
-            "kafka-runs",
-            "only",
-        ]
-        .into_iter()
-        .chain(kafka::CHILD_OPTIONS)
-        .collect::<Vec<_>>(),
-        USAGE,
-    ) {
+    let args = match Args::parse(std::env::args().skip(1), &options(), USAGE) {
         Ok(args) => args,
+        Err(error) if error.is::<brook_apps::args::HelpRequested>() => {
+            println!("{USAGE}");
+            return;
+        }
         Err(error) => {
             eprintln!("brook-bench: {error:#}");
             std::process::exit(2);
@@ -1381,4 +1398,13 @@ fn write_results(
     std::fs::write(format!("{stem}.csv"), csv).with_context(|| format!("writing {stem}.csv"))?;
     eprintln!("wrote {stem}.json, {stem}.md and {stem}.csv");
     Ok(())
+}
+
+#[cfg(test)]
+mod usage_tests {
+    #[test]
+    fn the_usage_lists_every_option() {
+        let missing = brook_apps::args::unlisted(super::USAGE, &super::options());
+        assert!(missing.is_empty(), "--help does not list {missing:?}");
+    }
 }
