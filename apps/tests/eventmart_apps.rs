@@ -231,6 +231,93 @@ fn windowed_analytics_match_counts_computed_from_the_generated_events() -> TestR
     Ok(())
 }
 
+/// The (key, window start) a click counts in for `metric`, if any.
+fn analytics_window(
+    metric: &str,
+    v2: bool,
+    c: &brook_schemas::events::ecommerce::UserEventV2,
+) -> Option<(String, i64)> {
+    match metric {
+        "events_per_minute" => Some((
+            c.event_type.as_str().to_owned(),
+            window(c.timestamp, 60_000),
+        )),
+        "revenue_per_category"
+            if v2 && c.event_type == EventType::Purchase && c.price.is_some() =>
+        {
+            c.category
+                .clone()
+                .map(|category| (category, window(c.timestamp, 300_000)))
+        }
+        "revenue_per_category" => None,
+        _ => c
+            .device_type
+            .filter(|_| v2)
+            .map(|d| (d.as_str().to_owned(), window(c.timestamp, 600_000))),
+    }
+}
+
+#[test]
+fn cached_analytics_write_one_result_per_window_and_commit() -> TestResult {
+    // with_caching() on the three windowed analytics: clicks piped 250 at a
+    // time (each batch one commit) make one result per key and window the
+    // batch touched, not one per click.
+    let w = world(SchemaMode::Dual, 6_000, false)?;
+    let clicks: Vec<(bool, brook_schemas::events::ecommerce::UserEventV2)> = w.clicks().collect();
+    let encoded: Vec<(String, Vec<u8>, i64)> = w
+        .events
+        .iter()
+        .zip(&w.encoded)
+        .filter(|(e, _)| e.topic() == "ecommerce-events")
+        .map(|(e, bytes)| (e.key().to_owned(), bytes.clone(), e.timestamp()))
+        .collect();
+    assert_eq!(clicks.len(), encoded.len());
+    for (metric, topology) in [
+        ("events_per_minute", apps::events_per_minute(&w.cfg)?),
+        ("revenue_per_category", apps::revenue_per_category(&w.cfg)?),
+        ("device_distribution", apps::device_distribution(&w.cfg)?),
+    ] {
+        let d = w.driver(topology, metric)?;
+        let input = d.input_topic("ecommerce-events", Utf8, RawBytes);
+        let output = d.output_topic("eventmart-analytics", Utf8, Json::<WindowedMetric>::new());
+        let (mut written, mut counted) = (0, 0);
+        for (batch, events) in clicks.chunks(250).zip(encoded.chunks(250)) {
+            input.pipe_batch(events.iter().cloned())?;
+            let touched: BTreeSet<(String, i64)> = batch
+                .iter()
+                .filter_map(|(v2, c)| analytics_window(metric, *v2, c))
+                .collect();
+            let results = output.read_values()?;
+            let windows: BTreeSet<(String, i64)> = results
+                .iter()
+                .map(|m| (m.key.clone(), m.window_start))
+                .collect();
+            assert_eq!(
+                results.len(),
+                windows.len(),
+                "{metric}: one result per window"
+            );
+            assert_eq!(
+                windows, touched,
+                "{metric}: the windows this commit changed"
+            );
+            written += results.len();
+            counted += batch
+                .iter()
+                .filter(|(v2, c)| analytics_window(metric, *v2, c).is_some())
+                .count();
+        }
+        let commits = clicks.len().div_ceil(250);
+        eprintln!("{metric}: {written} results for {counted} clicks counted, in {commits} commits");
+        // Uncached, each counted click would be a result.
+        assert!(
+            written < counted,
+            "{metric}: {written} results for {counted} clicks"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn order_analytics_notifications_and_audit_match_the_lifecycles() -> TestResult {
     // Not drained: orders end at every stage.
