@@ -346,7 +346,7 @@ impl PostgresSourceConfig {
 pub struct PostgresSource {
     config: PostgresSourceConfig,
     client: postgres::Client,
-    producer: Box<dyn brook_runtime::cluster::ClusterProducer>,
+    producer: Box<dyn brook_cluster::ClusterProducer>,
     query: String,
     offset: i64,
 }
@@ -363,7 +363,7 @@ impl std::fmt::Debug for PostgresSource {
 impl PostgresSource {
     /// Connects and resumes from the stored offset (the start without one).
     pub fn open(
-        cluster: Arc<dyn brook_runtime::cluster::Cluster>,
+        cluster: Arc<dyn brook_cluster::Cluster>,
         conninfo: &str,
         config: PostgresSourceConfig,
     ) -> Result<Self, crate::source::SourceError> {
@@ -420,7 +420,7 @@ impl PostgresSource {
     /// the offset; returns the rows read.
     pub fn poll(&mut self) -> Result<usize, crate::source::SourceError> {
         use crate::source::{SourceError, now_ms, send_with_offset};
-        use brook_runtime::cluster::ProducedRecord;
+        use brook_cluster::ProducedRecord;
         let rows = self
             .client
             .query(&self.query, &[&self.offset, &self.config.max_rows])

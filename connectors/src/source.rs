@@ -24,7 +24,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use brook_runtime::cluster::{
+use brook_cluster::{
     Cluster, ClusterError, ClusterProducer, Isolation, ProducedRecord, TopicPartition, error_chain,
 };
 use brook_topology::{CleanupPolicy, Headers, TopicSpec};

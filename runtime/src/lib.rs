@@ -2,7 +2,8 @@
 //!
 //! A [`thread::StreamThread`] owns [`task::StreamTask`]s (one per
 //! sub-topology and partition) and runs the poll → process → produce →
-//! commit loop against the [`cluster::Cluster`] port. Adapters: the
+//! commit loop against the [`cluster::Cluster`] port (its own crate,
+//! `brook-cluster`, re-exported here). Adapters: the
 //! in-process [`memory::MemoryCluster`], on which the public
 //! [`driver::TopologyTestDriver`] runs topologies in tests, and Kafka.
 //!
@@ -14,11 +15,11 @@
 //! where a key lives without asking a broker (static assignment, the
 //! in-memory cluster, co-partitioning checks).
 
-pub mod cluster;
+pub use brook_cluster as cluster;
+pub use brook_cluster::{memory, partition};
+
 pub mod driver;
 pub mod kafka;
-pub mod memory;
-pub mod partition;
 pub mod streams;
 pub mod task;
 pub mod thread;

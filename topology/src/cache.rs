@@ -18,16 +18,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::processor::{Data, ProcessError, ProcessorContext, PunctuationType, ScheduleId};
-use crate::record::{Headers, Record, Timestamp};
+use crate::record::{Change, Headers, Record, Timestamp};
 use crate::serdes::Serde;
-use crate::table::Change;
+use crate::store::Materialized;
 use crate::window::Windowed;
 
-/// By default at most this many keys are held per cached aggregation and
-/// task (see `Materialized::with_cache_max_entries`); the key that fills
-/// the cache flushes it all downstream. It bounds memory when many
-/// distinct keys (or windows) change within one commit interval.
-pub const CACHE_MAX_ENTRIES: usize = 10_000;
+pub use crate::store::CACHE_MAX_ENTRIES;
+
+/// Makes a fresh record cache (or none) for each task.
+pub(crate) type CacheSupplier<K, V> = Arc<dyn Fn() -> Option<RecordCache<K, V>> + Send + Sync>;
+
+/// Makes each task's record cache for an aggregation over `materialized`'s
+/// store: `None` unless [`with_caching`](Materialized::with_caching) was
+/// asked for.
+pub(crate) fn caches<K: Data, V: Data>(materialized: &Materialized<K, V>) -> CacheSupplier<K, V> {
+    let (caching, store) = (materialized.caching, materialized.name.clone());
+    let key = materialized.key.clone();
+    Arc::new(move || caching.map(|max| RecordCache::new(&store, key.clone(), max)))
+}
 
 /// Keys updated since the last flush, by key bytes.
 pub(crate) struct RecordCache<K, V> {

@@ -10,6 +10,7 @@
 //! runtime (`brook-runtime`) executes it.
 
 pub mod cache;
+pub mod error;
 pub mod graph;
 pub mod join;
 pub mod processor;

@@ -101,3 +101,12 @@ pub struct RecordMetadata {
     /// Offset in that partition.
     pub offset: i64,
 }
+
+/// A table update: the new value (`None`: deleted) and the previous one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<V> {
+    /// The value now.
+    pub new: Option<V>,
+    /// The value before.
+    pub old: Option<V>,
+}

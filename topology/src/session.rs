@@ -147,7 +147,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         let key_serde = materialized.key.clone();
         let value_serde = materialized.value.clone();
         let store_spec = materialized.windowed();
-        let caches = store_spec.caches();
+        let caches = crate::cache::caches(&store_spec);
         let store = store_spec.name.clone();
         input.graph.borrow_mut().stores.push(store_spec.spec());
         let split = |late| {

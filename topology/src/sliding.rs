@@ -123,7 +123,7 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         let key_serde = materialized.key.clone();
         let value_serde = materialized.value.clone();
         let window_store = materialized.windowed();
-        let caches = window_store.caches();
+        let caches = crate::cache::caches(&window_store);
         let store = window_store.name.clone();
         let init: Arc<dyn Fn() -> VA + Send + Sync> = Arc::new(init);
         let fold: Fold<K, V, VA> = Arc::new(aggregator);

@@ -11,33 +11,9 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::cache::RecordCache;
-use crate::processor::{Data, ProcessError};
+use crate::error::{Data, ProcessError};
+pub use crate::error::{StoreError, StoreResult};
 use crate::serdes::Serde;
-
-/// A storage failure (I/O, corruption, a closed store). The task cannot
-/// continue; its uncommitted work is discarded and restarts from the last commit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{operation} failed: {message}")]
-pub struct StoreError {
-    /// What was attempted (`get`, `put`, `range`, `open`, ...).
-    pub operation: &'static str,
-    /// What the storage engine said.
-    pub message: String,
-}
-
-impl StoreError {
-    /// A failure of `operation`.
-    pub fn new(operation: &'static str, message: impl Into<String>) -> Self {
-        StoreError {
-            operation,
-            message: message.into(),
-        }
-    }
-}
-
-/// The result of a store operation.
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Whether the half-open range `from..to` of [`KeyValueBytes::range`] is
 /// empty for any store (both bounds given, `from >= to`).
@@ -160,6 +136,12 @@ impl StoreSpec {
     }
 }
 
+/// By default at most this many keys are held per cached aggregation and
+/// task (see [`Materialized::with_cache_max_entries`]); the key that fills
+/// the cache flushes it all downstream. It bounds memory when many
+/// distinct keys (or windows) change within one commit interval.
+pub const CACHE_MAX_ENTRIES: usize = 10_000;
+
 /// How a stateful operator's store is named and (de)serialized.
 ///
 /// The name is required: store and changelog names must not change when the
@@ -193,16 +175,16 @@ impl<K: Data, V: Data> Materialized<K, V> {
     /// the first as `old`), as Kafka Streams' record cache does. Fewer
     /// downstream records and writes, at the cost of results arriving at
     /// commit time rather than per record. A cache forwards early when it
-    /// holds [`CACHE_MAX_ENTRIES`](crate::cache::CACHE_MAX_ENTRIES) keys, and
+    /// holds [`CACHE_MAX_ENTRIES`](CACHE_MAX_ENTRIES) keys, and
     /// a windowed one when one of its windows closes. Changelog records are
     /// coalesced per commit either way.
     pub fn with_caching(self) -> Self {
-        self.with_cache_max_entries(crate::cache::CACHE_MAX_ENTRIES)
+        self.with_cache_max_entries(CACHE_MAX_ENTRIES)
     }
 
     /// [`with_caching`](Self::with_caching) with a cache of at most
     /// `entries` keys per task (at least 1) instead of the default
-    /// [`CACHE_MAX_ENTRIES`](crate::cache::CACHE_MAX_ENTRIES): more keys
+    /// [`CACHE_MAX_ENTRIES`](CACHE_MAX_ENTRIES): more keys
     /// coalesce more updates when many keys change between commits, at
     /// the cost of memory.
     pub fn with_cache_max_entries(mut self, entries: usize) -> Self {
@@ -239,13 +221,6 @@ impl<K: Data, V: Data> Materialized<K, V> {
         windowed
     }
 
-    /// Makes each task's record cache for an aggregation over this store:
-    /// `None` unless [`with_caching`](Self::with_caching) was asked for.
-    pub(crate) fn caches(&self) -> CacheSupplier<K, V> {
-        let (caching, store, key) = (self.caching, self.name.clone(), self.key.clone());
-        Arc::new(move || caching.map(|max| RecordCache::new(&store, key.clone(), max)))
-    }
-
     pub(crate) fn spec(&self) -> StoreSpec {
         StoreSpec {
             name: self.name.clone(),
@@ -256,9 +231,6 @@ impl<K: Data, V: Data> Materialized<K, V> {
         }
     }
 }
-
-/// Makes a fresh record cache (or none) for each task.
-pub(crate) type CacheSupplier<K, V> = Arc<dyn Fn() -> Option<RecordCache<K, V>> + Send + Sync>;
 
 /// A store keyed by [`Windowed`](crate::window::Windowed) keys through the
 /// one windowed-key encoding ([`WindowedSerde`](crate::window::WindowedSerde)).

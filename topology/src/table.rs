@@ -35,19 +35,11 @@ use std::sync::Arc;
 use crate::cache::{RecordCache, flush_cache, forward_or_cache};
 use crate::graph::TopicName;
 use crate::processor::{Data, ProcessError, Processor, ProcessorContext, supplier};
+pub use crate::record::Change;
 use crate::record::Record;
 use crate::serdes::{Serde, SerdeError};
 use crate::store::Materialized;
 use crate::stream::{Consumed, KStream, Produced, Repartitioned, StreamsBuilder, add_source};
-
-/// A table update: the new value (`None`: deleted) and the previous one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change<V> {
-    /// The value now.
-    pub new: Option<V>,
-    /// The value before.
-    pub old: Option<V>,
-}
 
 /// Serdes for the repartition topic a grouping may need.
 pub struct Grouped<K, V> {
@@ -137,7 +129,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         let mut g = input.graph.borrow_mut();
         g.stores.push(materialized.spec());
         let store_name = store.clone();
-        let caches = materialized.caches();
+        let caches = crate::cache::caches(&materialized);
         let node = g.add_stateful(
             prefix,
             supplier::<_, K, V, K, Change<VA>>(move || Aggregate {

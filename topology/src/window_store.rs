@@ -6,7 +6,7 @@
 //! sorted by start: fetching a key's windows in a time range is a range
 //! scan, whatever the store underneath (RocksDB or in memory).
 
-use crate::processor::{Data, ProcessError};
+use crate::error::{Data, ProcessError};
 use crate::record::Timestamp;
 use crate::store::KeyValueStore;
 use crate::window::{Window, Windowed};

@@ -84,7 +84,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         let key_serde = materialized.key.clone();
         let value_serde = materialized.value.clone();
         let window_store = materialized.windowed();
-        let caches = window_store.caches();
+        let caches = crate::cache::caches(&window_store);
         let store = window_store.name.clone();
         let mut g = input.graph.borrow_mut();
         g.stores.push(window_store.spec());

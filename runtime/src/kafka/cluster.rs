@@ -22,6 +22,7 @@ use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::log::transient;
 use super::{AdminError, ClientLog, KafkaAdmin, KafkaConfig};
 use crate::cluster::{
     Cluster, ClusterConsumer, ClusterError, ClusterProducer, ConsumedRecord, Isolation,
@@ -41,36 +42,6 @@ impl std::fmt::Debug for KafkaCluster {
             .field("bootstrap", &self.config.bootstrap())
             .finish_non_exhaustive()
     }
-}
-
-/// Error codes of a cluster that cannot be reached or did not answer in
-/// time: librdkafka reconnects and the call may succeed when retried.
-pub(crate) fn transient(code: RDKafkaErrorCode) -> bool {
-    use RDKafkaErrorCode as C;
-    matches!(
-        code,
-        C::BrokerTransportFailure
-            // A request in flight to a broker that left the cluster's
-            // metadata (seen when a node of three was killed).
-            | C::DestroyBroker
-            | C::AllBrokersDown
-            | C::Resolve
-            | C::MessageTimedOut
-            | C::OperationTimedOut
-            | C::RequestTimedOut
-            | C::NetworkException
-            | C::LeaderNotAvailable
-            | C::NotLeaderForPartition
-            | C::PreferredLeaderNotAvailable
-            | C::BrokerNotAvailable
-            | C::CoordinatorLoadInProgress
-            | C::CoordinatorNotAvailable
-            | C::NotCoordinator
-            | C::NotEnoughReplicas
-            | C::NotEnoughReplicasAfterAppend
-            | C::KafkaStorageError
-            | C::NotController
-    )
 }
 
 /// Whether `e` (a librdkafka error, or any other) says the cluster is

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 /// What a client reported while a request was waiting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,12 +57,10 @@ impl ClientLog {
 
     pub(crate) fn record(&self, error: KafkaError, reason: &str) {
         // The end of a partition is news, not an error.
-        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
             return;
         }
-        let transient = error
-            .rdkafka_error_code()
-            .is_some_and(super::cluster::transient);
+        let transient = error.rdkafka_error_code().is_some_and(transient);
         if transient {
             tracing::debug!(target: "librdkafka", %error, "{reason}");
         } else {
@@ -102,3 +101,33 @@ macro_rules! forward_client_log {
     };
 }
 pub(crate) use forward_client_log;
+
+/// Error codes of a cluster that cannot be reached or did not answer in
+/// time: librdkafka reconnects and the call may succeed when retried.
+pub(crate) fn transient(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::BrokerTransportFailure
+            // A request in flight to a broker that left the cluster's
+            // metadata (seen when a node of three was killed).
+            | C::DestroyBroker
+            | C::AllBrokersDown
+            | C::Resolve
+            | C::MessageTimedOut
+            | C::OperationTimedOut
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::PreferredLeaderNotAvailable
+            | C::BrokerNotAvailable
+            | C::CoordinatorLoadInProgress
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::KafkaStorageError
+            | C::NotController
+    )
+}

@@ -1,10 +1,18 @@
-//! The `Cluster` port: what the runtime needs from a Kafka cluster.
+//! brook-cluster: the `Cluster` port, what brook needs from a Kafka
+//! cluster, with no Kafka client in it.
 //!
-//! Tasks, the commit loop and the test driver are written against these
-//! traits, not against a client library. Two adapters implement them: the
-//! in-process [`MemoryCluster`](crate::memory::MemoryCluster) (deterministic;
-//! the test driver runs on it) and Kafka through librdkafka (production).
-//! So tests exercise the same task and commit code production runs.
+//! Tasks, the commit loop, the test driver and the connectors are written
+//! against these traits, not against a client library. Two adapters
+//! implement them: the in-process [`MemoryCluster`](crate::memory::MemoryCluster)
+//! here (deterministic; the test driver runs on it) and Kafka through
+//! librdkafka in `brook-runtime` (production). So tests exercise the same
+//! task and commit code production runs, and a connector depends on the
+//! port rather than on the engine. [`partition`] is Kafka's key
+//! partitioning in pure Rust. `brook-runtime` re-exports this crate as
+//! `brook_runtime::cluster` (with `memory` and `partition` beside it).
+
+pub mod memory;
+pub mod partition;
 
 use std::any::Any;
 use std::collections::BTreeMap;

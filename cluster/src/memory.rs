@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use brook_topology::TopicSpec;
 
-use crate::cluster::{
+use crate::partition::partition_for_key;
+use crate::{
     Cluster, ClusterConsumer, ClusterError, ClusterProducer, ConsumedRecord, Isolation,
     ProducedRecord, Rebalance, TopicPartition,
 };
-use crate::partition::partition_for_key;
 
 /// Whether a stored record is visible to read-committed consumers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,7 +464,7 @@ impl Drop for MemoryConsumer {
     }
 }
 
-/// A subscribed member, as [`GroupMetadata`](crate::cluster::GroupMetadata)
+/// A subscribed member, as [`GroupMetadata`](crate::GroupMetadata)
 /// carries it.
 #[derive(Debug, Clone)]
 struct Membership {
@@ -494,9 +494,9 @@ impl State {
 }
 
 impl ClusterConsumer for MemoryConsumer {
-    fn group_metadata(&self) -> Option<crate::cluster::GroupMetadata> {
+    fn group_metadata(&self) -> Option<crate::GroupMetadata> {
         self.member.map(|member| {
-            crate::cluster::GroupMetadata::new(Membership {
+            crate::GroupMetadata::new(Membership {
                 group: self.group.clone(),
                 member,
             })
@@ -821,7 +821,7 @@ impl ClusterProducer for MemoryProducer {
         &mut self,
         group: &str,
         offsets: &BTreeMap<TopicPartition, i64>,
-        member: Option<&crate::cluster::GroupMetadata>,
+        member: Option<&crate::GroupMetadata>,
     ) -> Result<(), ClusterError> {
         let mut state = self.cluster.lock();
         if let Some(member) = member.and_then(|m| m.downcast_ref::<Membership>()) {

@@ -3,7 +3,7 @@
 //! The Java producer (and therefore Kafka Streams and every JVM service)
 //! places a keyed record in partition
 //! `(murmur2(key) & 0x7fffffff) % partitions`. librdkafka does the same when
-//! `partitioner=murmur2_random`, which [`crate::kafka::KafkaConfig`] sets.
+//! `partitioner=murmur2_random`, which brook's `KafkaConfig` sets.
 //! Topics are co-partitioned only when every writer agrees on this function.
 
 /// Kafka's 32-bit murmur2 hash (seed `0x9747b28c`), as in the Java client's
@@ -45,7 +45,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
 /// `partitions` partitions, or `None` when `partitions` is not positive.
 ///
 /// ```
-/// use brook_runtime::partition::partition_for_key;
+/// use brook_cluster::partition::partition_for_key;
 /// assert_eq!(partition_for_key(b"foobar", 4), Some(2));
 /// assert_eq!(partition_for_key(b"foobar", 0), None);
 /// ```
