@@ -36,4 +36,4 @@ pub use table::{Change, Grouped, KGroupedStream, KTable};
 pub use topic::{CleanupPolicy, TopicSpec, TopicSpecError};
 pub use window::{TimeWindows, Window, Windowed, WindowedSerde};
 pub use window_store::{SessionStore, WindowStore};
-pub use windowed::{TimeWindowedKStream, WindowedKTable};
+pub use windowed::{TimeWindowedKStream, WindowedKTable, WindowedStream};

@@ -38,11 +38,10 @@ use crate::record::Record;
 use crate::record::Timestamp;
 use crate::store::Materialized;
 use crate::stream::KStream;
-use crate::stream::Produced;
 use crate::table::{Change, KGroupedStream, KTable};
 use crate::window::{Window, Windowed};
 use crate::window_store::SessionStore;
-use crate::windowed::WindowedKTable;
+use crate::windowed::{IsLate, WindowedKTable, WindowedStream};
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -108,29 +107,14 @@ type Merger<K, VA> = Arc<dyn Fn(&K, VA, VA) -> VA + Send + Sync>;
 impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// Aggregates per key and session.
     pub fn windowed_by_session(&self, windows: SessionWindows) -> SessionWindowedKStream<K, V> {
-        SessionWindowedKStream {
-            grouped: self.clone(),
-            windows,
-            late: None,
-        }
+        WindowedStream::new(self.clone(), windows)
     }
 }
 
 /// A grouped stream with session windows, ready to aggregate.
-pub struct SessionWindowedKStream<K, V> {
-    grouped: KGroupedStream<K, V>,
-    windows: SessionWindows,
-    late: Option<(String, Produced<K, V>)>,
-}
+pub type SessionWindowedKStream<K, V> = WindowedStream<K, V, SessionWindows>;
 
 impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
-    /// Writes records that arrive after the sessions they touch became
-    /// final to `topic` (they are dropped and counted either way).
-    pub fn late_records_to(mut self, topic: &str, produced: Produced<K, V>) -> Self {
-        self.late = Some((topic.to_owned(), produced));
-        self
-    }
-
     fn build<VA: Data>(
         self,
         materialized: Materialized<K, VA>,
@@ -150,16 +134,14 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         let caches = crate::cache::caches(&store_spec);
         let store = store_spec.name.clone();
         input.graph.borrow_mut().stores.push(store_spec.spec());
-        let split = |late| {
-            let store = store.clone();
-            supplier::<_, K, V, K, V>(move || LateSessions::<VA> {
-                store: store.clone(),
-                windows,
-                late,
-                _value: std::marker::PhantomData,
-            })
-        };
-        let input = input.route_late(self.late, split, vec![store.clone()]);
+        let late_store = store.clone();
+        let is_late: IsLate<K, V> = Arc::new(move |ctx, record| {
+            let stream_time = ctx.stream_time();
+            let store = ctx.session_store::<K, VA>(&late_store)?;
+            let touched = windows.touched(&store, &record.key, record.timestamp)?;
+            Ok(windows.is_late(&touched, record.timestamp, stream_time))
+        });
+        let input = input.route_late(self.late, is_late, vec![store.clone()]);
         let mut g = input.graph.borrow_mut();
         let store_name = store.clone();
         let node = g.add_stateful(
@@ -341,38 +323,6 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
     ) -> Result<(), ProcessError> {
         self.cache.flush(ctx);
-        Ok(())
-    }
-}
-
-/// Passes on-time (`late == false`) or late records (`late == true`, counted).
-struct LateSessions<VA> {
-    store: String,
-    windows: SessionWindows,
-    late: bool,
-    _value: std::marker::PhantomData<fn() -> VA>,
-}
-
-impl<K: Data, V: Data, VA: Data> Processor<K, V, K, V> for LateSessions<VA> {
-    fn process(
-        &mut self,
-        ctx: &mut ProcessorContext<'_, K, V>,
-        record: Record<K, V>,
-    ) -> Result<(), ProcessError> {
-        let stream_time = ctx.stream_time();
-        let store = ctx.session_store::<K, VA>(&self.store)?;
-        let touched = self
-            .windows
-            .touched(&store, &record.key, record.timestamp)?;
-        let late = self
-            .windows
-            .is_late(&touched, record.timestamp, stream_time);
-        if late == self.late {
-            if late {
-                ctx.record_late();
-            }
-            ctx.forward(record);
-        }
         Ok(())
     }
 }

@@ -41,10 +41,10 @@ use crate::processor::{
 };
 use crate::record::{Record, Timestamp};
 use crate::store::{KeyValueStore, Materialized, windowed_store};
-use crate::stream::{KStream, Produced};
+use crate::stream::KStream;
 use crate::table::{Change, KGroupedStream, KTable};
 use crate::window::{Window, Windowed};
-use crate::windowed::WindowedKTable;
+use crate::windowed::{IsLate, WindowedKTable, WindowedStream};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -73,31 +73,16 @@ impl SlidingWindows {
 impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// Aggregates per key over sliding windows.
     pub fn windowed_by_sliding(&self, windows: SlidingWindows) -> SlidingWindowedKStream<K, V> {
-        SlidingWindowedKStream {
-            grouped: self.clone(),
-            windows,
-            late: None,
-        }
+        WindowedStream::new(self.clone(), windows)
     }
 }
 
 /// A grouped stream with sliding windows, ready to aggregate.
-pub struct SlidingWindowedKStream<K, V> {
-    grouped: KGroupedStream<K, V>,
-    windows: SlidingWindows,
-    late: Option<(String, Produced<K, V>)>,
-}
+pub type SlidingWindowedKStream<K, V> = WindowedStream<K, V, SlidingWindows>;
 
 type Fold<K, V, VA> = Arc<dyn Fn(&K, V, VA) -> VA + Send + Sync>;
 
 impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
-    /// Writes records that arrive after every window containing them closed
-    /// to `topic` (they are dropped and counted either way).
-    pub fn late_records_to(mut self, topic: &str, produced: Produced<K, V>) -> Self {
-        self.late = Some((topic.to_owned(), produced));
-        self
-    }
-
     /// Counts records per key and window.
     pub fn count(self, materialized: Materialized<K, i64>) -> WindowedKTable<K, i64> {
         self.aggregate(|| 0, |_, _, n| n + 1, materialized)
@@ -128,15 +113,14 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
         let init: Arc<dyn Fn() -> VA + Send + Sync> = Arc::new(init);
         let fold: Fold<K, V, VA> = Arc::new(aggregator);
         input.graph.borrow_mut().stores.push(records.spec());
-        let split = |late| {
-            let records = records_store.clone();
-            supplier::<_, K, V, K, V>(move || LateSliding {
-                records: records.clone(),
-                windows,
-                late,
-            })
-        };
-        let input = input.route_late(self.late, split, vec![records_store.clone()]);
+        let late_records = records_store.clone();
+        let is_late: IsLate<K, V> = Arc::new(move |ctx, record| {
+            let (t, stream_time) = (record.timestamp, ctx.stream_time());
+            let records = ctx.key_value_store::<Windowed<K>, V>(&late_records)?;
+            let affected = windows.affected(t, windows.neighbours(&records, &record.key, t)?);
+            Ok(windows.is_late(&affected, t, stream_time))
+        });
+        let input = input.route_late(self.late, is_late, vec![records_store.clone()]);
         let mut g = input.graph.borrow_mut();
         g.stores.push(window_store.spec());
         let (rs, ws) = (records_store.clone(), store.clone());
@@ -362,35 +346,6 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
     ) -> Result<(), ProcessError> {
         self.cache.flush(ctx);
-        Ok(())
-    }
-}
-
-/// Passes on-time (`late == false`) or late records (`late == true`, counted).
-struct LateSliding {
-    records: String,
-    windows: SlidingWindows,
-    late: bool,
-}
-
-impl<K: Data, V: Data> Processor<K, V, K, V> for LateSliding {
-    fn process(
-        &mut self,
-        ctx: &mut ProcessorContext<'_, K, V>,
-        record: Record<K, V>,
-    ) -> Result<(), ProcessError> {
-        let (t, stream_time) = (record.timestamp, ctx.stream_time());
-        let records = ctx.key_value_store::<Windowed<K>, V>(&self.records)?;
-        let affected = self
-            .windows
-            .affected(t, self.windows.neighbours(&records, &record.key, t)?);
-        let late = self.windows.is_late(&affected, t, stream_time);
-        if late == self.late {
-            if late {
-                ctx.record_late();
-            }
-            ctx.forward(record);
-        }
         Ok(())
     }
 }

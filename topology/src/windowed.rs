@@ -44,29 +44,42 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// Aggregates per key and time window.
     pub fn windowed_by(&self, windows: TimeWindows) -> TimeWindowedKStream<K, V> {
-        TimeWindowedKStream {
-            grouped: self.clone(),
+        WindowedStream::new(self.clone(), windows)
+    }
+}
+
+/// A grouped stream with a window definition `W` (time, session or
+/// sliding windows), ready to aggregate: the one base of the three
+/// windowed streams.
+pub struct WindowedStream<K, V, W> {
+    pub(crate) grouped: KGroupedStream<K, V>,
+    pub(crate) windows: W,
+    pub(crate) late: Option<(String, Produced<K, V>)>,
+}
+
+/// A grouped stream with time windows, ready to aggregate.
+pub type TimeWindowedKStream<K, V> = WindowedStream<K, V, TimeWindows>;
+
+impl<K: Data, V: Data, W> WindowedStream<K, V, W> {
+    pub(crate) fn new(grouped: KGroupedStream<K, V>, windows: W) -> Self {
+        WindowedStream {
+            grouped,
             windows,
             late: None,
         }
     }
-}
 
-/// A grouped stream with a window definition, ready to aggregate.
-pub struct TimeWindowedKStream<K, V> {
-    grouped: KGroupedStream<K, V>,
-    windows: TimeWindows,
-    late: Option<(String, Produced<K, V>)>,
-}
-
-impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
-    /// Writes records that arrive after all their windows closed to `topic`
-    /// (they are dropped and counted either way).
+    /// Writes records too late for every window they would fall in (all
+    /// closed: stream time past their end plus grace; for sessions, the
+    /// sessions they touch final) to `topic`; they are dropped and counted
+    /// in the task's `late_records` either way.
     pub fn late_records_to(mut self, topic: &str, produced: Produced<K, V>) -> Self {
         self.late = Some((topic.to_owned(), produced));
         self
     }
+}
 
+impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
     fn aggregate_with<VA: Data>(
         self,
         materialized: Materialized<K, VA>,
@@ -74,8 +87,10 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
     ) -> WindowedKTable<K, VA> {
         let input = self.grouped.partitioned(&materialized.name);
         let windows = self.windows;
-        let split = |late| supplier::<_, K, V, K, V>(move || LateFilter { windows, late });
-        let input = input.route_late(self.late, split, Vec::new());
+        let is_late: IsLate<K, V> = Arc::new(move |ctx, record| {
+            Ok(all_closed(&windows, ctx.stream_time(), record.timestamp))
+        });
+        let input = input.route_late(self.late, is_late, Vec::new());
         let retention = materialized
             .retention
             .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX))
@@ -148,19 +163,34 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
     }
 }
 
+/// Whether a record is late for a windowed aggregation, asked as it
+/// arrives (it may read the aggregation's stores).
+pub(crate) type IsLate<K, V> = Arc<
+    dyn Fn(&mut ProcessorContext<'_, K, V>, &Record<K, V>) -> Result<bool, ProcessError>
+        + Send
+        + Sync,
+>;
+
 impl<K: Data, V: Data> KStream<K, V> {
-    /// Splits records late for a windowed aggregation off to `late`'s topic:
-    /// `split(true)` makes the filter passing late records, `split(false)`
-    /// the one passing on-time records; both may read `stores`. Returns the
-    /// on-time stream (this one itself when there is no late topic).
+    /// Splits records late for a windowed aggregation (by `is_late`, which
+    /// may read `stores`) off to `late`'s topic. Returns the on-time stream
+    /// (this one itself when there is no late topic: the aggregation then
+    /// drops and counts late records itself).
     pub(crate) fn route_late(
         &self,
         late: Option<(String, Produced<K, V>)>,
-        split: impl Fn(bool) -> crate::processor::ProcessorSupplier,
+        is_late: IsLate<K, V>,
         stores: Vec<String>,
     ) -> KStream<K, V> {
         let Some((topic, produced)) = late else {
             return self.clone();
+        };
+        let split = |late: bool| {
+            let is_late = is_late.clone();
+            supplier::<_, K, V, K, V>(move || LateFilter {
+                is_late: is_late.clone(),
+                late,
+            })
         };
         let on_time = self.then_stateful("KSTREAM-FILTER", split(false), stores.clone());
         let late = self.then_stateful("KSTREAM-FILTER", split(true), stores);
@@ -182,20 +212,21 @@ fn all_closed(windows: &TimeWindows, stream_time: Timestamp, timestamp: Timestam
         .all(|w| w.end.saturating_add(windows.grace()) <= stream_time)
 }
 
-/// Passes on-time records (`late == false`) or late ones (`late == true`,
+/// The one late-record filter of the windowed aggregations: passes
+/// on-time records (`late == false`) or late ones (`late == true`,
 /// counted as they pass).
-struct LateFilter {
-    windows: TimeWindows,
+struct LateFilter<K, V> {
+    is_late: IsLate<K, V>,
     late: bool,
 }
 
-impl<K: Data, V: Data> Processor<K, V, K, V> for LateFilter {
+impl<K: Data, V: Data> Processor<K, V, K, V> for LateFilter<K, V> {
     fn process(
         &mut self,
         ctx: &mut ProcessorContext<'_, K, V>,
         record: Record<K, V>,
     ) -> Result<(), ProcessError> {
-        let late = all_closed(&self.windows, ctx.stream_time(), record.timestamp);
+        let late = (self.is_late)(ctx, &record)?;
         if late == self.late {
             if late {
                 ctx.record_late();
