@@ -22,6 +22,7 @@ use brook_runtime::thread::{
 };
 use brook_schemas::events::Event;
 use brook_schemas::events::eventmart::{OrderEvent, OrderEventType, OrderItem};
+use brook_testkit::CrashOnce;
 use brook_topology::serdes::{Json, Serde, Utf8};
 use brook_topology::{Consumed, Headers, StreamsBuilder, TopicSpec, Topology};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -91,25 +92,6 @@ fn topology(lake: Arc<Lake>, fault: Option<LakeFault>, rows: usize) -> TestResul
     config.max_file_rows = rows;
     to_lake_with_fault(&b, &orders, lake, schema, config, fault);
     Ok(b.build()?)
-}
-
-struct CrashOnce {
-    point: FaultPoint,
-    countdown: AtomicU32,
-    fired: AtomicBool,
-}
-
-impl FaultInjector for CrashOnce {
-    fn inject(&self, point: FaultPoint) -> bool {
-        if point != self.point || self.fired.load(Ordering::SeqCst) {
-            return false;
-        }
-        if self.countdown.fetch_sub(1, Ordering::SeqCst) == 0 {
-            self.fired.store(true, Ordering::SeqCst);
-            return true;
-        }
-        false
-    }
 }
 
 /// Visible lake files: `(partition, first, last)` from their names.
@@ -189,11 +171,10 @@ fn run_schedule(seed: u64) -> TestResult<u32> {
             if crash && rng.below(2) == 0 {
                 let points = &FaultPoint::ALL[..FaultPoint::ALL.len() - 1];
                 (
-                    Some(Arc::new(CrashOnce {
-                        point: points[rng.below(points.len() as u64) as usize],
-                        countdown: AtomicU32::new(rng.below(10) as u32),
-                        fired: AtomicBool::new(false),
-                    })),
+                    Some(Arc::new(CrashOnce::at(
+                        points[rng.below(points.len() as u64) as usize],
+                        rng.below(10) as u32,
+                    ))),
                     None,
                 )
             } else if crash {

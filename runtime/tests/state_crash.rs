@@ -23,7 +23,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use brook_runtime::cluster::{Cluster, ProducedRecord, TopicPartition};
@@ -33,6 +32,7 @@ use brook_runtime::thread::{
     ThreadOptions,
 };
 use brook_state::Checkpoint;
+use brook_testkit::CrashOnce;
 use brook_topology::serdes::{Json, Serde, Utf8};
 use brook_topology::window::{TimeWindows, Windowed};
 use brook_topology::{
@@ -84,26 +84,6 @@ impl Rng {
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-}
-
-/// Fails once, at the `countdown`-th time `point` is reached.
-struct CrashOnce {
-    point: FaultPoint,
-    countdown: AtomicU32,
-    fired: AtomicBool,
-}
-
-impl FaultInjector for CrashOnce {
-    fn inject(&self, point: FaultPoint) -> bool {
-        if point != self.point || self.fired.load(Ordering::SeqCst) {
-            return false;
-        }
-        if self.countdown.fetch_sub(1, Ordering::SeqCst) == 0 {
-            self.fired.store(true, Ordering::SeqCst);
-            return true;
-        }
-        false
     }
 }
 
@@ -292,11 +272,10 @@ fn run_schedule(seed: u64, guarantee: ProcessingGuarantee) -> Result<u32, Box<dy
             } else {
                 &FaultPoint::ALL[..]
             };
-            Arc::new(CrashOnce {
-                point: points[rng.below(points.len() as u64) as usize],
-                countdown: AtomicU32::new(rng.below(12) as u32),
-                fired: AtomicBool::new(false),
-            })
+            Arc::new(CrashOnce::at(
+                points[rng.below(points.len() as u64) as usize],
+                rng.below(12) as u32,
+            ))
         });
         let must_restore = expected_restore(&cluster, dir.path())?;
         let options = ThreadOptions {
@@ -500,11 +479,7 @@ fn every_fault_point_is_reachable() -> TestResult {
             thread.commit()?;
         }
         std::fs::remove_dir_all(dir.path().join(APP))?;
-        let injector = Arc::new(CrashOnce {
-            point,
-            countdown: AtomicU32::new(0),
-            fired: AtomicBool::new(false),
-        });
+        let injector = Arc::new(CrashOnce::at(point, 0));
         let options = ThreadOptions {
             faults: Some(injector.clone()),
             ..ThreadOptions::default()

@@ -19,12 +19,14 @@
 
 mod broker;
 mod consume;
+mod faults;
 mod kafka;
 mod namespace;
 mod postgres;
 
 pub use broker::{BrokerKind, Capabilities, Restart, TestBroker};
 pub use consume::{Received, consume_exactly, read_topic, read_topic_with};
+pub use faults::{CrashOnce, CrashOnceAtEach};
 pub use kafka::{
     KAFKA_JVM_OPTS_ENV, KAFKA_LIBS_ENV, KAFKA_VERSION, KafkaBroker, KafkaOptions, SaslMechanism,
     TestCa, kafka_libs, run_kafka_tool,

@@ -11,15 +11,15 @@
 
 use std::collections::BTreeMap;
 use std::error::Error;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use brook_runtime::cluster::{Cluster, ClusterError, ProducedRecord};
 use brook_runtime::kafka::KafkaCluster;
 use brook_runtime::streams::{ErrorResponse, KafkaStreams};
-use brook_runtime::thread::{FaultInjector, FaultPoint, StreamsConfig, ThreadOptions};
-use brook_testkit::{TestBroker, read_topic};
+use brook_runtime::thread::{FaultPoint, StreamsConfig, ThreadOptions};
+use brook_testkit::{CrashOnceAtEach, TestBroker, read_topic};
 use brook_topology::processor::{ProcessError, Processor, ProcessorContext};
 use brook_topology::serdes::{Json, Serde, Utf8};
 use brook_topology::{
@@ -43,35 +43,6 @@ impl Processor<String, i64, String, i64> for FailOnce {
         }
         ctx.forward(record);
         Ok(())
-    }
-}
-
-/// Fails the first commit that reaches each of its points, once: the
-/// thread dies there as if the process had, its successor aborts the open
-/// transaction and resumes from the last commit.
-struct CrashOnceAtEach(Mutex<Vec<FaultPoint>>);
-
-impl CrashOnceAtEach {
-    fn new(points: &[FaultPoint]) -> Self {
-        CrashOnceAtEach(Mutex::new(points.to_vec()))
-    }
-
-    fn left(&self) -> usize {
-        self.0.lock().map_or(usize::MAX, |p| p.len())
-    }
-}
-
-impl FaultInjector for CrashOnceAtEach {
-    fn inject(&self, point: FaultPoint) -> bool {
-        let Ok(mut points) = self.0.lock() else {
-            return false;
-        };
-        // In order: one crash per commit.
-        if points.first() == Some(&point) {
-            points.remove(0);
-            return true;
-        }
-        false
     }
 }
 
