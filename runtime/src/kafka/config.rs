@@ -75,6 +75,81 @@ fn redacted<'a>(key: &str, value: &'a str) -> &'a str {
     }
 }
 
+/// Which clients a librdkafka property applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Consumer,
+    Producer,
+    All,
+}
+
+/// The scope librdkafka's CONFIGURATION.md gives `key` (C: consumer, P:
+/// producer; anything not listed here applies to every client).
+fn property_scope(key: &str) -> Scope {
+    const CONSUMER: &[&str] = &[
+        "group.id",
+        "group.instance.id",
+        "group.protocol",
+        "group.protocol.type",
+        "group.remote.assignor",
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "coordinator.query.interval.ms",
+        "max.poll.interval.ms",
+        "enable.auto.commit",
+        "auto.commit.interval.ms",
+        "enable.auto.offset.store",
+        "auto.offset.reset",
+        "queued.min.messages",
+        "queued.max.messages.kbytes",
+        "fetch.wait.max.ms",
+        "fetch.queue.backoff.ms",
+        "fetch.message.max.bytes",
+        "max.partition.fetch.bytes",
+        "fetch.max.bytes",
+        "fetch.min.bytes",
+        "fetch.error.backoff.ms",
+        "isolation.level",
+        "consume.callback.max.messages",
+        "enable.partition.eof",
+        "check.crcs",
+    ];
+    const PRODUCER: &[&str] = &[
+        "transactional.id",
+        "transaction.timeout.ms",
+        "enable.idempotence",
+        "enable.gapless.guarantee",
+        "queue.buffering.max.messages",
+        "queue.buffering.max.kbytes",
+        "queue.buffering.max.ms",
+        "queue.buffering.backpressure.threshold",
+        "linger.ms",
+        "message.send.max.retries",
+        "retries",
+        "compression.codec",
+        "compression.type",
+        "compression.level",
+        "batch.num.messages",
+        "batch.size",
+        "delivery.report.only.error",
+        "sticky.partitioning.linger.ms",
+        "acks",
+        "request.required.acks",
+        "request.timeout.ms",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "partitioner",
+    ];
+    if CONSUMER.contains(&key) {
+        Scope::Consumer
+    } else if PRODUCER.contains(&key) {
+        Scope::Producer
+    } else {
+        Scope::All
+    }
+}
+
 /// Secrets show as `"[redacted]"`.
 impl std::fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,9 +194,19 @@ impl KafkaConfig {
     }
 
     /// Sets a librdkafka property on every client made from this config
-    /// (e.g. `security.protocol`); it wins over brook's defaults.
+    /// (e.g. `security.protocol`); it wins over brook's defaults. A
+    /// property librdkafka knows as consumer-only (`session.timeout.ms`,
+    /// `fetch.*`, ...) goes to consumers only and a producer-only one
+    /// (`linger.ms`, `acks`, ...) to producers only, so neither kind of
+    /// client logs that it ignores the other's (librdkafka's CONFWARN).
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.overrides.insert(key.into(), value.into());
+        let key = key.into();
+        let map = match property_scope(&key) {
+            Scope::Consumer => &mut self.consumer_overrides,
+            Scope::Producer => &mut self.producer_overrides,
+            Scope::All => &mut self.overrides,
+        };
+        map.insert(key, value.into());
         self
     }
 
@@ -238,6 +323,23 @@ mod tests {
             told.consumer("g").get("fetch.queue.backoff.ms"),
             Some("1000")
         );
+    }
+
+    #[test]
+    fn consumer_and_producer_only_properties_reach_only_their_clients() {
+        let config = KafkaConfig::new("b:1")
+            .set("session.timeout.ms", "6000")
+            .set("linger.ms", "20")
+            .set("client.id", "eventmart");
+        let (producer, consumer) = (config.producer(), config.consumer("g"));
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        for client in [&producer, &consumer, &config.client()] {
+            assert_eq!(client.get("client.id"), Some("eventmart"));
+        }
+        assert!(config.is_set("linger.ms"));
     }
 
     #[test]
