@@ -27,29 +27,46 @@ pub(crate) fn mock_with_input(
     Ok((mock, bootstrap))
 }
 
-/// The end-to-end topology from `e2e-in` to `e2e-out`: a `map_values`,
-/// or (`windowed`) a 1-second tumbling-window count per key with RocksDB
-/// state.
-pub(crate) fn e2e_topology(windowed: bool) -> Result<brook_topology::Topology> {
+/// What the end-to-end runs compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum E2e {
+    /// A `map_values`.
+    Stateless,
+    /// A 1-second tumbling-window count per key with RocksDB state, every
+    /// update forwarded.
+    Windowed,
+    /// The same count with `with_caching()`: one update per key and
+    /// window per commit.
+    WindowedCached,
+}
+
+/// The end-to-end topology from `e2e-in` to `e2e-out`.
+pub(crate) fn e2e_topology(shape: E2e) -> Result<brook_topology::Topology> {
     use brook_topology::serdes::{Json, RawBytes, Utf8};
     use brook_topology::window::TimeWindows;
     use brook_topology::{Consumed, Grouped, Materialized, Produced, StreamsBuilder};
     let b = StreamsBuilder::new();
     let input = b.stream("e2e-in", Consumed::with(Utf8, RawBytes));
-    if windowed {
+    if shape == E2e::Stateless {
+        input
+            .map_values(|v: Vec<u8>| v.len() as i64)
+            .to("e2e-out", Produced::with(Utf8, Json::<i64>::new()));
+    } else {
+        let store = Materialized::named("e2e-counts", Utf8, Json::<i64>::new());
+        let store = if shape == E2e::WindowedCached {
+            store.with_caching()
+        } else {
+            store
+        };
         input
             .group_by_key(Grouped::with(Utf8, RawBytes))
             .windowed_by(TimeWindows::tumbling(
                 Duration::from_secs(1),
                 Duration::ZERO,
             )?)
-            .count(Materialized::named("e2e-counts", Utf8, Json::<i64>::new()))
+            .count(store)
             .to_stream()
             .map(|w, c| (w.key.clone(), c.unwrap_or(0)))
-            .to("e2e-out", Produced::with(Utf8, Json::<i64>::new()));
-    } else {
-        input
-            .map_values(|v: Vec<u8>| v.len() as i64)
             .to("e2e-out", Produced::with(Utf8, Json::<i64>::new()));
     }
     Ok(b.build()?)
@@ -82,11 +99,7 @@ pub(crate) fn e2e_config(dir: &std::path::Path, eos: bool) -> StreamsConfig {
 /// output topic: records/s, and records per CPU-second of brook's threads
 /// (the stream thread and its clients' librdkafka threads; not the mock
 /// broker's, which run in this process too).
-pub(crate) fn bench_e2e(
-    records: usize,
-    windowed: bool,
-    eos: bool,
-) -> Result<workloads::Throughput> {
+pub(crate) fn bench_e2e(records: usize, shape: E2e, eos: bool) -> Result<workloads::Throughput> {
     // Every topic is made beforehand, as in the other runs of this group.
     let (mock, _) = mock_with_input(records, &E2E_TOPICS)?;
     // The broker's threads run already: not counted.
@@ -96,7 +109,7 @@ pub(crate) fn bench_e2e(
     let config = e2e_config(dir.path(), eos);
     let started = Instant::now();
     let mut thread = StreamThread::new(
-        &Arc::new(e2e_topology(windowed)?),
+        &Arc::new(e2e_topology(shape)?),
         config,
         &cluster,
         |_| true,
@@ -224,7 +237,11 @@ pub(crate) fn bench_e2e_latency(windowed: bool, rate: u64, seconds: u64) -> Resu
     })?;
     let dir = tempfile::tempdir()?;
     let mut thread = StreamThread::new(
-        &Arc::new(e2e_topology(windowed)?),
+        &Arc::new(e2e_topology(if windowed {
+            E2e::Windowed
+        } else {
+            E2e::Stateless
+        })?),
         e2e_config(dir.path(), false),
         &cluster,
         |_| true,

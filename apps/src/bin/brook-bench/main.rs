@@ -319,6 +319,8 @@ fn run(args: &Args) -> Result<()> {
     let mut e2e_windowed = Sample::new("e2e_windowed_mock", "records/s");
     let mut e2e_stateless_eos = Sample::new("e2e_stateless_mock_eos", "records/s");
     let mut e2e_windowed_eos = Sample::new("e2e_windowed_mock_eos", "records/s");
+    let mut e2e_cached = Sample::new("e2e_windowed_cached_mock", "records/s");
+    let mut e2e_cached_eos = Sample::new("e2e_windowed_cached_mock_eos", "records/s");
     let mut e2e_latency: Vec<[Sample; 2]> = ["stateless", "windowed"]
         .iter()
         .map(|w| {
@@ -420,13 +422,25 @@ fn run(args: &Args) -> Result<()> {
         }
         if want("e2e") {
             let [e2e_stateless_cpu, e2e_windowed_cpu, _, _, _] = &mut per_cpu;
-            for (sample, cpu, windowed, eos) in [
-                (&mut e2e_stateless, Some(e2e_stateless_cpu), false, false),
-                (&mut e2e_windowed, Some(e2e_windowed_cpu), true, false),
-                (&mut e2e_stateless_eos, None, false, true),
-                (&mut e2e_windowed_eos, None, true, true),
+            for (sample, cpu, shape, eos) in [
+                (
+                    &mut e2e_stateless,
+                    Some(e2e_stateless_cpu),
+                    E2e::Stateless,
+                    false,
+                ),
+                (
+                    &mut e2e_windowed,
+                    Some(e2e_windowed_cpu),
+                    E2e::Windowed,
+                    false,
+                ),
+                (&mut e2e_cached, None, E2e::WindowedCached, false),
+                (&mut e2e_stateless_eos, None, E2e::Stateless, true),
+                (&mut e2e_windowed_eos, None, E2e::Windowed, true),
+                (&mut e2e_cached_eos, None, E2e::WindowedCached, true),
             ] {
-                let r = bench_e2e(records, windowed, eos)
+                let r = bench_e2e(records, shape, eos)
                     .with_context(|| format!("run {run}: {}", sample.name))?;
                 sample.runs.push(r.rate);
                 if let Some(cpu) = cpu {
@@ -514,6 +528,8 @@ fn run(args: &Args) -> Result<()> {
         e2e_windowed,
         e2e_stateless_eos,
         e2e_windowed_eos,
+        e2e_cached,
+        e2e_cached_eos,
     ];
     samples.extend(e2e_latency.into_iter().flatten());
     samples.extend([raw_loop, quix_stateless, quix_windowed]);

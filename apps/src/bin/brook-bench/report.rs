@@ -40,6 +40,20 @@ pub(crate) fn compare(samples: &[Sample]) -> Vec<Comparison> {
         "raw_consume_produce_mock",
         Some(0.8),
     );
+    // What caching (one update per key and window per commit) does to
+    // brook's own end-to-end window count, side by side.
+    ratio(
+        "e2e window count, at-least-once: cached / uncached",
+        "e2e_windowed_cached_mock",
+        "e2e_windowed_mock",
+        None,
+    );
+    ratio(
+        "e2e window count, exactly-once: cached / uncached",
+        "e2e_windowed_cached_mock_eos",
+        "e2e_windowed_mock_eos",
+        None,
+    );
     // Per core: records per CPU-second of each framework's threads. The
     // wall-clock ratios below are capped by the broker both share (the raw
     // client's ratio to Quix is the most any client can show there).
