@@ -362,6 +362,41 @@ fn on_kafka_instances_split_partitions_and_a_joiner_rebalances_without_loss() ->
 /// partitions unread: librdkafka left them waiting forever (its issue
 /// 5586); brook fetches the committed offsets itself, with retries. Both
 /// ways a consumer is given partitions: by the group, and assigned.
+/// A topic just created on a cluster of several brokers: its leader is
+/// not known everywhere yet, and the first ListOffsets requests are
+/// answered "not leader for partition" (seen in the three-node eos test:
+/// an instance exited reading its control topic's end). The watermarks are
+/// asked again with fresh metadata.
+#[test]
+fn end_offsets_are_asked_again_while_the_leader_is_not_known_yet() -> TestResult {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = TestBroker::mock()?;
+    let ns = broker.namespace();
+    let topic = ns.topic("fresh");
+    broker.create_topics(&[TopicSpec::new(&topic, 1)])?;
+    let cluster = KafkaCluster::new(broker.config().clone())?.with_timeout(Duration::from_secs(20));
+    let mut producer = cluster.producer()?;
+    for i in 0..3 {
+        producer.send(record(
+            &topic,
+            "k",
+            &format!("v{i}"),
+            brook_testkit::now_ms(),
+        ))?;
+    }
+    producer.flush()?;
+    let tp = TopicPartition::new(topic.clone(), 0);
+    let errors = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3];
+    if let Err(e) = broker.fail_requests(RDKafkaApiKey::ListOffsets, &errors) {
+        eprintln!("skipping: {e}");
+        return Ok(());
+    }
+    let mut consumer = cluster.consumer(&ns.group("fresh"), Isolation::ReadCommitted)?;
+    let ends = consumer.end_offsets(std::slice::from_ref(&tp))?;
+    assert_eq!(ends[&tp], 3);
+    Ok(())
+}
+
 #[test]
 fn a_coordinator_answering_not_coordinator_at_first_does_not_stall_a_consumer() -> TestResult {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};

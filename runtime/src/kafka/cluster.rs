@@ -702,20 +702,36 @@ impl KafkaConsumer {
 
     /// Low and high watermarks of `tp`. A client that has not seen the
     /// topic yet may answer "unknown partition": it then loads the topic's
-    /// metadata and asks again.
+    /// metadata and asks again. A topic just created on a cluster of
+    /// several brokers may not have its leader known everywhere yet ("not
+    /// leader for partition", "leader not available"): asked again, with
+    /// fresh metadata, until the cluster timeout.
     fn watermarks(&self, tp: &TopicPartition) -> Result<(i64, i64), ClusterError> {
-        let first = self
-            .consumer
-            .fetch_watermarks(&tp.topic, tp.partition, self.timeout);
-        let result = match first {
-            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition)) => {
-                self.consumer
-                    .fetch_metadata(Some(&tp.topic), self.timeout)
-                    .map_err(|e| client_err(format!("metadata of {}", tp.topic), e))?;
-                self.consumer
-                    .fetch_watermarks(&tp.topic, tp.partition, self.timeout)
+        let deadline = Instant::now() + self.timeout;
+        let mut refreshed = false;
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .consumer
+                .fetch_watermarks(&tp.topic, tp.partition, left)
+            {
+                Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition))
+                    if !refreshed =>
+                {
+                    refreshed = true;
+                    self.consumer
+                        .fetch_metadata(Some(&tp.topic), left)
+                        .map_err(|e| client_err(format!("metadata of {}", tp.topic), e))?;
+                }
+                Err(KafkaError::MetadataFetch(code))
+                    if transient(code) && Instant::now() < deadline =>
+                {
+                    tracing::debug!(%tp, error = %code, "watermarks: refreshing metadata and asking again");
+                    let _ = self.consumer.fetch_metadata(Some(&tp.topic), left);
+                    std::thread::sleep(Duration::from_millis(100).min(left));
+                }
+                other => break other,
             }
-            other => other,
         };
         result.map_err(|e| match e {
             KafkaError::MetadataFetch(
