@@ -4,14 +4,14 @@
 //! cache forwards.
 //!
 //! Every aggregation (key-value, time-windowed, session, sliding) sends
-//! its updates through one path (`forward_or_cache`; windowed ones through
-//! `WindowCache`, which also forwards once a held window closes): without a cache they go
-//! downstream at once; with one they are coalesced per key (the value
-//! before the first update as `old`, the last update as `new`) and go
-//! downstream when the task flushes its processors before a commit, or
-//! earlier when the cache is full ([`CACHE_MAX_ENTRIES`] keys by default). The store is
-//! written per record either way (its changelog per commit); only what is
-//! forwarded is coalesced.
+//! its updates through one path (`forward_or_cache`; windowed ones
+//! through `WindowCache`, which also forwards once a held window closes):
+//! without a cache they go downstream at once; with one they are coalesced
+//! per key (the value before the first update as `old`, the last update as
+//! `new`) and go downstream when the task flushes its processors before a
+//! commit, or earlier when the cache is full ([`CACHE_MAX_ENTRIES`] keys by
+//! default). The store is written per record either way (its changelog per
+//! commit); only what is forwarded is coalesced.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -175,8 +175,9 @@ impl<K: Data, V: Data> Materialized<K, V> {
     /// the first as `old`), as Kafka Streams' record cache does. Fewer
     /// downstream records and writes, at the cost of results arriving at
     /// commit time rather than per record. A cache forwards early when it
-    /// holds [`CACHE_MAX_ENTRIES`](CACHE_MAX_ENTRIES) keys, and
-    /// a windowed one when one of its windows closes. Changelog records are
+    /// holds [`CACHE_MAX_ENTRIES`] keys (see
+    /// [`with_cache_max_entries`](Self::with_cache_max_entries)), and a
+    /// windowed one when one of its windows closes. Changelog records are
     /// coalesced per commit either way.
     pub fn with_caching(self) -> Self {
         self.with_cache_max_entries(CACHE_MAX_ENTRIES)
