@@ -185,7 +185,7 @@ impl<K: Data, V: Data> Materialized<K, V> {
 
     /// [`with_caching`](Self::with_caching) with a cache of at most
     /// `entries` keys per task (at least 1) instead of the default
-    /// [`CACHE_MAX_ENTRIES`](CACHE_MAX_ENTRIES): more keys
+    /// [`CACHE_MAX_ENTRIES`]: more keys
     /// coalesce more updates when many keys change between commits, at
     /// the cost of memory.
     pub fn with_cache_max_entries(mut self, entries: usize) -> Self {
