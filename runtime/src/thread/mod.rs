@@ -79,7 +79,7 @@ pub use restore::{LoggingRestoreListener, RestoreListener, RestoreMetrics};
 pub use topics::check_topology;
 
 use globals::GlobalUpdater;
-use restore::restore_task;
+use restore::ChangelogReader;
 
 /// What a thread is given besides its configuration.
 #[derive(Clone, Default)]
@@ -130,8 +130,8 @@ pub struct StreamThread {
     config: StreamsConfig,
     topology: Arc<Topology>,
     consumer: Box<dyn ClusterConsumer>,
-    /// Reads changelogs while restoring.
-    restorer: Box<dyn ClusterConsumer>,
+    /// Restores tasks' stores from their changelogs (its own consumer).
+    changelogs: ChangelogReader,
     producer: Box<dyn ClusterProducer>,
     tasks: BTreeMap<TaskId, StreamTask>,
     /// The records of a poll, handed to tasks; kept to be reused.
@@ -145,7 +145,6 @@ pub struct StreamThread {
     global_stores: BTreeMap<String, SharedStore>,
     state: Option<Arc<StateDirectory>>,
     rocksdb: Option<RocksDbEnv>,
-    restore_listener: Arc<dyn RestoreListener>,
     faults: Option<Arc<dyn FaultInjector>>,
     group_mode: bool,
     /// Exactly-once: a transaction is open.
@@ -156,7 +155,6 @@ pub struct StreamThread {
     committed: BTreeMap<TopicPartition, i64>,
     /// Changelog positions at each task's last checkpoint.
     checkpointed: BTreeMap<TaskId, i64>,
-    restore_metrics: RestoreMetrics,
     rebalances: u64,
     io: ThreadMetrics,
     /// Counters of tasks this thread closed (they moved elsewhere).
@@ -305,7 +303,12 @@ impl StreamThread {
         };
         let mut thread = StreamThread {
             consumer: cluster.consumer(&app, Isolation::ReadCommitted)?,
-            restorer: cluster.restore_consumer(&format!("{app}-restore"))?,
+            changelogs: ChangelogReader::new(
+                cluster.restore_consumer(&format!("{app}-restore"))?,
+                options
+                    .restore_listener
+                    .unwrap_or_else(|| Arc::new(LoggingRestoreListener::default())),
+            ),
             producer,
             topology: topology.clone(),
             tasks: BTreeMap::new(),
@@ -318,16 +321,12 @@ impl StreamThread {
             global_stores,
             state,
             rocksdb,
-            restore_listener: options
-                .restore_listener
-                .unwrap_or_else(|| Arc::new(LoggingRestoreListener::default())),
             faults: options.faults,
             group_mode: matches!(assignment, Assignment::Group),
             in_transaction: false,
             dirty: false,
             committed: BTreeMap::new(),
             checkpointed: BTreeMap::new(),
-            restore_metrics: RestoreMetrics::default(),
             rebalances: 0,
             io: ThreadMetrics::default(),
             retired: TaskMetrics::default(),
@@ -438,7 +437,7 @@ impl StreamThread {
         }
         // The idle restore consumer: the main one's offset queries would
         // wait behind its fetches.
-        let ends = self.restorer.end_offsets(&partitions)?;
+        let ends = self.changelogs.end_offsets(&partitions)?;
         let mut lag = 0;
         for tp in &partitions {
             let done = self
@@ -455,7 +454,7 @@ impl StreamThread {
 
     /// What restoring the stores took, so far.
     pub fn restore_metrics(&self) -> RestoreMetrics {
-        self.restore_metrics
+        self.changelogs.metrics()
     }
 
     /// Store operation counts per store, summed over tasks.

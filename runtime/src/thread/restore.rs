@@ -102,6 +102,64 @@ impl RestoreMetrics {
     }
 }
 
+/// Restores tasks' stores from their changelog partitions (Kafka Streams'
+/// StoreChangelogReader): one consumer of its own, assigned and seeked per
+/// store, a listener told of the progress, and the thread's restore
+/// metrics. The thread also asks it for end offsets (its consumer is idle
+/// between restores, so those queries do not wait behind fetches).
+pub(super) struct ChangelogReader {
+    consumer: Box<dyn ClusterConsumer>,
+    listener: Arc<dyn RestoreListener>,
+    metrics: RestoreMetrics,
+}
+
+impl ChangelogReader {
+    pub(super) fn new(
+        consumer: Box<dyn ClusterConsumer>,
+        listener: Arc<dyn RestoreListener>,
+    ) -> Self {
+        ChangelogReader {
+            consumer,
+            listener,
+            metrics: RestoreMetrics::default(),
+        }
+    }
+
+    /// Restores every store of `task` from its changelog: from its
+    /// checkpointed offset when its local state survived (`existed`), else
+    /// from the beginning, to the changelog's end.
+    pub(super) fn restore(
+        &mut self,
+        task: &mut StreamTask,
+        checkpoint: Option<&Checkpoint>,
+        existed: &dyn Fn(&str) -> bool,
+        faults: Option<&dyn FaultInjector>,
+    ) -> Result<(), RuntimeError> {
+        restore_task(
+            self.consumer.as_mut(),
+            task,
+            checkpoint,
+            existed,
+            self.listener.as_ref(),
+            faults,
+            &mut self.metrics,
+        )
+    }
+
+    /// The end offsets of `partitions`.
+    pub(super) fn end_offsets(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>, RuntimeError> {
+        Ok(self.consumer.end_offsets(partitions)?)
+    }
+
+    /// Restoration so far.
+    pub(super) fn metrics(&self) -> RestoreMetrics {
+        self.metrics
+    }
+}
+
 /// Where a store's restore starts: its checkpointed offset if its local
 /// state survived, else the beginning.
 pub(super) fn restore_start(
@@ -176,7 +234,7 @@ pub(crate) fn replay_changelog(
 /// Replays the changelog of every logged store of `task` from where its
 /// local state ends to the changelog's end, in batches.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn restore_task(
+fn restore_task(
     consumer: &mut dyn ClusterConsumer,
     task: &mut StreamTask,
     checkpoint: Option<&Checkpoint>,

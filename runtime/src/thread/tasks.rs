@@ -96,14 +96,11 @@ impl StreamThread {
             )
             .map_err(task_error(id))?;
             // Stores first, then processors: init may read its stores.
-            restore_task(
-                self.restorer.as_mut(),
+            self.changelogs.restore(
                 &mut task,
                 checkpoint.as_ref(),
                 &|store: &str| existed.iter().any(|s| s == store),
-                self.restore_listener.as_ref(),
                 self.faults.as_deref(),
-                &mut self.restore_metrics,
             )?;
             task.init(self.wall_clock).map_err(task_error(id))?;
             for tp in task.partitions() {
