@@ -13,7 +13,7 @@ use brook_runtime::cluster::{Cluster, Isolation, ProducedRecord, TopicPartition}
 use brook_runtime::kafka::KafkaCluster;
 use brook_runtime::thread::{StreamThread, StreamsConfig};
 use brook_runtime::tools::{self, ResetTo};
-use brook_testkit::{TestBroker, read_topic};
+use brook_testkit::{Namespace, TestBroker, read_topic};
 use brook_topology::serdes::{Json, Utf8};
 use brook_topology::{
     Consumed, Grouped, Headers, Materialized, Produced, StreamsBuilder, TopicSpec,
@@ -98,7 +98,7 @@ fn the_port_contract_holds_on_kafka() -> TestResult {
     port_contract(&TestBroker::kafka()?)
 }
 
-fn word_count(ns: &brook_testkit::Namespace) -> TestResult<brook_topology::Topology> {
+fn word_count(ns: &Namespace) -> TestResult<brook_topology::Topology> {
     let b = StreamsBuilder::new();
     b.stream(&ns.topic("lines"), Consumed::with(Utf8, Utf8))
         .flat_map_values(|line: String| {
@@ -357,22 +357,14 @@ fn on_kafka_instances_split_partitions_and_a_joiner_rebalances_without_loss() ->
 }
 
 /// A coordinator that answers the first fetches of committed offsets with
-/// NOT_COORDINATOR (a coordinator still loading its partition of
-/// `__consumer_offsets`, as on a fresh broker) must not leave the assigned
-/// partitions unread: librdkafka left them waiting forever (its issue
-/// 5586); brook fetches the committed offsets itself, with retries. Both
-/// ways a consumer is given partitions: by the group, and assigned.
-/// A topic just created on a cluster of several brokers: its leader is
-/// not known everywhere yet, and the first ListOffsets requests are
-/// answered "not leader for partition" (seen in the three-node eos test:
-/// an instance exited reading its control topic's end). The watermarks are
-/// asked again with fresh metadata.
-#[test]
-fn end_offsets_are_asked_again_while_the_leader_is_not_known_yet() -> TestResult {
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+/// A mock cluster with a one-partition topic `name` holding three records,
+/// a client with a 20 s timeout, and the topic's partition.
+fn mock_with_three_records(
+    name: &str,
+) -> TestResult<(TestBroker, Namespace, KafkaCluster, TopicPartition)> {
     let broker = TestBroker::mock()?;
     let ns = broker.namespace();
-    let topic = ns.topic("fresh");
+    let topic = ns.topic(name);
     broker.create_topics(&[TopicSpec::new(&topic, 1)])?;
     let cluster = KafkaCluster::new(broker.config().clone())?.with_timeout(Duration::from_secs(20));
     let mut producer = cluster.producer()?;
@@ -385,7 +377,19 @@ fn end_offsets_are_asked_again_while_the_leader_is_not_known_yet() -> TestResult
         ))?;
     }
     producer.flush()?;
-    let tp = TopicPartition::new(topic.clone(), 0);
+    let tp = TopicPartition::new(topic, 0);
+    Ok((broker, ns, cluster, tp))
+}
+
+/// A topic just created on a cluster of several brokers: its leader is
+/// not known everywhere yet, and the first ListOffsets requests are
+/// answered "not leader for partition" (seen in the three-node eos test:
+/// an instance exited reading its control topic's end). The watermarks are
+/// asked again with fresh metadata.
+#[test]
+fn end_offsets_are_asked_again_while_the_leader_is_not_known_yet() -> TestResult {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (broker, ns, cluster, tp) = mock_with_three_records("fresh")?;
     let errors = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3];
     if let Err(e) = broker.fail_requests(RDKafkaApiKey::ListOffsets, &errors) {
         eprintln!("skipping: {e}");
@@ -397,25 +401,16 @@ fn end_offsets_are_asked_again_while_the_leader_is_not_known_yet() -> TestResult
     Ok(())
 }
 
+/// NOT_COORDINATOR (a coordinator still loading its partition of
+/// `__consumer_offsets`, as on a fresh broker) must not leave the assigned
+/// partitions unread: librdkafka left them waiting forever (its issue
+/// 5586); brook fetches the committed offsets itself, with retries. Both
+/// ways a consumer is given partitions: by the group, and assigned.
 #[test]
 fn a_coordinator_answering_not_coordinator_at_first_does_not_stall_a_consumer() -> TestResult {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let broker = TestBroker::mock()?;
-    let ns = broker.namespace();
-    let topic = ns.topic("stalls");
-    broker.create_topics(&[TopicSpec::new(&topic, 1)])?;
-    let cluster = KafkaCluster::new(broker.config().clone())?.with_timeout(Duration::from_secs(20));
-    let mut producer = cluster.producer()?;
-    for i in 0..3 {
-        producer.send(record(
-            &topic,
-            "k",
-            &format!("v{i}"),
-            brook_testkit::now_ms(),
-        ))?;
-    }
-    producer.flush()?;
-    let tp = TopicPartition::new(topic.clone(), 0);
+    let (broker, ns, cluster, tp) = mock_with_three_records("stalls")?;
+    let topic = tp.topic.to_string();
     for subscribed in [true, false] {
         let errors = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 3];
         if let Err(e) = broker.fail_requests(RDKafkaApiKey::OffsetFetch, &errors) {
