@@ -755,13 +755,16 @@ fn written(out: &WindowedOut<'_>) -> Result<Written, Box<dyn Error>> {
         .collect())
 }
 
-fn cached_minute_counts(suppress: bool) -> Result<Topology, Box<dyn Error>> {
+/// Counts per key in 1 min windows (10 s grace) to `counts`: cached or
+/// not, suppressed or not.
+fn minute_counts(caching: bool, suppress: bool) -> Result<Topology, Box<dyn Error>> {
     let b = StreamsBuilder::new();
+    let store = Materialized::named("cached-minutes", Utf8, Json::<i64>::new());
     let counts = b
         .stream("clicks", Consumed::with(Utf8, Utf8))
         .group_by_key(Grouped::with(Utf8, Utf8))
         .windowed_by(TimeWindows::tumbling(minutes(1), Duration::from_secs(10))?)
-        .count(Materialized::named("cached-minutes", Utf8, Json::<i64>::new()).with_caching());
+        .count(if caching { store.with_caching() } else { store });
     let stream = if suppress {
         counts
             .suppress_until_window_closes("cached-minutes-final")
@@ -778,7 +781,7 @@ fn cached_minute_counts(suppress: bool) -> Result<Topology, Box<dyn Error>> {
 
 #[test]
 fn a_cached_windowed_count_writes_one_record_per_key_and_window_per_commit() -> TestResult {
-    let driver = TopologyTestDriver::new(cached_minute_counts(false)?)?;
+    let driver = TopologyTestDriver::new(minute_counts(true, false)?)?;
     let clicks = driver.input_topic("clicks", Utf8, Utf8);
     let out = driver.output_topic("counts", windowed(Utf8), Nullable(Json::<i64>::new()));
     // Commit 1: 40 records, 3 keys-and-windows.
@@ -813,17 +816,7 @@ fn a_cached_windowed_count_writes_one_record_per_key_and_window_per_commit() -> 
     clicks.pipe_batch((0..5).map(|i| ("a".to_string(), format!("more{i}"), at(70 + i))))?;
     assert_eq!(written(&out)?, vec![("a".to_string(), 60, Some(15))]);
     // Without caching, the same 40 records are 40 updates.
-    let b = StreamsBuilder::new();
-    b.stream("clicks", Consumed::with(Utf8, Utf8))
-        .group_by_key(Grouped::with(Utf8, Utf8))
-        .windowed_by(TimeWindows::tumbling(minutes(1), Duration::from_secs(10))?)
-        .count(Materialized::named("minutes", Utf8, Json::<i64>::new()))
-        .to_stream()
-        .to(
-            "counts",
-            Produced::with(windowed(Utf8), Nullable(Json::<i64>::new())),
-        );
-    let uncached = TopologyTestDriver::new(b.build()?)?;
+    let uncached = TopologyTestDriver::new(minute_counts(false, false)?)?;
     uncached
         .input_topic("clicks", Utf8, Utf8)
         .pipe_batch((0..40).map(|i| ("a".to_string(), format!("{i}"), at(i))))?;
@@ -834,7 +827,7 @@ fn a_cached_windowed_count_writes_one_record_per_key_and_window_per_commit() -> 
 
 #[test]
 fn a_suppressed_cached_window_emits_its_final_count_once_with_every_update() -> TestResult {
-    let driver = TopologyTestDriver::new(cached_minute_counts(true)?)?;
+    let driver = TopologyTestDriver::new(minute_counts(true, true)?)?;
     let clicks = driver.input_topic("clicks", Utf8, Utf8);
     let out = driver.output_topic("counts", windowed(Utf8), Nullable(Json::<i64>::new()));
     // Commit 1: 3 records in minute 0, in the suppression's buffer after it.
