@@ -33,6 +33,7 @@
 //! | `application-id` | consumer group, internal topic prefix | the app's name |
 //! | `instance`, `instances` | static assignment: instance `k` of `n` | group mode |
 //! | `instance-id` | names the instance's transactional producers (`<application-id>-<instance-id>-<thread>`): keep it across restarts so a restart fences its predecessor at once; distinct for instances running together | `k` in static mode; in group mode one per process (`p<pid>-<start ms>`) |
+//! | `static-membership` | group mode: each thread's consumer joins as a static member (`group.instance.id` = its transactional id), so a restart within `session.timeout.ms` gets its tasks back without a rebalance; needs `instance-id`; a stopped instance's tasks move only when its session times out | `false` |
 //! | `threads` | stream threads | 1 |
 //! | `state-dir` | RocksDB state directory | in-memory stores |
 //! | `guarantee` | `at_least_once` or `exactly_once_v2` | `at_least_once` |
@@ -84,6 +85,10 @@ const COMMON: &[(&str, &str)] = &[
     (
         "instance-id",
         "ID  names the transactional producers; keep it across restarts (per process)",
+    ),
+    (
+        "static-membership",
+        "true|false  group mode: join as static members named by instance-id (false)",
     ),
     ("threads", "N  stream threads (1)"),
     (
@@ -289,6 +294,19 @@ impl AppSettings {
                 bail!("instance-id = {id:?}: letters, digits, '-', '_' and '.' only");
             }
             config.instance_id = id.to_owned();
+        }
+        if let Some(on) = self.parsed::<bool>("static-membership")? {
+            if on && config.static_assignment.is_some() {
+                bail!(
+                    "static-membership = true is for group mode; instance and instances assign tasks without a group"
+                );
+            }
+            if on && self.get("instance-id").is_none() {
+                bail!(
+                    "static-membership = true needs an instance-id kept across restarts (the per-process default changes with every start)"
+                );
+            }
+            config.static_membership = on;
         }
         Ok(config)
     }
@@ -697,6 +715,21 @@ mod tests {
         assert!(bad(&["stray"]).contains("unexpected argument"));
         assert!(bad(&["--instance-id", "a b"]).contains("instance-id = \"a b\""));
         assert!(bad(&["--replication-factor", "0"]).contains("replication-factor = 0"));
+        assert!(bad(&["--static-membership", "yes"]).contains("static-membership = \"yes\""));
+        assert!(bad(&["--static-membership", "true"]).contains("needs an instance-id"));
+        assert!(
+            bad(&[
+                "--static-membership",
+                "true",
+                "--instance-id",
+                "x",
+                "--instance",
+                "0",
+                "--instances",
+                "2"
+            ])
+            .contains("is for group mode")
+        );
 
         // Group mode: transactional ids unique to the process unless named.
         let group = settings(args(&[]), &env_of(&[]), &[])?.streams_config("a")?;
@@ -709,6 +742,13 @@ mod tests {
         );
         let named = settings(args(&["--instance-id", "eu-1"]), &env_of(&[]), &[])?;
         assert_eq!(named.streams_config("a")?.transactional_id(), "a-eu-1");
+        assert!(!named.streams_config("a")?.static_membership);
+        let static_member = settings(
+            args(&["--instance-id", "eu-1", "--static-membership", "true"]),
+            &env_of(&[]),
+            &[],
+        )?;
+        assert!(static_member.streams_config("a")?.static_membership);
         assert_eq!(group.replication_factor, -1, "the broker's default");
         let replicated = settings(args(&["--replication-factor", "3"]), &env_of(&[]), &[])?;
         assert_eq!(replicated.streams_config("a")?.replication_factor, 3);

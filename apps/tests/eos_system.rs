@@ -13,8 +13,9 @@
 //!
 //! Also: a zombie (SIGSTOPped past its session timeout while another
 //! instance takes its partitions, then SIGCONT) is fenced and writes no
-//! duplicate; the broker SIGKILLed and restarted mid-stream; the same
-//! workload at at_least_once loses nothing.
+//! duplicate; the broker SIGKILLed and restarted mid-stream; a static
+//! member killed and restarted resumes without waiting out its session;
+//! the same workload at at_least_once loses nothing.
 //!
 //! `BROOK_EOS_KILLS` (default 10) sets the least number of kills per run,
 //! `BROOK_EOS_RECORDS` (default 12,000) the input size; `make soak` runs
@@ -136,6 +137,11 @@ struct Fleet {
     instances: Vec<Instance>,
     kills: u32,
     wipes: u32,
+    /// The instances' `session.timeout.ms` (6 s unless a test sets it).
+    session_timeout_ms: u64,
+    /// Group mode: the instances join as static members (named
+    /// `member-<index>`).
+    static_membership: bool,
 }
 
 impl Fleet {
@@ -165,6 +171,8 @@ impl Fleet {
             instances,
             kills: 0,
             wipes: 0,
+            session_timeout_ms: 6000,
+            static_membership: false,
         })
     }
 
@@ -212,7 +220,10 @@ impl Fleet {
             .args(["--sums", &self.topics.sums])
             .args(["--log", "info,brook_runtime=info"])
             // A killed member's partitions move after 6 s, not 45.
-            .args(["--kafka.session.timeout.ms", "6000"])
+            .args([
+                "--kafka.session.timeout.ms",
+                &self.session_timeout_ms.to_string(),
+            ])
             .args(["--kafka.heartbeat.interval.ms", "500"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -220,6 +231,9 @@ impl Fleet {
         match self.mode {
             Mode::Group(_) => {
                 command.args(["--instance-id", &format!("member-{index}")]);
+                if self.static_membership {
+                    command.args(["--static-membership", "true"]);
+                }
             }
             Mode::Static(n) => {
                 command.args([
@@ -845,6 +859,73 @@ fn a_zombie_woken_after_its_partitions_moved_is_fenced_and_writes_no_duplicate()
         "the zombie was fenced:\n{log0}"
     );
     report("zombie", &fleet, &verified, started.elapsed());
+    Ok(())
+}
+
+/// Static membership (KIP-345): an instance SIGKILLed and restarted at
+/// once rejoins under its old name and gets its partitions back without
+/// waiting for the dead incarnation's session (30 s here) to time out.
+/// Without static membership the group holds those partitions until then.
+#[test]
+fn a_static_member_killed_and_restarted_resumes_before_its_session_times_out() -> TestResult {
+    const SESSION: Duration = Duration::from_secs(30);
+    let run = setup(TestBroker::kafka()?, "eos-static-member")?;
+    let mut fleet = Fleet::new(
+        &run.broker,
+        run.app.clone(),
+        run.topics.clone(),
+        "exactly_once_v2",
+        Mode::Group(2),
+    )?;
+    fleet.session_timeout_ms = SESSION.as_millis() as u64;
+    fleet.static_membership = true;
+    fleet.start_all()?;
+    let write = |range: std::ops::Range<u64>| -> TestResult {
+        let mut producer = run.cluster.producer()?;
+        for i in range {
+            producer.send(sequenced(&run.topics.input, i))?;
+        }
+        producer.flush()?;
+        Ok(())
+    };
+    let (first, second) = (600, 1200);
+    write(0..first)?;
+    // Both instances own partitions and processed everything so far.
+    verify_eventually(
+        &run.cluster,
+        &run.topics,
+        first as usize,
+        true,
+        &mut fleet,
+        Duration::from_secs(120),
+    )?;
+    fleet.kill(0)?;
+    let killed = Instant::now();
+    fleet.start(0)?;
+    write(first..second)?;
+    let verified = verify_eventually(
+        &run.cluster,
+        &run.topics,
+        second as usize,
+        true,
+        &mut fleet,
+        Duration::from_secs(120),
+    )?;
+    let resumed = killed.elapsed();
+    eprintln!(
+        "every record processed {:.1} s after the kill (session timeout {} s)",
+        resumed.as_secs_f64(),
+        SESSION.as_secs()
+    );
+    let (log0, log1) = (fleet.log(0), fleet.log(1));
+    fleet.stop_all()?;
+    assert!(
+        resumed < SESSION / 2,
+        "the restarted static member resumed only {:.1} s after the kill; its log:\n{log0}\n\
+         the other instance's:\n{log1}",
+        resumed.as_secs_f64()
+    );
+    report("static member", &fleet, &verified, resumed);
     Ok(())
 }
 

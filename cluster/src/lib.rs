@@ -228,6 +228,23 @@ pub trait Cluster: Send + Sync {
         group: &str,
         isolation: Isolation,
     ) -> Result<Box<dyn ClusterConsumer>, ClusterError>;
+    /// A static member of consumer group `group` (Kafka's
+    /// `group.instance.id`, KIP-345) named `instance`: when a consumer with
+    /// the same name joins again within the session timeout (a restarted
+    /// process), it gets its partitions back without a rebalance; a static
+    /// member that leaves keeps them until the session times out. Two
+    /// consumers running at once need distinct names (the later fences the
+    /// earlier). The default, for clusters without group sessions (the
+    /// in-memory one), is a [`consumer`](Self::consumer).
+    fn static_consumer(
+        &self,
+        group: &str,
+        instance: &str,
+        isolation: Isolation,
+    ) -> Result<Box<dyn ClusterConsumer>, ClusterError> {
+        let _ = instance;
+        self.consumer(group, isolation)
+    }
     /// A read_committed consumer for reading assigned partitions up to a
     /// known end and for offset queries (restoring stores, measuring lag).
     /// Unlike [`consumer`](Self::consumer)'s, its fetches do not wait at the

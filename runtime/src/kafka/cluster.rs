@@ -309,6 +309,19 @@ impl Cluster for KafkaCluster {
         Ok(Box::new(self.new_consumer(group, isolation, &[])?))
     }
 
+    fn static_consumer(
+        &self,
+        group: &str,
+        instance: &str,
+        isolation: Isolation,
+    ) -> Result<Box<dyn ClusterConsumer>, ClusterError> {
+        Ok(Box::new(self.new_consumer(
+            group,
+            isolation,
+            &[("group.instance.id", instance)],
+        )?))
+    }
+
     fn restore_consumer(&self, group: &str) -> Result<Box<dyn ClusterConsumer>, ClusterError> {
         // Fetches return what is there after at most 10 ms instead of
         // Kafka's 500 ms long poll (see the trait).

@@ -1,83 +1,116 @@
-//! The commit cycle: sending output, committing offsets or the
-//! transaction, applying store writes, checkpoints.
+//! The commit cycle (Kafka Streams' StreamsProducer with the commit of its
+//! TaskManager): sending output, in a transaction when exactly-once,
+//! committing the consumed offsets or the transaction, then having the
+//! tasks apply their store writes and checkpoint.
 
 use super::*;
 
-impl StreamThread {
-    pub(super) fn exactly_once(&self) -> bool {
-        self.config.guarantee == ProcessingGuarantee::ExactlyOnceV2
-    }
+/// Owns the thread's producer: everything the thread writes goes through
+/// here, and here it is committed.
+pub(super) struct Committer {
+    producer: Box<dyn ClusterProducer>,
+    application_id: String,
+    exactly_once: bool,
+    faults: Option<Arc<dyn FaultInjector>>,
+    /// Exactly-once: a transaction is open.
+    in_transaction: bool,
+    /// Records processed or output sent since the last commit.
+    dirty: bool,
+    /// Offsets committed last, to skip empty commits.
+    committed: BTreeMap<TopicPartition, i64>,
+    /// Records sent: results, changelog records, dead letters.
+    records_out: u64,
+    /// Commits that wrote something, their total and longest time, ns.
+    commits: u64,
+    commit_nanos: u64,
+    commit_max_nanos: u64,
+}
 
-    pub(super) fn fault(&self, point: FaultPoint) -> Result<(), RuntimeError> {
-        match &self.faults {
-            Some(f) if f.inject(point) => Err(RuntimeError::InjectedFault(point)),
-            _ => Ok(()),
+/// What [`Committer::commit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Commit {
+    /// Nothing was processed or sent and no offset moved since the last one.
+    Idle,
+    /// Output, offsets and store writes committed.
+    Committed,
+}
+
+impl Committer {
+    pub(super) fn new(
+        producer: Box<dyn ClusterProducer>,
+        config: &StreamsConfig,
+        faults: Option<Arc<dyn FaultInjector>>,
+    ) -> Self {
+        Committer {
+            producer,
+            application_id: config.application_id.clone(),
+            exactly_once: config.guarantee == ProcessingGuarantee::ExactlyOnceV2,
+            faults,
+            in_transaction: false,
+            dirty: false,
+            committed: BTreeMap::new(),
+            records_out: 0,
+            commits: 0,
+            commit_nanos: 0,
+            commit_max_nanos: 0,
         }
     }
 
+    pub(super) fn exactly_once(&self) -> bool {
+        self.exactly_once
+    }
+
+    pub(super) fn fault(&self, point: FaultPoint) -> Result<(), RuntimeError> {
+        fault(self.faults.as_deref(), point)
+    }
+
+    /// A record was handed to a task: the next commit has work.
+    pub(super) fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Sends one record (opening a transaction first, exactly-once).
     pub(super) fn send(&mut self, record: ProducedRecord) -> Result<(), RuntimeError> {
-        if self.exactly_once() && !self.in_transaction {
+        if self.exactly_once && !self.in_transaction {
             self.producer.begin_transaction()?;
             self.in_transaction = true;
         }
         self.dirty = true;
         self.producer.send(record)?;
-        self.io.records_out += 1;
+        self.records_out += 1;
         Ok(())
     }
 
-    pub(super) fn send_output(&mut self) -> Result<(), RuntimeError> {
-        let ids: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.has_output())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            let Some(mut output) = self.tasks.get_mut(&id).map(StreamTask::take_output) else {
-                continue;
-            };
-            for record in output.drain(..) {
-                self.send(record)?;
-            }
-            // The emptied buffer back, so the next batch does not grow a
-            // new one.
-            if let Some(task) = self.tasks.get_mut(&id) {
-                task.recycle_output(output);
-            }
+    /// Sends what the tasks output.
+    pub(super) fn send_output(&mut self, tasks: &mut TaskManager) -> Result<(), RuntimeError> {
+        tasks.drain_output(|record| self.send(record))
+    }
+
+    /// The committed offsets of `partitions` are forgotten (their tasks
+    /// left; a later owner here commits them anew).
+    pub(super) fn forget(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            self.committed.remove(tp);
         }
-        Ok(())
     }
 
     /// Commits: writes all output and the stores' changelog records, then
-    /// commits the consumed offsets (in the transaction, exactly-once),
-    /// then applies the stores' buffered writes locally and checkpoints.
-    pub fn commit(&mut self) -> Result<(), RuntimeError> {
-        for (id, task) in &mut self.tasks {
-            task.flush_processors()
-                .map_err(|source| RuntimeError::Task {
-                    task: *id,
-                    source: Box::new(source),
-                })?;
-            task.prepare_commit();
-        }
-        let offsets: BTreeMap<TopicPartition, i64> = self
-            .tasks
-            .values()
-            .flat_map(StreamTask::committable_offsets)
-            .collect();
-        let has_output = self.tasks.values().any(|t| t.has_output());
-        if !self.dirty && !has_output && offsets == self.committed {
-            self.last_commit = self.wall_clock;
-            // Idle: the lag may still have changed (new input not yet
-            // fetched, or none left).
-            return self.maybe_measure_lag();
+    /// commits the consumed offsets (in the transaction, exactly-once, with
+    /// `consumer`'s group metadata; else with `consumer`), then has the
+    /// tasks apply their stores' buffered writes and checkpoint.
+    pub(super) fn commit(
+        &mut self,
+        tasks: &mut TaskManager,
+        consumer: &mut dyn ClusterConsumer,
+    ) -> Result<Commit, RuntimeError> {
+        let offsets = tasks.prepare_commit()?;
+        if !self.dirty && !tasks.has_output() && offsets == self.committed {
+            return Ok(Commit::Idle);
         }
         self.fault(FaultPoint::BeforeProduce)?;
         let started = Instant::now();
-        self.send_output()?;
-        let app = self.config.application_id.clone();
-        if self.exactly_once() {
+        self.send_output(tasks)?;
+        if self.exactly_once {
             if !self.in_transaction {
                 self.producer.begin_transaction()?;
                 self.in_transaction = true;
@@ -87,9 +120,12 @@ impl StreamThread {
             let flushed = started.elapsed();
             self.fault(FaultPoint::AfterProduce)?;
             if !offsets.is_empty() {
-                let member = self.consumer.group_metadata();
-                self.producer
-                    .send_offsets_to_transaction(&app, &offsets, member.as_ref())?;
+                let member = consumer.group_metadata();
+                self.producer.send_offsets_to_transaction(
+                    &self.application_id,
+                    &offsets,
+                    member.as_ref(),
+                )?;
             }
             let offsets_sent = started.elapsed();
             self.fault(FaultPoint::AfterSendOffsets)?;
@@ -107,79 +143,38 @@ impl StreamThread {
             self.fault(FaultPoint::AfterProduce)?;
             self.fault(FaultPoint::BeforeCommit)?;
             if !offsets.is_empty() {
-                self.consumer.commit(&offsets)?;
+                consumer.commit(&offsets)?;
             }
         }
         self.committed = offsets;
         self.dirty = false;
         self.fault(FaultPoint::AfterCommit)?;
         let written = self.producer.written_offsets();
-        for (id, task) in &mut self.tasks {
-            task.commit_local(&written)
-                .map_err(|source| RuntimeError::Task {
-                    task: *id,
-                    source: Box::new(source),
-                })?;
-        }
-        self.fault(FaultPoint::AfterLocalApply)?;
-        for (id, task) in &mut self.tasks {
-            task.committed_processors()
-                .map_err(|source| RuntimeError::Task {
-                    task: *id,
-                    source: Box::new(source),
-                })?;
-        }
-        self.fault(FaultPoint::AfterCommittedHooks)?;
-        let due: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(id, task)| {
-                let since = position_sum(task) - self.checkpointed.get(id).copied().unwrap_or(0);
-                since > 0
-                    && u64::try_from(since).unwrap_or(0) >= self.config.checkpoint_interval_records
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &due {
-            self.checkpoint(*id)?;
-        }
-        if !due.is_empty() {
-            self.fault(FaultPoint::AfterCheckpoint)?;
-        }
+        let faults = self.faults.as_deref();
+        tasks.complete_commit(&written, |point| fault(faults, point))?;
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.io.commits += 1;
-        self.io.commit_nanos = self.io.commit_nanos.saturating_add(took);
-        self.io.commit_max_nanos = self.io.commit_max_nanos.max(took);
-        self.maybe_measure_lag()?;
-        self.last_commit = self.wall_clock;
-        Ok(())
+        self.commits += 1;
+        self.commit_nanos = self.commit_nanos.saturating_add(took);
+        self.commit_max_nanos = self.commit_max_nanos.max(took);
+        Ok(Commit::Committed)
     }
 
-    /// Measures the lag if the last measurement is 5 s old.
-    pub(super) fn maybe_measure_lag(&mut self) -> Result<(), RuntimeError> {
-        if self.wall_clock.saturating_sub(self.lag_measured) >= 5_000 {
-            self.lag_measured = self.wall_clock;
-            self.measure_lag()?;
-        }
-        Ok(())
+    /// The producer's part of the thread's metrics.
+    pub(super) fn metrics(&self, into: &mut ThreadMetrics) {
+        into.records_out = self.records_out;
+        into.commits = self.commits;
+        into.commit_nanos = self.commit_nanos;
+        into.commit_max_nanos = self.commit_max_nanos;
     }
+}
 
-    /// Flushes a task's stores and writes its checkpoint (with a state
-    /// directory; a no-op for in-memory stores).
-    pub(super) fn checkpoint(&mut self, id: TaskId) -> Result<(), RuntimeError> {
-        let (Some(state), Some(task)) = (&self.state, self.tasks.get_mut(&id)) else {
-            return Ok(());
-        };
-        task.flush_stores().map_err(|source| RuntimeError::Task {
-            task: id,
-            source: Box::new(source),
-        })?;
-        let mut checkpoint = Checkpoint::default();
-        for (store, tp, position) in task.changelog_positions() {
-            checkpoint.set(&store, &tp.topic, tp.partition, position);
-        }
-        checkpoint.write(&state.checkpoint_path(&id.to_string()))?;
-        self.checkpointed.insert(id, position_sum(task));
-        Ok(())
+/// Fails at `point` if the injector says so.
+pub(super) fn fault(
+    faults: Option<&dyn FaultInjector>,
+    point: FaultPoint,
+) -> Result<(), RuntimeError> {
+    match faults {
+        Some(f) if f.inject(point) => Err(RuntimeError::InjectedFault(point)),
+        _ => Ok(()),
     }
 }

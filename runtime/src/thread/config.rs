@@ -69,6 +69,17 @@ pub struct StreamsConfig {
     /// `task.timeout.ms`; default 5 min). Other failures stop the instance
     /// at once unless an uncaught-error handler says otherwise.
     pub retry_timeout: Duration,
+    /// Group mode: each stream thread's consumer joins the group as a
+    /// static member named by its transactional id
+    /// (`<application.id>-<instance_id>`; Kafka's `group.instance.id`, as
+    /// Kafka Streams' threads get `<group.instance.id>-<thread>`), so an
+    /// instance restarted within `session.timeout.ms` gets its tasks back
+    /// without a rebalance and without waiting for its dead predecessor's
+    /// session to time out. Needs an `instance_id` kept across restarts and
+    /// distinct between instances. The other side: the tasks of an instance
+    /// that stopped, cleanly or not, move to others only once its session
+    /// times out. Default false.
+    pub static_membership: bool,
     /// `Some((k, n))`: this is instance `k` of `n` and owns a fixed share
     /// of the tasks, without group rebalances; `None`: the consumer group
     /// assigns tasks (`KafkaStreams`).
@@ -98,6 +109,7 @@ impl StreamsConfig {
             num_threads: 1,
             processing_budget: Duration::from_secs(1),
             retry_timeout: Duration::from_secs(300),
+            static_membership: false,
             static_assignment: None,
         }
     }

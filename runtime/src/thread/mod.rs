@@ -78,8 +78,10 @@ pub(crate) use restore::replay_changelog;
 pub use restore::{LoggingRestoreListener, RestoreListener, RestoreMetrics};
 pub use topics::check_topology;
 
+use commit::Committer;
 use globals::GlobalUpdater;
 use restore::ChangelogReader;
+use tasks::TaskManager;
 
 /// What a thread is given besides its configuration.
 #[derive(Clone, Default)]
@@ -128,37 +130,22 @@ impl std::fmt::Debug for Assignment {
 /// Runs tasks on one consumer and one producer.
 pub struct StreamThread {
     config: StreamsConfig,
-    topology: Arc<Topology>,
     consumer: Box<dyn ClusterConsumer>,
     /// Restores tasks' stores from their changelogs (its own consumer).
     changelogs: ChangelogReader,
-    producer: Box<dyn ClusterProducer>,
-    tasks: BTreeMap<TaskId, StreamTask>,
+    /// The producer and the commit cycle.
+    committer: Committer,
+    tasks: TaskManager,
     /// The records of a poll, handed to tasks; kept to be reused.
     poll_buffer: Vec<ConsumedRecord>,
-    routes: HashMap<TopicPartition, TaskId>,
-    /// Partition count of every topic the topology reads.
-    counts: HashMap<TopicName, i32>,
     wall_clock: Timestamp,
     last_commit: Timestamp,
     globals: Option<GlobalUpdater>,
-    global_stores: BTreeMap<String, SharedStore>,
-    state: Option<Arc<StateDirectory>>,
-    rocksdb: Option<RocksDbEnv>,
     faults: Option<Arc<dyn FaultInjector>>,
     group_mode: bool,
-    /// Exactly-once: a transaction is open.
-    in_transaction: bool,
-    /// Records processed or output sent since the last commit.
-    dirty: bool,
-    /// Offsets committed last, to skip empty commits.
-    committed: BTreeMap<TopicPartition, i64>,
-    /// Changelog positions at each task's last checkpoint.
-    checkpointed: BTreeMap<TaskId, i64>,
     rebalances: u64,
+    /// Records in and lag (the committer counts what goes out).
     io: ThreadMetrics,
-    /// Counters of tasks this thread closed (they moved elsewhere).
-    retired: TaskMetrics,
     /// When lag was last measured (wall clock, ms).
     lag_measured: Timestamp,
 }
@@ -182,19 +169,6 @@ pub struct ThreadMetrics {
     /// Active tasks the thread owns now (Kafka Streams' `activeTasks` of
     /// its thread metadata): 0 until the group gave it partitions.
     pub active_tasks: usize,
-}
-
-/// Sum of the changelog positions of a task (to tell how many changelog
-/// records it wrote since the last checkpoint).
-fn position_sum(task: &StreamTask) -> i64 {
-    task.changelog_positions().iter().map(|(_, _, p)| *p).sum()
-}
-
-fn task_error(task: TaskId) -> impl FnOnce(TaskError) -> RuntimeError {
-    move |source| RuntimeError::Task {
-        task,
-        source: Box::new(source),
-    }
 }
 
 impl StreamThread {
@@ -301,47 +275,45 @@ impl StreamThread {
             }
             ProcessingGuarantee::AtLeastOnce => cluster.producer()?,
         };
+        let consumer = match assignment {
+            Assignment::Group if config.static_membership => cluster.static_consumer(
+                &app,
+                &config.transactional_id(),
+                Isolation::ReadCommitted,
+            )?,
+            _ => cluster.consumer(&app, Isolation::ReadCommitted)?,
+        };
         let mut thread = StreamThread {
-            consumer: cluster.consumer(&app, Isolation::ReadCommitted)?,
+            consumer,
             changelogs: ChangelogReader::new(
                 cluster.restore_consumer(&format!("{app}-restore"))?,
                 options
                     .restore_listener
                     .unwrap_or_else(|| Arc::new(LoggingRestoreListener::default())),
             ),
-            producer,
-            topology: topology.clone(),
-            tasks: BTreeMap::new(),
+            committer: Committer::new(producer, &config, options.faults.clone()),
+            tasks: TaskManager::new(topology, &config, counts, global_stores, state, rocksdb),
             poll_buffer: Vec::new(),
-            routes: HashMap::new(),
-            counts,
             wall_clock: now,
             last_commit: now,
             globals,
-            global_stores,
-            state,
-            rocksdb,
             faults: options.faults,
             group_mode: matches!(assignment, Assignment::Group),
-            in_transaction: false,
-            dirty: false,
-            committed: BTreeMap::new(),
-            checkpointed: BTreeMap::new(),
             rebalances: 0,
             io: ThreadMetrics::default(),
-            retired: TaskMetrics::default(),
             lag_measured: Timestamp::MIN,
             config,
         };
         match assignment {
             Assignment::Static(accept) => {
                 let ids: Vec<TaskId> = thread
+                    .tasks
                     .all_task_ids()
                     .into_iter()
                     .filter(|id| accept(*id))
                     .collect();
                 thread.add_tasks(&ids)?;
-                let partitions: Vec<TopicPartition> = thread.routes.keys().cloned().collect();
+                let partitions = thread.tasks.partitions();
                 thread.consumer.assign(&partitions)?;
             }
             Assignment::Group => {
@@ -355,7 +327,7 @@ impl StreamThread {
             }
         }
         // Records forwarded during init (rare) are written like any others.
-        thread.send_output()?;
+        thread.committer.send_output(&mut thread.tasks)?;
         Ok(thread)
     }
 
@@ -366,7 +338,7 @@ impl StreamThread {
 
     /// A task, to read its stores.
     pub fn task_mut(&mut self, id: TaskId) -> Option<&mut StreamTask> {
-        self.tasks.get_mut(&id)
+        self.tasks.get_mut(id)
     }
 
     /// The contents of store `name`, merged over this thread's tasks
@@ -403,7 +375,7 @@ impl StreamThread {
 
     /// The ids of the tasks.
     pub fn task_ids(&self) -> Vec<TaskId> {
-        self.tasks.keys().copied().collect()
+        self.tasks.iter().map(|(id, _)| *id).collect()
     }
 
     /// The tasks, by id.
@@ -414,23 +386,22 @@ impl StreamThread {
     /// Counters summed over all tasks this thread ran, including those it
     /// no longer has.
     pub fn metrics(&self) -> TaskMetrics {
-        self.tasks.values().fold(self.retired, |mut sum, task| {
-            sum.add(&task.metrics());
-            sum
-        })
+        self.tasks.metrics()
     }
 
     /// Records in and out, commits, lag.
     pub fn thread_metrics(&self) -> ThreadMetrics {
-        ThreadMetrics {
+        let mut metrics = ThreadMetrics {
             active_tasks: self.tasks.len(),
             ..self.io
-        }
+        };
+        self.committer.metrics(&mut metrics);
+        metrics
     }
 
     /// Measures lag: end offsets minus positions of the input partitions.
     fn measure_lag(&mut self) -> Result<(), RuntimeError> {
-        let partitions: Vec<TopicPartition> = self.routes.keys().cloned().collect();
+        let partitions = self.tasks.partitions();
         if partitions.is_empty() {
             self.io.lag = 0;
             return Ok(());
@@ -442,13 +413,21 @@ impl StreamThread {
         for tp in &partitions {
             let done = self
                 .tasks
-                .values()
-                .find_map(|t| t.committable_offset(tp))
+                .committable_offset(tp)
                 .or_else(|| self.consumer.position(tp).ok())
                 .unwrap_or(0);
             lag += (ends.get(tp).copied().unwrap_or(0) - done).max(0);
         }
         self.io.lag = lag;
+        Ok(())
+    }
+
+    /// Measures the lag if the last measurement is 5 s old.
+    fn maybe_measure_lag(&mut self) -> Result<(), RuntimeError> {
+        if self.wall_clock.saturating_sub(self.lag_measured) >= 5_000 {
+            self.lag_measured = self.wall_clock;
+            self.measure_lag()?;
+        }
         Ok(())
     }
 
@@ -459,19 +438,13 @@ impl StreamThread {
 
     /// Store operation counts per store, summed over tasks.
     pub fn store_metrics(&self) -> BTreeMap<String, StoreMetrics> {
-        let mut all: BTreeMap<String, StoreMetrics> = BTreeMap::new();
-        for task in self.tasks.values() {
-            for (name, m) in task.store_metrics() {
-                all.entry(name).or_default().add(&m);
-            }
-        }
-        all
+        self.tasks.store_metrics()
     }
 
     /// Whether records wait in the tasks' buffers (an iteration ran out of
     /// its processing budget).
     pub fn has_buffered(&self) -> bool {
-        self.tasks.values().any(|t| t.buffered() > 0)
+        self.tasks.has_buffered()
     }
 
     /// One iteration: poll, process what is buffered (for up to the
@@ -488,7 +461,7 @@ impl StreamThread {
         if let Some(globals) = &mut self.globals {
             let letters = globals.update()?;
             for letter in letters {
-                self.send(letter)?;
+                self.committer.send(letter)?;
             }
         }
         let mut records = std::mem::take(&mut self.poll_buffer);
@@ -503,76 +476,113 @@ impl StreamThread {
         }
         let polled = records.len();
         self.io.records_in += polled as u64;
-        for task in self.tasks.values_mut() {
-            task.set_wall_clock(self.wall_clock);
-        }
+        self.tasks.set_wall_clock(self.wall_clock);
         for record in records.drain(..) {
-            if let Some(id) = self.routes.get(&record.tp)
-                && let Some(task) = self.tasks.get_mut(id)
-            {
-                task.add_record(record);
-                self.dirty = true;
+            if self.tasks.route(record) {
+                self.committer.mark_dirty();
             }
         }
         self.poll_buffer = records;
         // Round robin over the tasks, until nothing is buffered or the
         // processing budget is spent.
-        let deadline = Instant::now() + self.config.processing_budget;
-        loop {
-            let mut processed = false;
-            for (id, task) in &mut self.tasks {
-                for _ in 0..PROCESS_BATCH {
-                    if !task.process_one().map_err(|source| RuntimeError::Task {
-                        task: *id,
-                        source: Box::new(source),
-                    })? {
-                        break;
-                    }
-                    processed = true;
-                }
-            }
-            if !processed || Instant::now() >= deadline {
-                break;
-            }
-        }
+        self.tasks
+            .process(Instant::now() + self.config.processing_budget)?;
         self.advance_wall_clock(now)?;
-        self.send_output()?;
         let interval = i64::try_from(self.config.commit_interval.as_millis()).unwrap_or(i64::MAX);
-        let uncommitted: usize = self.tasks.values().map(StreamTask::uncommitted_bytes).sum();
         if now.saturating_sub(self.last_commit) >= interval
-            || uncommitted > self.config.max_uncommitted_bytes
+            || self.tasks.uncommitted_bytes() > self.config.max_uncommitted_bytes
         {
             self.commit()?;
         }
         Ok(polled)
     }
 
-    /// Fires wall-clock punctuations due at `now`.
+    /// Fires wall-clock punctuations due at `now`, then sends the output.
     pub fn advance_wall_clock(&mut self, now: Timestamp) -> Result<(), RuntimeError> {
         self.wall_clock = self.wall_clock.max(now);
-        for (id, task) in &mut self.tasks {
-            task.advance_wall_clock(self.wall_clock)
-                .map_err(|source| RuntimeError::Task {
-                    task: *id,
-                    source: Box::new(source),
-                })?;
+        self.tasks.advance_wall_clock(self.wall_clock)?;
+        self.committer.send_output(&mut self.tasks)
+    }
+
+    /// Commits: writes all output and the stores' changelog records, then
+    /// commits the consumed offsets (in the transaction, exactly-once),
+    /// then applies the stores' buffered writes locally and checkpoints.
+    pub fn commit(&mut self) -> Result<(), RuntimeError> {
+        self.committer
+            .commit(&mut self.tasks, &mut *self.consumer)?;
+        // (Also when idle: the lag may still have changed, new input not
+        // yet fetched or none left.)
+        self.maybe_measure_lag()?;
+        self.last_commit = self.wall_clock;
+        Ok(())
+    }
+
+    /// Creates, restores and initializes tasks.
+    fn add_tasks(&mut self, ids: &[TaskId]) -> Result<(), RuntimeError> {
+        self.tasks.add(
+            ids,
+            &mut self.changelogs,
+            self.faults.as_deref(),
+            self.wall_clock,
+        )
+    }
+
+    /// Commits, checkpoints and closes tasks this thread no longer owns.
+    fn remove_tasks(&mut self, ids: &[TaskId]) -> Result<(), RuntimeError> {
+        if !self.tasks.owns_any(ids) {
+            return Ok(());
         }
-        self.send_output()
+        if let Err(e) = self.commit() {
+            if self.committer.exactly_once() {
+                return Err(e);
+            }
+            // At-least-once: the new owner processes the uncommitted
+            // records again; nothing is lost.
+            tracing::warn!(error = %e, "could not commit the tasks being revoked; their new owner will process their uncommitted records again");
+        }
+        let released = self.tasks.remove(ids)?;
+        self.committer.forget(&released);
+        Ok(())
+    }
+
+    /// Applies what the consumer group changed, if anything: tasks of
+    /// revoked partitions are committed and closed, tasks of assigned ones
+    /// created and restored before they process anything.
+    fn rebalance(&mut self) -> Result<(), RuntimeError> {
+        let Some(change) = self.consumer.take_rebalance()? else {
+            return Ok(());
+        };
+        self.rebalances += 1;
+        let revoked: Vec<TaskId> = change
+            .revoked
+            .iter()
+            .filter_map(|tp| self.tasks.task_of(tp))
+            .collect();
+        self.remove_tasks(&revoked)?;
+        let mut assigned: Vec<TaskId> = change
+            .assigned
+            .iter()
+            .filter_map(|tp| self.tasks.task_of(tp))
+            .collect();
+        assigned.sort();
+        assigned.dedup();
+        self.add_tasks(&assigned)?;
+        tracing::info!(
+            generation = change.generation,
+            revoked = revoked.len(),
+            assigned = assigned.len(),
+            tasks = self.tasks.len(),
+            "rebalanced"
+        );
+        Ok(())
     }
 
     /// Commits, checkpoints and closes every task (a clean shutdown: the
     /// next start restores nothing).
     pub fn close(mut self) -> Result<(), RuntimeError> {
-        let mut result = self.commit();
-        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
-        for id in ids {
-            if result.is_ok() {
-                result = self.checkpoint(id);
-            }
-        }
-        for task in self.tasks.values_mut() {
-            task.close();
-        }
+        let committed = self.commit();
+        let checkpoint = committed.is_ok();
+        let mut result = committed.and(self.tasks.close_all(checkpoint));
         // Leave the group now rather than when the session times out.
         if self.group_mode {
             let left = self.consumer.close();

@@ -418,6 +418,7 @@ impl KafkaBench {
             output: input.output.clone(),
             table: input.table.clone(),
             warmup: self.warmup,
+            static_member: None,
         };
         let expected = input.expected;
         let timed = self.records as f64;
@@ -472,6 +473,7 @@ impl KafkaBench {
             output: output.clone(),
             table: None,
             warmup: 1,
+            static_member: None,
         };
         let (app_id, mut command) = self.command(&spec)?;
         let what = format!("{app_id} latency ({})", self.broker.bootstrap);
@@ -595,6 +597,7 @@ impl KafkaBench {
         ]
         .into_iter()
         .chain(spec.table.clone().map(|t| ("table", t)))
+        .chain(spec.static_member.clone().map(|m| ("group-instance-id", m)))
         .flat_map(|(k, v)| [format!("--{k}"), v])
         .collect();
         let command = match spec.framework {
@@ -651,9 +654,11 @@ impl KafkaBench {
     ///   same state directory, from the kill;
     /// - recovery without it: SIGKILLed and restarted on an empty one.
     ///
-    /// Probes go to a key of the store every 20 ms (timing resolution). After a SIGKILL the dead
-    /// member stays in the consumer group until its session times out (10 s
-    /// for every framework), which recovery includes.
+    /// Probes go to a key of the store every 20 ms (timing resolution).
+    /// Every framework joins the group as a static member (the same
+    /// `group.instance.id` for each of its processes), so a restarted
+    /// process gets its partitions back without waiting for the killed
+    /// one's session (10 s) to time out.
     pub fn state_runs(&mut self, framework: Framework, keys: usize) -> Result<StateTimes> {
         self.load_state_input(keys)?;
         self.runs += 1;
@@ -669,6 +674,14 @@ impl KafkaBench {
             output: output.clone(),
             table: None,
             warmup: 1,
+            // Every framework a static member, as one tuned for recovery
+            // runs (and each process the same member): without, a restart
+            // waits out the killed process's session (10 s here) first.
+            static_member: Some(format!(
+                "bench-{}-state-{}-member",
+                framework.name(),
+                self.runs
+            )),
         };
         let app_id = format!("bench-{}-state-{}", framework.name(), self.runs);
         let dirs: Vec<PathBuf> = (0..3)
@@ -877,6 +890,10 @@ struct Spec {
     output: String,
     table: Option<String>,
     warmup: usize,
+    /// Join the consumer group as a static member with this
+    /// `group.instance.id` (the state runs: a restart gets its partitions
+    /// back without waiting for the killed process's session to time out).
+    static_member: Option<String>,
 }
 
 /// End-to-end latency percentiles, ms.
@@ -1405,7 +1422,7 @@ fn say(line: &str) {
 }
 
 /// The options the framework children take (the Kafka Streams jar's too).
-pub const CHILD_OPTIONS: [&str; 15] = [
+pub const CHILD_OPTIONS: [&str; 16] = [
     "workload",
     "bootstrap",
     "application-id",
@@ -1421,6 +1438,7 @@ pub const CHILD_OPTIONS: [&str; 15] = [
     "registry",
     "schema",
     "window-grace-ms",
+    "group-instance-id",
 ];
 
 fn required<'a>(args: &'a Args, name: &str) -> Result<&'a str> {
@@ -1515,6 +1533,11 @@ pub fn brook_child(args: &Args) -> Result<()> {
     config.commit_interval = Duration::from_millis(args.parse_or("commit-interval-ms", 100)?);
     config.max_poll_records = 1_000;
     config.replication_factor = 1;
+    if let Some(member) = args.get("group-instance-id") {
+        // The threads' consumers join as `<application-id>-<member>-<thread>`.
+        config.instance_id = member.to_owned();
+        config.static_membership = true;
+    }
     let cluster = Arc::new(KafkaCluster::new(client_config(args)?)?);
     let stop = stop_flag()?;
     let mut streams = KafkaStreams::new(topology, config, cluster);

@@ -57,7 +57,7 @@ public final class KStreamsBench {
         "         --application-id ID --input TOPIC --output TOPIC [--table TOPIC]",
         "         [--guarantee at_least_once|exactly_once_v2] [--threads N]",
         "         [--commit-interval-ms MS] [--state-dir DIR] [--warmup N]",
-        "         [--schema V2.avsc] [--window-grace-ms MS]",
+        "         [--schema V2.avsc] [--window-grace-ms MS] [--group-instance-id ID]",
         "workloads: stateless, windowed_count, stream_table_join, revenue_per_category,",
         "           count_distinct (a count per key, no window: the restore/recovery runs)");
 
@@ -101,6 +101,12 @@ public final class KStreamsBench {
         props.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
         props.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG),
             args.getOrDefault("session-timeout-ms", "10000"));
+        if (args.containsKey("group-instance-id")) {
+            // Static membership; Kafka Streams names each thread's consumer
+            // <ID>-<thread index>.
+            props.put(StreamsConfig.mainConsumerPrefix(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG),
+                args.get("group-instance-id"));
+        }
         props.put(StreamsConfig.producerPrefix(ProducerConfig.LINGER_MS_CONFIG), "5");
         props.put(StreamsConfig.producerPrefix(ProducerConfig.BATCH_SIZE_CONFIG), "1000000");
         props.put(StreamsConfig.producerPrefix(ProducerConfig.COMPRESSION_TYPE_CONFIG), "none");
