@@ -128,8 +128,10 @@ def kafka_section(by_name, stem, rel):
                 "Restore: restarted on an empty state directory, from the process's start to "
                 "the first result for a new record that carries the restored count. Recovery: "
                 "SIGKILLed and restarted at once, with its state directory or without, from the "
-                "kill to that first result (the dead member stays in the group until its 10 s "
-                "session times out, for both):", "",
+                "kill to that first result. Both join the consumer group as static members "
+                "(group.instance.id, the same for every process of a framework), so a "
+                "restarted process gets its partitions back without waiting for the killed "
+                "one's 10 s session to time out:", "",
                 "| framework | restore | recovery with state dir | recovery without |",
                 "|---|---:|---:|---:|"]
         for flabel, n in state:

@@ -6,9 +6,11 @@
 pub enum FaultPoint {
     /// Records were processed; nothing of this commit was sent yet.
     BeforeProduce,
-    /// Outputs and changelog records were sent (and flushed, at-least-once).
+    /// Outputs and changelog records were sent and flushed (exactly-once:
+    /// after [`AfterSendOffsets`](Self::AfterSendOffsets)).
     AfterProduce,
-    /// Exactly-once: the offsets were added to the transaction.
+    /// Exactly-once: the offsets were added to the transaction, its
+    /// records sent but not yet flushed.
     AfterSendOffsets,
     /// Right before the transaction (or the offsets) commit.
     BeforeCommit,
@@ -27,7 +29,8 @@ pub enum FaultPoint {
 }
 
 impl FaultPoint {
-    /// Every point, in cycle order.
+    /// Every point, in at-least-once cycle order (exactly-once sends the
+    /// offsets before it flushes: `AfterSendOffsets` comes first there).
     pub const ALL: [FaultPoint; 9] = [
         FaultPoint::BeforeProduce,
         FaultPoint::AfterProduce,

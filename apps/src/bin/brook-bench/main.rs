@@ -119,7 +119,7 @@ internal (the harness runs itself as a child with): --count-child N, --engine-ch
     --kafka-child 1 or --raw-child 1 with --workload W --bootstrap B --application-id ID
     --input T --output T --table T --guarantee G --threads N --commit-interval-ms MS
     --session-timeout-ms MS --state-dir DIR --warmup N --registry URL --schema FILE
-    --window-grace-ms MS";
+    --window-grace-ms MS --group-instance-id ID";
 pub(crate) const PARTITIONS: i32 = 16;
 pub(crate) const VALUE_BYTES: usize = 100;
 /// The end-to-end latency runs: input records/s (about a tenth of what
