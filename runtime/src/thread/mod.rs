@@ -24,8 +24,9 @@
 //! 3. at-least-once: the producer is flushed, then the consumed offsets are
 //!    committed (a crash between the two re-processes records but loses
 //!    none). Exactly-once: the consumed offsets are added to the open
-//!    transaction, which then commits outputs, changelog records and offsets
-//!    atomically (a crash before the commit aborts all of them);
+//!    transaction while its records are still in flight, the producer is
+//!    flushed, and the transaction commits outputs, changelog records and
+//!    offsets atomically (a crash before the commit aborts all of them);
 //! 4. only then are the buffered writes applied to the stores, and every
 //!    `checkpoint_interval_records` changelog records the stores are flushed
 //!    and the task's checkpoint written.
