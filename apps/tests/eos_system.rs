@@ -628,6 +628,19 @@ struct Run {
     app: String,
 }
 
+impl Run {
+    /// The application's instances on this run's broker and topics.
+    fn fleet(&self, guarantee: &'static str, mode: Mode) -> TestResult<Fleet> {
+        Fleet::new(
+            &self.broker,
+            self.app.clone(),
+            self.topics.clone(),
+            guarantee,
+            mode,
+        )
+    }
+}
+
 fn setup(broker: TestBroker, name: &str) -> TestResult<Run> {
     let ns = broker.namespace();
     let topics = Topics {
@@ -713,13 +726,7 @@ fn kill_run(mode: Mode, guarantee: &'static str, name: &str) -> TestResult {
     let run = setup(TestBroker::kafka()?, name)?;
     let records = env_or("BROOK_EOS_RECORDS", 12_000);
     let min_kills = env_or("BROOK_EOS_KILLS", 10) as u32;
-    let mut fleet = Fleet::new(
-        &run.broker,
-        run.app.clone(),
-        run.topics.clone(),
-        guarantee,
-        mode,
-    )?;
+    let mut fleet = run.fleet(guarantee, mode)?;
     fleet.start_all()?;
     let (written, done) = (
         Arc::new(AtomicU64::new(0)),
@@ -800,13 +807,7 @@ fn a_zombie_woken_after_its_partitions_moved_is_fenced_and_writes_no_duplicate()
     let started = Instant::now();
     let run = setup(TestBroker::kafka()?, "eos-zombie")?;
     let records = 6_000;
-    let mut fleet = Fleet::new(
-        &run.broker,
-        run.app.clone(),
-        run.topics.clone(),
-        "exactly_once_v2",
-        Mode::Group(2),
-    )?;
+    let mut fleet = run.fleet("exactly_once_v2", Mode::Group(2))?;
     fleet.start_all()?;
     let (written, done) = (
         Arc::new(AtomicU64::new(0)),
@@ -870,13 +871,7 @@ fn a_zombie_woken_after_its_partitions_moved_is_fenced_and_writes_no_duplicate()
 fn a_static_member_killed_and_restarted_resumes_before_its_session_times_out() -> TestResult {
     const SESSION: Duration = Duration::from_secs(30);
     let run = setup(TestBroker::kafka()?, "eos-static-member")?;
-    let mut fleet = Fleet::new(
-        &run.broker,
-        run.app.clone(),
-        run.topics.clone(),
-        "exactly_once_v2",
-        Mode::Group(2),
-    )?;
+    let mut fleet = run.fleet("exactly_once_v2", Mode::Group(2))?;
     fleet.session_timeout_ms = SESSION.as_millis() as u64;
     fleet.static_membership = true;
     fleet.start_all()?;
@@ -936,13 +931,7 @@ fn eos_survives_the_broker_killed_and_restarted_mid_stream() -> TestResult {
     let started = Instant::now();
     let mut run = setup(TestBroker::kafka()?, "eos-broker-kill")?;
     let records = 6_000;
-    let mut fleet = Fleet::new(
-        &run.broker,
-        run.app.clone(),
-        run.topics.clone(),
-        "exactly_once_v2",
-        Mode::Static(2),
-    )?;
+    let mut fleet = run.fleet("exactly_once_v2", Mode::Static(2))?;
     fleet.start_all()?;
     // The driver writes the first half, the broker dies and comes back,
     // then the second half.
@@ -1042,13 +1031,7 @@ fn cluster_eos_survives_partition_leaders_killed_mid_stream() -> TestResult {
         "eos-cluster",
     )?;
     let records = 6_000;
-    let mut fleet = Fleet::new(
-        &run.broker,
-        run.app.clone(),
-        run.topics.clone(),
-        "exactly_once_v2",
-        Mode::Group(2),
-    )?;
+    let mut fleet = run.fleet("exactly_once_v2", Mode::Group(2))?;
     fleet.start_all()?;
     let (written, done) = (
         Arc::new(AtomicU64::new(0)),

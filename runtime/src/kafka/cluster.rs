@@ -1382,32 +1382,10 @@ impl ClusterProducer for KafkaProducer {
     }
 
     fn flush(&mut self) -> Result<(), ClusterError> {
-        // Not `BaseProducer::flush(timeout)`: between its checks it calls
-        // `poll(min(timeout, 100 ms))`, and `poll` returns only when its
-        // timeout is over, so every flush with records in flight took
-        // 100 ms (measured: each at-least-once commit 100 ms, three
-        // quarters of the time of an end-to-end benchmark). A zero-timeout
-        // flush sends what lingers and serves delivery reports without
-        // waiting; in between, short sleeps. Not `poll(1 ms)`: rdkafka turns
-        // a remaining time under 1 ms into a zero timeout and polls again,
-        // so such a poll spins on the CPU for its whole millisecond.
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            match self.producer.flush(Duration::ZERO) {
-                Ok(()) => break,
-                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
-                    if Instant::now() < deadline =>
-                {
-                    self.producer.poll(Duration::ZERO);
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err(e) => {
-                    return Err(self
-                        .fenced()
-                        .unwrap_or_else(|| client_err("flushing the producer", e)));
-                }
-            }
-        }
+        super::flush_without_waiting(&*self.producer, self.timeout).map_err(|e| {
+            self.fenced()
+                .unwrap_or_else(|| client_err("flushing the producer", e))
+        })?;
         self.take_failure()
     }
 

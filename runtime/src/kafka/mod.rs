@@ -18,7 +18,7 @@ pub use config::{
     BOOTSTRAP_ENV, KafkaConfig, PROPERTY_ENV_PREFIX, is_secret_property, property_of_env,
 };
 pub use log::{ClientLog, ClientReport};
-pub use produce::{send_blocking, send_record};
+pub use produce::{flush_without_waiting, send_blocking, send_record};
 
 /// Creates `spec`'s topic on librdkafka's mock cluster, which has no admin
 /// API. Replication -1 (the broker's default, what internal topics ask for)

@@ -1,9 +1,9 @@
 //! Producing with back-pressure.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Queues one record on `producer`, waiting (and serving delivery callbacks)
@@ -41,6 +41,36 @@ pub fn send_record<'a>(
                 record = back;
             }
             Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+/// Flushes `producer` within `timeout` without waiting out polls: not
+/// `BaseProducer::flush(timeout)`, which between its checks calls
+/// `poll(min(timeout, 100 ms))`, and `poll` returns only when its timeout is
+/// over, so every flush with records in flight took at least 100 ms (each
+/// at-least-once commit, and rdkafka's own `commit_transaction`, which
+/// flushes that way first). Zero-timeout flushes send what lingers and
+/// serve delivery reports; in between, short sleeps (not `poll(1 ms)`:
+/// rdkafka turns a remaining time under 1 ms into a zero timeout and polls
+/// again, so such a poll spins on the CPU for its whole millisecond).
+/// Returns the flush's error, `Flush(OperationTimedOut)` once `timeout` is
+/// over.
+pub fn flush_without_waiting<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match producer.flush(Duration::ZERO) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                if Instant::now() < deadline =>
+            {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

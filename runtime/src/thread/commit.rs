@@ -61,7 +61,12 @@ impl Committer {
     }
 
     pub(super) fn fault(&self, point: FaultPoint) -> Result<(), RuntimeError> {
-        fault(self.faults.as_deref(), point)
+        fault(self.faults(), point)
+    }
+
+    /// The thread's fault injector (crash tests), also asked during restore.
+    pub(super) fn faults(&self) -> Option<&dyn FaultInjector> {
+        self.faults.as_deref()
     }
 
     /// A record was handed to a task: the next commit has work.

@@ -142,7 +142,6 @@ pub struct StreamThread {
     wall_clock: Timestamp,
     last_commit: Timestamp,
     globals: Option<GlobalUpdater>,
-    faults: Option<Arc<dyn FaultInjector>>,
     group_mode: bool,
     rebalances: u64,
     /// Records in and lag (the committer counts what goes out).
@@ -292,13 +291,12 @@ impl StreamThread {
                     .restore_listener
                     .unwrap_or_else(|| Arc::new(LoggingRestoreListener::default())),
             ),
-            committer: Committer::new(producer, &config, options.faults.clone()),
+            committer: Committer::new(producer, &config, options.faults),
             tasks: TaskManager::new(topology, &config, counts, global_stores, state, rocksdb),
             poll_buffer: Vec::new(),
             wall_clock: now,
             last_commit: now,
             globals,
-            faults: options.faults,
             group_mode: matches!(assignment, Assignment::Group),
             rebalances: 0,
             io: ThreadMetrics::default(),
@@ -523,7 +521,7 @@ impl StreamThread {
         self.tasks.add(
             ids,
             &mut self.changelogs,
-            self.faults.as_deref(),
+            self.committer.faults(),
             self.wall_clock,
         )
     }

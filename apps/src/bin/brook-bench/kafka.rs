@@ -1651,15 +1651,17 @@ pub fn raw_child(args: &Args) -> Result<()> {
                 let t1 = Instant::now();
                 // rdkafka's commit_transaction flushes first with
                 // `BaseProducer::flush`, whose polls last 100 ms each while
-                // records are in flight; a zero-timeout flush loop (brook's
-                // too) leaves it nothing to wait for.
-                flush_without_waiting(&producer, timeout)?;
+                // records are in flight; flushed before, it has nothing to
+                // wait for.
+                brook_runtime::kafka::flush_without_waiting(&producer, timeout)
+                    .context("flushing")?;
                 producer.commit_transaction(timeout)?;
                 let t2 = Instant::now();
                 producer.begin_transaction()?;
                 phases.push((t1 - t0, t2 - t1));
             } else {
-                flush_without_waiting(&producer, timeout)?;
+                brook_runtime::kafka::flush_without_waiting(&producer, timeout)
+                    .context("flushing")?;
                 consumer.commit(&positions, CommitMode::Sync)?;
             }
             last_commit = Instant::now();
@@ -1682,26 +1684,6 @@ pub fn raw_child(args: &Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Flushes `producer` as brook's Kafka adapter does: zero-timeout flushes
-/// and polls with short sleeps between (`BaseProducer::flush(timeout)`
-/// polls 100 ms at a time, so each flush with records in flight takes at
-/// least that).
-fn flush_without_waiting(producer: &BaseProducer, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match producer.flush(Duration::ZERO) {
-            Ok(()) => return Ok(()),
-            Err(rdkafka::error::KafkaError::Flush(
-                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-            )) if Instant::now() < deadline => {
-                producer.poll(Duration::ZERO);
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Err(e) => return Err(e).context("flushing"),
-        }
-    }
 }
 
 /// One round of the real-broker group: every workload, guarantee and
